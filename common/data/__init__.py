@@ -1,0 +1,1 @@
+"""Datasets: MedMNIST files, a site's own images, and their partitioning across sites."""

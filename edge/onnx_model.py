@@ -1,0 +1,95 @@
+"""Load an exported PrivaDx ONNX model and run it with ONNX Runtime (no TensorFlow)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from common.errors import DataError, ModelError
+from common.metrics import decide, softmax
+from common.preprocess import PreprocessSpec, to_model_input
+
+log = logging.getLogger(__name__)
+
+META_PREFIX = "privadx."
+SUPPORTED_FORMATS = frozenset({"1"})
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What an exported model's metadata says about it."""
+
+    preprocess: PreprocessSpec
+    class_names: tuple[str, ...]
+    positive_class: int
+    threshold: float | None
+    provenance: dict[str, Any]
+
+
+def read_model_info(meta: dict[str, str], source: str) -> ModelInfo:
+    """Parse the ``privadx.*`` metadata of an ONNX model.
+
+    Raises:
+        ModelError: Not a PrivaDx model, or an unsupported or malformed metadata version.
+    """
+    fmt = meta.get(f"{META_PREFIX}format")
+    if fmt is None:
+        raise ModelError(f"{source}: not a PrivaDx model (no privadx.* metadata)")
+    if fmt not in SUPPORTED_FORMATS:
+        raise ModelError(f"{source}: model metadata format {fmt!r} is not supported")
+    try:
+        threshold = json.loads(meta[f"{META_PREFIX}threshold"])
+        return ModelInfo(
+            preprocess=PreprocessSpec.from_json(meta[f"{META_PREFIX}preprocess"]),
+            class_names=tuple(json.loads(meta[f"{META_PREFIX}class_names"])),
+            positive_class=int(json.loads(meta[f"{META_PREFIX}positive_class"])),
+            threshold=None if threshold is None else float(threshold),
+            provenance=json.loads(meta.get(f"{META_PREFIX}provenance", "{}")),
+        )
+    except (KeyError, ValueError, TypeError, DataError) as exc:
+        raise ModelError(f"{source}: malformed PrivaDx metadata ({exc})") from exc
+
+
+class OnnxClassifier:
+    """An ONNX Runtime session plus the metadata needed to feed it and read its output."""
+
+    def __init__(self, path: Path, *, threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        path = Path(path)
+        if not path.is_file():
+            raise ModelError(f"{path}: no such model file")
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.intra_op_num_threads = threads or min(4, os.cpu_count() or 1)
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(
+                str(path), sess_options=options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # onnxruntime raises its own untyped errors
+            raise ModelError(f"{path.name}: not a loadable ONNX model ({exc})") from exc
+        meta = dict(self.session.get_modelmeta().custom_metadata_map)
+        self.info = read_model_info(meta, path.name)
+        self.input_name = self.session.get_inputs()[0].name
+        self.path = path
+
+    def logits(self, images: np.ndarray) -> np.ndarray:
+        """Logits for uint8 images already at the model's size ``(N, H, W, C)``."""
+        (out,) = self.session.run(
+            None, {self.input_name: to_model_input(images, self.info.preprocess)}
+        )
+        return np.asarray(out, dtype=np.float32)
+
+    def predict(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(probabilities (N, K), predicted class (N,))`` with the model's decision rule."""
+        probs = softmax(self.logits(images))
+        info = self.info
+        return probs, decide(probs, positive_class=info.positive_class, threshold=info.threshold)

@@ -1,0 +1,1 @@
+"""Keras architectures for medical images and the ONNX export of trained weights."""

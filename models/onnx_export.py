@@ -1,0 +1,109 @@
+"""Export trained Keras weights to ONNX (tf2onnx) with the metadata diagnosis needs.
+
+The ONNX file carries, as ``metadata_props``: the model and preprocessing specs, class names,
+the positive class and decision threshold, and the provenance of the training run, so that a
+site holding only the ``.onnx`` file can diagnose exactly as the model was validated. A
+``sha256sum``-format file is written beside it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from common.deps import require
+from common.errors import ModelError
+from common.preprocess import PreprocessSpec, to_model_input
+from models.architectures import INPUT_NAME
+
+if TYPE_CHECKING:
+    import tensorflow as tf
+
+log = logging.getLogger(__name__)
+
+OPSET = 17
+META_PREFIX = "privadx."
+META_FORMAT = "1"
+PARITY_TOLERANCE = 1e-4
+
+
+def sha256_file(path: Path) -> str:
+    """SHA-256 hex digest of a file."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def metadata_props(meta: dict[str, Any]) -> dict[str, str]:
+    """The string key/value pairs stored in the ONNX file for a weights file's metadata."""
+    return {
+        f"{META_PREFIX}format": META_FORMAT,
+        f"{META_PREFIX}model_spec": meta["model_spec"],
+        f"{META_PREFIX}preprocess": meta["preprocess"],
+        f"{META_PREFIX}class_names": json.dumps(meta["class_names"]),
+        f"{META_PREFIX}positive_class": json.dumps(meta.get("positive_class", 1)),
+        f"{META_PREFIX}threshold": json.dumps(meta.get("threshold")),
+        f"{META_PREFIX}provenance": json.dumps(meta.get("provenance", {}), sort_keys=True),
+    }
+
+
+def export_onnx(model: tf.keras.Model, meta: dict[str, Any], out: Path) -> str:
+    """Convert ``model`` to ONNX at ``out`` (opset 17, dynamic batch), check it, hash it.
+
+    Returns:
+        The SHA-256 of the written file (also written to ``out.sha256``).
+    """
+    tf = require("tensorflow")
+    tf2onnx = require("tf2onnx")
+    onnx = require("onnx")
+    shape = (None, *model.input_shape[1:])
+    signature = [tf.TensorSpec(shape, tf.float32, name=INPUT_NAME)]
+    proto, _ = tf2onnx.convert.from_keras(model, input_signature=signature, opset=OPSET)
+    proto.doc_string = "PrivaDx classifier; inputs are preprocessed as privadx.preprocess says"
+    for key, value in metadata_props(meta).items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+    except onnx.checker.ValidationError as exc:
+        raise ModelError(f"exported ONNX model fails onnx.checker: {exc}") from exc
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_bytes(proto.SerializeToString())
+    tmp.replace(out)
+    digest = sha256_file(out)
+    out.with_name(out.name + ".sha256").write_text(f"{digest}  {out.name}\n", encoding="utf-8")
+    log.info("exported %s (%d bytes, sha256 %s)", out.name, out.stat().st_size, digest[:16])
+    return digest
+
+
+def verify_parity(
+    model: tf.keras.Model, onnx_path: Path, images: np.ndarray, spec: PreprocessSpec
+) -> float:
+    """Max absolute difference between Keras and ONNX Runtime logits on ``images``.
+
+    Raises:
+        ModelError: The difference exceeds :data:`PARITY_TOLERANCE`.
+    """
+    import onnxruntime as ort
+
+    x = to_model_input(images, spec)
+    keras_logits = model(x, training=False).numpy()
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    (onnx_logits,) = session.run(None, {session.get_inputs()[0].name: x})
+    diff = float(np.max(np.abs(keras_logits - onnx_logits)))
+    if not diff <= PARITY_TOLERANCE:
+        raise ModelError(
+            f"ONNX Runtime and Keras disagree: max |logit difference| {diff:.2e} > "
+            f"{PARITY_TOLERANCE:.0e}"
+        )
+    log.info("ONNX parity on %d images: max |logit diff| %.2e", len(images), diff)
+    return diff

@@ -1,0 +1,7 @@
+"""Allow ``python -m privadx``."""
+
+import sys
+
+from privadx.cli import main
+
+sys.exit(main())

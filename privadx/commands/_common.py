@@ -1,0 +1,70 @@
+"""Helpers shared by the subcommands: argument types, output, progress."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def positive_int(text: str) -> int:
+    """Argparse type: an integer of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected at least 1, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """Argparse type: a number above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number above 0, got {value}")
+    return value
+
+
+def add_data_dir(parser: argparse.ArgumentParser) -> None:
+    """The ``--data-dir`` option shared by commands that find datasets by name."""
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="folder of downloaded datasets (default: $PRIVADX_DATA or ~/.local/share/privadx)",
+    )
+
+
+def print_json(obj: Any) -> None:
+    """Write ``obj`` as JSON on stdout."""
+    from common.runlog import _clean
+
+    json.dump(_clean(obj), sys.stdout, indent=2, sort_keys=True)
+    sys.stdout.write("\n")
+
+
+class Progress:
+    """A byte-count progress line on stderr (only when stderr is a terminal)."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.tty = sys.stderr.isatty()
+
+    def __call__(self, done: int, total: int | None) -> None:
+        """Report ``done`` of ``total`` bytes."""
+        if not self.tty:
+            return
+        pct = f" {100 * done / total:5.1f}%" if total else ""
+        sys.stderr.write(f"\r{self.label}: {done / 1e6:8.2f} MB{pct}")
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        """End the progress line."""
+        if self.tty:
+            sys.stderr.write("\n")

@@ -1,0 +1,63 @@
+"""The simulation's typed configuration, built in one place."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from common.data.partition import PartitionSpec
+from common.errors import InputError
+from models.spec import Architecture
+from tff_core.fedavg import OptimizerName, OptimizerSpec
+
+
+@dataclass(frozen=True, kw_only=True)
+class SimulationConfig:
+    """Everything a ``privadx simulate`` run depends on."""
+
+    dataset: str
+    out: Path
+    data_dir: Path | None = None
+    partition: PartitionSpec = field(default_factory=PartitionSpec)
+    rounds: int = 20
+    local_epochs: int = 2
+    clients_per_round: int | None = None
+    """Sites sampled per round (all when ``None``)."""
+    batch_size: int = 32
+    client_optimizer: OptimizerSpec = field(default_factory=OptimizerSpec)
+    server_optimizer: OptimizerSpec = field(
+        default_factory=lambda: OptimizerSpec(
+            name=OptimizerName.SGD, learning_rate=1.0, momentum=0.0
+        )
+    )
+    arch: Architecture = Architecture.CNN
+    seed: int = 0
+    centralized: bool = False
+    """Also train the centralized baseline with the same model and compute budget."""
+    export_onnx: bool = True
+
+    def __post_init__(self) -> None:
+        if self.rounds < 1:
+            raise InputError(f"--rounds must be at least 1, got {self.rounds}")
+        if self.local_epochs < 1:
+            raise InputError(f"--local-epochs must be at least 1, got {self.local_epochs}")
+        if self.batch_size < 1:
+            raise InputError(f"--batch-size must be at least 1, got {self.batch_size}")
+        k = self.clients_per_round
+        if k is not None and not 1 <= k <= self.partition.sites:
+            raise InputError(
+                f"--clients-per-round must lie in [1, {self.partition.sites}], got {k}"
+            )
+
+    @property
+    def sites_per_round(self) -> int:
+        """How many sites train in each round."""
+        return self.clients_per_round or self.partition.sites
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready record of the configuration."""
+        record = asdict(self)
+        record["out"] = str(self.out)
+        record["data_dir"] = str(self.data_dir) if self.data_dir else None
+        return record

@@ -1,0 +1,110 @@
+"""Federated averaging built from ``tff.learning``: the federated wiring layer.
+
+FedAvg as in McMahan et al., "Communication-Efficient Learning of Deep Networks from
+Decentralized Data" (AISTATS 2017), weighted by each site's number of examples. A server
+optimizer other than plain SGD with learning rate 1 gives the adaptive variants of Reddi et
+al., "Adaptive Federated Optimization" (ICLR 2021): FedAdam and FedYogi.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+from common.deps import require
+from common.errors import InputError
+from common.preprocess import PreprocessSpec
+from models.architectures import build_model
+from models.spec import ModelSpec
+from tff_core.client_data import element_spec
+
+if TYPE_CHECKING:
+    import tensorflow as tf
+
+
+class OptimizerName(StrEnum):
+    """Optimizers available on clients and on the server."""
+
+    SGD = "sgd"
+    ADAM = "adam"
+    YOGI = "yogi"
+
+
+@dataclass(frozen=True, kw_only=True)
+class OptimizerSpec:
+    """An optimizer and its hyper-parameters."""
+
+    name: OptimizerName = OptimizerName.SGD
+    learning_rate: float = 0.05
+    momentum: float = 0.9
+    """Heavy-ball momentum (SGD only)."""
+
+    def __post_init__(self) -> None:
+        if not self.learning_rate > 0:
+            raise InputError(f"learning rate must be positive, got {self.learning_rate}")
+        if not 0 <= self.momentum < 1:
+            raise InputError(f"momentum must lie in [0, 1), got {self.momentum}")
+
+    def build(self) -> Any:
+        """The ``tff.learning.optimizers`` optimizer this spec describes."""
+        tff = require("tensorflow_federated")
+        opt = tff.learning.optimizers
+        if self.name is OptimizerName.SGD:
+            return opt.build_sgdm(learning_rate=self.learning_rate, momentum=self.momentum or None)
+        if self.name is OptimizerName.ADAM:
+            return opt.build_adam(learning_rate=self.learning_rate, epsilon=1e-3)
+        return opt.build_yogi(learning_rate=self.learning_rate, epsilon=1e-3)
+
+
+def keras_loss() -> tf.keras.losses.Loss:
+    """The training loss: cross-entropy on logits with integer labels."""
+    tf = require("tensorflow")
+    return tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def tff_model_fn(model_spec: ModelSpec, preprocess: PreprocessSpec, seed: int) -> Callable[[], Any]:
+    """A no-argument function building a fresh ``tff.learning`` model, as TFF requires."""
+    tff = require("tensorflow_federated")
+    tf = require("tensorflow")
+
+    def model_fn() -> Any:
+        return tff.learning.models.from_keras_model(
+            build_model(model_spec, seed=seed),
+            loss=keras_loss(),
+            input_spec=element_spec(preprocess),
+            metrics=[tf.keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        )
+
+    return model_fn
+
+
+def build_fedavg(
+    model_spec: ModelSpec,
+    preprocess: PreprocessSpec,
+    *,
+    client_optimizer: OptimizerSpec,
+    server_optimizer: OptimizerSpec,
+    seed: int,
+    model_aggregator: Any = None,
+) -> Any:
+    """The weighted FedAvg learning process (``initialize`` / ``next`` / ``get_model_weights``).
+
+    Args:
+        model_spec: Architecture to train.
+        preprocess: Input geometry (fixes the batch type).
+        client_optimizer: Local optimizer on each site.
+        server_optimizer: Optimizer applied to the averaged update (SGD 1.0 = plain FedAvg).
+        seed: Seed of the initial weights.
+        model_aggregator: A ``tff.aggregators`` factory; the default is the weighted mean.
+    """
+    tff = require("tensorflow_federated")
+    kwargs = {} if model_aggregator is None else {"model_aggregator": model_aggregator}
+    return tff.learning.algorithms.build_weighted_fed_avg(
+        tff_model_fn(model_spec, preprocess, seed),
+        client_optimizer_fn=client_optimizer.build(),
+        server_optimizer_fn=server_optimizer.build(),
+        client_weighting=tff.learning.ClientWeighting.NUM_EXAMPLES,
+        **kwargs,
+    )
