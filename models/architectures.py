@@ -44,7 +44,7 @@ def _cnn(spec: ModelSpec) -> tf.keras.Model:
     layers = tf.keras.layers
     inputs = tf.keras.Input((spec.height, spec.width, spec.channels), name=INPUT_NAME)
     x = inputs
-    for stage, filters in enumerate((32, 64, 128)):
+    for stage, filters in enumerate((16, 32, 64)):
         x = _conv_block(x, filters, f"s{stage}a")
         x = _conv_block(x, filters, f"s{stage}b")
         if stage < 2:

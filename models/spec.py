@@ -13,7 +13,7 @@ class Architecture(StrEnum):
     """The model families PrivaDx builds."""
 
     CNN = "cnn"
-    """Compact CNN for 28x28-64x64 images (about 140k parameters)."""
+    """Compact CNN for 28x28-64x64 images (72k parameters for 2 classes)."""
     MOBILENET = "mobilenet"
     """Small MobileNet-style network (depthwise separable convolutions) for larger inputs."""
 

@@ -25,7 +25,13 @@ class SimulationConfig:
     clients_per_round: int | None = None
     """Sites sampled per round (all when ``None``)."""
     batch_size: int = 32
-    client_optimizer: OptimizerSpec = field(default_factory=OptimizerSpec)
+    client_optimizer: OptimizerSpec = field(
+        default_factory=lambda: OptimizerSpec(
+            name=OptimizerName.ADAM, learning_rate=1e-3, momentum=0.0
+        )
+    )
+    """Adam on the sites: on Dirichlet(0.5) PneumoniaMNIST it left the initial plateau within 2
+    rounds where SGD(0.05, momentum 0.9) still sat at the class prior after 9."""
     server_optimizer: OptimizerSpec = field(
         default_factory=lambda: OptimizerSpec(
             name=OptimizerName.SGD, learning_rate=1.0, momentum=0.0

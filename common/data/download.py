@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import logging
 import os
 import urllib.error
@@ -11,7 +12,7 @@ from email.message import Message
 from pathlib import Path
 from typing import BinaryIO
 
-from common.data.catalog import DatasetInfo
+from common.data.catalog import BASE_URL_ENV, DatasetInfo
 from common.data.medmnist import file_md5
 from common.errors import DownloadError
 
@@ -64,15 +65,20 @@ def fetch_dataset(
 def download_resumable(
     url: str, part: Path, *, progress: ProgressFn | None = None, timeout: float = 30.0
 ) -> None:
-    """Append the rest of ``url`` to ``part``, starting where an earlier attempt stopped."""
-    have = part.stat().st_size if part.exists() else 0
+    """Append the rest of ``url`` to ``part``, starting where an earlier attempt stopped.
+
+    Raises:
+        DownloadError: Unreachable host, HTTP error, or a transfer that broke off (the bytes
+            received so far stay in ``part`` for the next attempt).
+    """
+    have = _size(part)
     request = urllib.request.Request(url, headers={"User-Agent": "privadx"})
     if have:
         request.add_header("Range", f"bytes={have}-")
+    total: int | None = None
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
-            status = response.status
-            if have and status == 200:
+            if have and response.status == 200:
                 have = 0  # the server ignored the range: start over
             total = _total_size(response.headers, have)
             with part.open("ab" if have else "wb") as out:
@@ -81,13 +87,25 @@ def download_resumable(
         if exc.code == 416 and have:
             return  # the range starts at the end: the file is complete
         raise DownloadError(f"download of {url} failed: HTTP {exc.code} {exc.reason}") from exc
-    except (TimeoutError, urllib.error.URLError, ConnectionError) as exc:
-        reason = getattr(exc, "reason", exc)
+    except urllib.error.URLError as exc:
         raise DownloadError(
-            f"cannot download {url} ({reason}); if this machine is offline, copy the file "
-            f"into {part.parent} by hand (or set PRIVADX_MEDMNIST_URL to a mirror); "
-            f"{part.stat().st_size if part.exists() else 0} bytes kept for resuming"
+            f"cannot download {url} ({exc.reason}); if this machine is offline, copy the file "
+            f"into {part.parent} by hand (or set {BASE_URL_ENV} to a mirror)"
         ) from exc
+    except (http.client.HTTPException, OSError) as exc:
+        raise DownloadError(
+            f"download of {url} broke off ({type(exc).__name__}: {exc}); run the command "
+            f"again to resume from the {_size(part)} bytes kept"
+        ) from exc
+    if total is not None and _size(part) < total:
+        raise DownloadError(
+            f"download of {url} stopped after {_size(part)} of {total} bytes; run the command "
+            "again to resume"
+        )
+
+
+def _size(path: Path) -> int:
+    return path.stat().st_size if path.exists() else 0
 
 
 def _total_size(headers: Message, have: int) -> int | None:

@@ -43,7 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="Dirichlet concentration; smaller = more label skew (default: %(default)s)",
     )
     p.add_argument(
-        "--rounds", type=positive_int, default=30, help="federated rounds (default: %(default)s)"
+        "--rounds", type=positive_int, default=20, help="federated rounds (default: %(default)s)"
     )
     p.add_argument(
         "--local-epochs",
@@ -58,9 +58,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="sites sampled per round (default: all)",
     )
     p.add_argument("--batch-size", type=positive_int, default=32)
-    p.add_argument("--client-optimizer", choices=("sgd", "adam"), default="sgd")
-    p.add_argument("--client-lr", type=positive_float, default=0.05)
-    p.add_argument("--client-momentum", type=float, default=0.9)
+    p.add_argument(
+        "--client-optimizer",
+        choices=("sgd", "adam"),
+        default="adam",
+        help="optimizer of local training (default: %(default)s)",
+    )
+    p.add_argument(
+        "--client-lr",
+        type=positive_float,
+        default=0.001,
+        help="local learning rate (default: %(default)s)",
+    )
+    p.add_argument("--client-momentum", type=float, default=0.9, help="momentum of client sgd")
     p.add_argument(
         "--server-optimizer",
         choices=("sgd", "adam", "yogi"),

@@ -1,0 +1,89 @@
+"""Shared fixtures: the real MedMNIST files from ../shared, slow-test switch, TFF leak check."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+MEDMNIST_DIR = Path(
+    os.environ.get("PRIVADX_TEST_DATA", REPO.parent / "shared" / "data" / "medmnist")
+)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--runslow", action="store_true", help="also run tests marked slow")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--runslow"):
+        return
+    skip = pytest.mark.skip(reason="slow: run with --runslow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+def _worker_pids() -> list[int]:
+    sys.path.insert(0, str(REPO))
+    from tff_core.runtime import worker_pids
+
+    return worker_pids()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_leftover_tff_workers():
+    """Fail the session if a TFF worker_binary outlives the tests (it would hang CI)."""
+    before = set(_worker_pids())
+    yield
+    leaked = set(_worker_pids()) - before
+    if leaked:
+        for pid in leaked:
+            subprocess.run(["kill", "-9", str(pid)], check=False)
+        pytest.fail(f"TFF worker_binary processes outlived the tests: {sorted(leaked)}")
+
+
+@pytest.fixture(scope="session")
+def medmnist_dir() -> Path:
+    if not (MEDMNIST_DIR / "pneumoniamnist.npz").is_file():
+        pytest.fail(f"real MedMNIST files expected in {MEDMNIST_DIR} (see tests/README)")
+    return MEDMNIST_DIR
+
+
+@pytest.fixture(scope="session")
+def pneumonia_npz(medmnist_dir: Path) -> Path:
+    return medmnist_dir / "pneumoniamnist.npz"
+
+
+@pytest.fixture(scope="session")
+def breast_npz(medmnist_dir: Path) -> Path:
+    return medmnist_dir / "breastmnist.npz"
+
+
+@pytest.fixture
+def data_copy(tmp_path: Path, breast_npz: Path) -> Path:
+    """A writable copy of the real BreastMNIST file, under its official name."""
+    target = tmp_path / "breastmnist.npz"
+    shutil.copyfile(breast_npz, target)
+    return target
+
+
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
+    """Run ``privadx ARGS`` as a subprocess of this interpreter."""
+    full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "privadx", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=full_env,
+        cwd=REPO,
+        check=False,
+    )

@@ -1,0 +1,159 @@
+"""The real ``privadx`` commands as subprocesses: simulate -> export -> diagnose, and errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from pydicom.data import get_testdata_file
+
+from tests.conftest import run_cli
+
+SUMMARY_KEYS = {"accuracy", "auc", "sensitivity", "specificity", "rounds", "sites", "seconds"}
+
+
+@pytest.fixture(scope="module")
+def sim_run(tmp_path_factory: pytest.TempPathFactory, breast_npz: Path) -> Path:
+    out = tmp_path_factory.mktemp("run")
+    proc = run_cli(
+        "simulate",
+        "--dataset",
+        str(breast_npz),
+        "--sites",
+        "4",
+        "--rounds",
+        "2",
+        "--local-epochs",
+        "1",
+        "--clients-per-round",
+        "3",
+        "--centralized",
+        "--seed",
+        "7",
+        "--json",
+        "--out",
+        str(out),
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads(proc.stdout)
+    assert set(summary) >= SUMMARY_KEYS
+    return out
+
+
+def test_simulate_writes_the_run_folder(sim_run: Path) -> None:
+    names = {p.name for p in sim_run.iterdir()}
+    assert {
+        "metrics.jsonl",
+        "summary.json",
+        "weights.npz",
+        "model.onnx",
+        "model.onnx.sha256",
+        "curves.png",
+        "config.json",
+        "partition.json",
+    } <= names
+    summary = json.loads((sim_run / "summary.json").read_text())
+    assert summary["rounds"] == 2 and summary["sites"] == 4
+    assert 0.0 <= summary["auc"] <= 1.0 and summary["centralized"]["auc"] is not None
+    assert summary["onnx"]["max_abs_logit_diff"] <= 1e-4
+    records = [json.loads(line) for line in (sim_run / "metrics.jsonl").read_text().splitlines()]
+    fed = [r for r in records if r["series"] == "federated"]
+    assert [r["round"] for r in fed] == [1, 2]
+    assert all(len(r["clients"]) == 3 and len(r["sites"]) == 4 for r in fed)
+    assert [r["round"] for r in records if r["series"] == "centralized"] == [1, 2]
+    partition = json.loads((sim_run / "partition.json").read_text())
+    assert sum(s["examples"] for s in partition["sites"]) == 546
+    assert (sim_run / "curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_export_then_diagnose_png_dicom_npz(
+    sim_run: Path, breast_npz: Path, tmp_path: Path
+) -> None:
+    onnx_path = tmp_path / "exported.onnx"
+    proc = run_cli(
+        "export",
+        str(sim_run / "weights.npz"),
+        "--out",
+        str(onnx_path),
+        "--verify-data",
+        str(breast_npz),
+        "--json",
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout)["max_abs_logit_diff"] <= 1e-4
+    images = np.load(breast_npz)["test_images"]
+    Image.fromarray(images[0]).save(tmp_path / "a.png")
+    Image.fromarray(images[1]).save(tmp_path / "b.jpg", quality=95)
+    shutil.copyfile(get_testdata_file("CT_small.dcm", download=False), tmp_path / "ct.dcm")
+    np.savez(tmp_path / "few.npz", images=images[:3])
+    proc = run_cli(
+        "diagnose",
+        str(onnx_path),
+        str(tmp_path / "a.png"),
+        str(tmp_path / "b.jpg"),
+        str(tmp_path / "ct.dcm"),
+        str(tmp_path / "few.npz"),
+        "--json",
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert len(out["results"]) == 6 and out["failed"] == 0
+    assert all(r["prediction"] in out["class_names"] for r in out["results"])
+    # The same image as PNG and inside the npz gives the same answer.
+    assert out["results"][0]["probabilities"] == out["results"][3]["probabilities"]
+
+
+def test_diagnose_human_output_and_partial_failure(
+    sim_run: Path, tmp_path: Path, breast_npz: Path
+) -> None:
+    Image.fromarray(np.load(breast_npz)["test_images"][0]).save(tmp_path / "ok.png")
+    (tmp_path / "bad.png").write_bytes(b"not a png")
+    proc = run_cli("diagnose", str(sim_run / "model.onnx"), str(tmp_path))
+    assert proc.returncode == 7
+    assert "ok.png" in proc.stdout and "ERROR" in proc.stdout
+    assert "1 of 2 images could not be diagnosed" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["diagnose", "missing.onnx", "x.png"], 5, "no such model file"),
+        (["export", "nowhere.npz", "--out", "x.onnx"], 5, "no such weights file"),
+        (["simulate", "--dataset", "nosuchset", "--out", "r"], 2, "unknown dataset"),
+        (["simulate", "--rounds", "0", "--out", "r"], 2, "expected at least 1"),
+        (["data", "info", "missing.npz"], 3, "no such file"),
+        (["data", "fetch", "nosuchset"], 2, "unknown dataset"),
+    ],
+)
+def test_bad_input_gives_clear_error_and_exit_code(
+    args: list[str], code: int, message: str, tmp_path: Path
+) -> None:
+    proc = run_cli(*args)
+    assert proc.returncode == code, proc.stderr
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_diagnose_with_a_non_model_file(tmp_path: Path) -> None:
+    (tmp_path / "fake.onnx").write_bytes(b"\x08\x01garbage")
+    (tmp_path / "x.png").write_bytes(b"x")
+    proc = run_cli("diagnose", str(tmp_path / "fake.onnx"), str(tmp_path / "x.png"))
+    assert proc.returncode == 5 and "not a loadable ONNX model" in proc.stderr
+
+
+def test_data_info_json(breast_npz: Path) -> None:
+    proc = run_cli("data", "info", str(breast_npz), "--json")
+    assert proc.returncode == 0
+    info = json.loads(proc.stdout)
+    assert info["splits"]["test"]["images"] == 156 and info["md5_verified"] is True
+
+
+def test_config_file_supplies_defaults_and_flags_win(tmp_path: Path) -> None:
+    (tmp_path / "bad.toml").write_text("rounds = 3\nno_such_setting = 1\n")
+    proc = run_cli("simulate", "--config", str(tmp_path / "bad.toml"), "--out", str(tmp_path / "r"))
+    assert proc.returncode == 2 and "no_such_setting" in proc.stderr
