@@ -1,1 +1,1 @@
-"""gateway."""
+"""The aggregator service: runs federated rounds over MQTT and publishes the global model."""

@@ -50,7 +50,7 @@ def _cnn(spec: ModelSpec) -> tf.keras.Model:
         if stage < 2:
             x = layers.MaxPooling2D(2, name=f"s{stage}_pool")(x)
     x = layers.GlobalAveragePooling2D(name="gap")(x)
-    x = layers.Dropout(0.3, seed=1, name="dropout")(x)
+    x = layers.Dropout(spec.dropout, seed=1, name="dropout")(x)
     outputs = layers.Dense(spec.num_classes, name=OUTPUT_NAME)(x)
     return tf.keras.Model(inputs, outputs, name="privadx_cnn")
 
@@ -83,6 +83,6 @@ def _mobilenet(spec: ModelSpec) -> tf.keras.Model:
     for i, (filters, stride) in enumerate(plan):
         x = _separable_block(x, width(filters), stride, f"b{i}")
     x = layers.GlobalAveragePooling2D(name="gap")(x)
-    x = layers.Dropout(0.2, seed=1, name="dropout")(x)
+    x = layers.Dropout(spec.dropout, seed=1, name="dropout")(x)
     outputs = layers.Dense(spec.num_classes, name=OUTPUT_NAME)(x)
     return tf.keras.Model(inputs, outputs, name="privadx_mobilenet")

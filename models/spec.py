@@ -28,6 +28,8 @@ class ModelSpec:
     channels: int = 1
     num_classes: int = 2
     width_multiplier: float = 1.0
+    dropout: float = 0.3
+    """Dropout before the classifier (0 makes training deterministic, as parity tests need)."""
 
     def __post_init__(self) -> None:
         if self.channels not in (1, 3):

@@ -2,7 +2,7 @@
 
 Exit codes: 0 success; 1 unexpected error; 2 bad input or usage; 3 data error; 4 download
 error; 5 model error; 6 missing optional dependency; 7 some items of a batch failed;
-130 interrupted.
+8 broker unreachable; 9 too few sites for a round; 130 interrupted.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from common.errors import InputError, PrivadxError
-from privadx.commands import data, diagnose, export, simulate
+from privadx.commands import data, demo, diagnose, edge, export, gateway, simulate
 
 log = logging.getLogger("privadx")
 
-SUBCOMMANDS = (data, simulate, export, diagnose)
+SUBCOMMANDS = (data, simulate, export, diagnose, gateway, edge, demo)
 
 EPILOG = """\
 roles:
@@ -28,7 +28,8 @@ roles:
   clinician        privadx diagnose model.onnx scan.dcm
 
 exit codes: 0 ok, 2 bad input, 3 data error, 4 download error, 5 model error,
-6 missing optional dependency, 7 some files failed, 130 interrupted
+6 missing optional dependency, 7 some files failed, 8 broker unreachable,
+9 too few sites for a round, 130 interrupted
 """
 
 

@@ -16,8 +16,8 @@ from common.deps import require
 from common.runlog import RunFolder
 from models.architectures import build_model
 from models.evaluate import choose_threshold, evaluate_split
-from tff_core.client_data import make_client_dataset
-from tff_core.fedavg import OptimizerName, keras_loss
+from models.training import make_client_dataset
+from tff_core.fedavg import keras_loss
 
 if TYPE_CHECKING:
     from tff_core.config import SimulationConfig
@@ -26,20 +26,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def _keras_optimizer(config: SimulationConfig) -> Any:
-    tf = require("tensorflow")
-    spec = config.client_optimizer
-    if spec.name is OptimizerName.SGD:
-        return tf.keras.optimizers.SGD(spec.learning_rate, momentum=spec.momentum)
-    return tf.keras.optimizers.Adam(spec.learning_rate)
-
-
 def train_centralized(config: SimulationConfig, exp: Experiment, run: RunFolder) -> dict[str, Any]:
     """Train and evaluate the pooled baseline; append its curve to the run's metrics."""
     tf = require("tensorflow")
     pooled = exp.dataset.train
     model = build_model(exp.model_spec, seed=config.seed)
-    model.compile(optimizer=_keras_optimizer(config), loss=keras_loss())
+    model.compile(optimizer=config.client_optimizer.to_keras(), loss=keras_loss())
     share = config.sites_per_round / config.partition.sites
     steps = math.ceil(config.local_epochs * share * len(pooled) / config.batch_size)
     epochs_needed = math.ceil(steps * config.rounds * config.batch_size / len(pooled)) + 1

@@ -8,8 +8,8 @@ from typing import Any
 
 from common.data.partition import PartitionSpec
 from common.errors import InputError
+from models.optim import OptimizerName, OptimizerSpec
 from models.spec import Architecture
-from tff_core.fedavg import OptimizerName, OptimizerSpec
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -9,53 +9,28 @@ al., "Adaptive Federated Optimization" (ICLR 2021): FedAdam and FedYogi.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 from common.deps import require
-from common.errors import InputError
 from common.preprocess import PreprocessSpec
 from models.architectures import build_model
+from models.optim import OptimizerName, OptimizerSpec
 from models.spec import ModelSpec
-from tff_core.client_data import element_spec
+from models.training import element_spec
 
 if TYPE_CHECKING:
     import tensorflow as tf
 
 
-class OptimizerName(StrEnum):
-    """Optimizers available on clients and on the server."""
-
-    SGD = "sgd"
-    ADAM = "adam"
-    YOGI = "yogi"
-
-
-@dataclass(frozen=True, kw_only=True)
-class OptimizerSpec:
-    """An optimizer and its hyper-parameters."""
-
-    name: OptimizerName = OptimizerName.SGD
-    learning_rate: float = 0.05
-    momentum: float = 0.9
-    """Heavy-ball momentum (SGD only)."""
-
-    def __post_init__(self) -> None:
-        if not self.learning_rate > 0:
-            raise InputError(f"learning rate must be positive, got {self.learning_rate}")
-        if not 0 <= self.momentum < 1:
-            raise InputError(f"momentum must lie in [0, 1), got {self.momentum}")
-
-    def build(self) -> Any:
-        """The ``tff.learning.optimizers`` optimizer this spec describes."""
-        tff = require("tensorflow_federated")
-        opt = tff.learning.optimizers
-        if self.name is OptimizerName.SGD:
-            return opt.build_sgdm(learning_rate=self.learning_rate, momentum=self.momentum or None)
-        if self.name is OptimizerName.ADAM:
-            return opt.build_adam(learning_rate=self.learning_rate, epsilon=1e-3)
-        return opt.build_yogi(learning_rate=self.learning_rate, epsilon=1e-3)
+def build_tff_optimizer(spec: OptimizerSpec) -> Any:
+    """The ``tff.learning.optimizers`` optimizer ``spec`` describes."""
+    tff = require("tensorflow_federated")
+    opt = tff.learning.optimizers
+    if spec.name is OptimizerName.SGD:
+        return opt.build_sgdm(learning_rate=spec.learning_rate, momentum=spec.momentum or None)
+    if spec.name is OptimizerName.ADAM:
+        return opt.build_adam(learning_rate=spec.learning_rate, epsilon=spec.epsilon)
+    return opt.build_yogi(learning_rate=spec.learning_rate, epsilon=spec.epsilon)
 
 
 def keras_loss() -> tf.keras.losses.Loss:
@@ -103,8 +78,8 @@ def build_fedavg(
     kwargs = {} if model_aggregator is None else {"model_aggregator": model_aggregator}
     return tff.learning.algorithms.build_weighted_fed_avg(
         tff_model_fn(model_spec, preprocess, seed),
-        client_optimizer_fn=client_optimizer.build(),
-        server_optimizer_fn=server_optimizer.build(),
+        client_optimizer_fn=build_tff_optimizer(client_optimizer),
+        server_optimizer_fn=build_tff_optimizer(server_optimizer),
         client_weighting=tff.learning.ClientWeighting.NUM_EXAMPLES,
         **kwargs,
     )

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,36 +44,34 @@ def worker_pids(parent: int | None = None) -> list[int]:
 
 
 def stop_workers(timeout: float = 5.0) -> int:
-    """Stop this process's TFF worker subprocesses (SIGTERM, then SIGKILL); return how many."""
+    """Stop this process's TFF worker subprocesses (SIGTERM, then SIGKILL); return how many.
+
+    The workers are not reaped here: TFF's service manager holds their ``Popen`` objects and
+    signals and waits for them itself, which would fail on a PID that was already reaped.
+    """
     pids = worker_pids(os.getpid())
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     for pid in pids:
-        while time.monotonic() < deadline and _alive(pid):
+        while time.monotonic() < deadline and _running(pid):
             time.sleep(0.05)
-        if _alive(pid):
+        if _running(pid):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-        _reap(pid)
     if pids:
         log.debug("stopped %d TFF worker process(es)", len(pids))
     return len(pids)
 
 
-def _alive(pid: int) -> bool:
-    _reap(pid)
+def _running(pid: int) -> bool:
+    """Whether ``pid`` exists and is not a zombie (exited, waiting to be reaped)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
         return False
-    return True
-
-
-def _reap(pid: int) -> None:
-    with contextlib.suppress(ChildProcessError, OSError):
-        os.waitpid(pid, os.WNOHANG)
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 _installed = False
@@ -87,14 +86,21 @@ def _on_sigterm(signum: int, _frame: FrameType | None) -> None:
 def tff_runtime() -> Iterator[None]:
     """Run the body with TFF's local runtime and guarantee its workers are stopped after.
 
-    Also installs (once) an ``atexit`` hook and a SIGTERM handler for the same purpose.
+    Also installs (once) an ``atexit`` hook and, in the main thread, a SIGTERM handler for the
+    same purpose. It installs a fresh TFF local C++ execution context first.
     """
     global _installed
     if not _installed:
         atexit.register(stop_workers)
-        if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+        main = threading.current_thread() is threading.main_thread()
+        if main and signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
             signal.signal(signal.SIGTERM, _on_sigterm)
         _installed = True
+    # A fresh local C++ context: TFF's context stack is thread-local (only the importing thread
+    # has a default), and a context whose worker was stopped earlier would not restart it.
+    from common.deps import require
+
+    require("tensorflow_federated").backends.native.set_sync_local_cpp_execution_context()
     try:
         yield
     finally:

@@ -19,7 +19,7 @@ from common.runlog import RunFolder
 from common.weights_io import save_weights
 from models.evaluate import choose_threshold, evaluate_split
 from models.spec import ModelSpec
-from tff_core.client_data import make_client_dataset
+from models.training import local_seed, make_client_dataset, site_name
 from tff_core.config import SimulationConfig
 from tff_core.fedavg import build_fedavg
 from tff_core.runtime import tff_runtime
@@ -141,7 +141,7 @@ def _train_federated(
                 exp.preprocess,
                 batch_size=config.batch_size,
                 epochs=config.local_epochs,
-                seed=config.seed * 1_000_003 + round_num * 1009 + i,
+                seed=local_seed(config.seed, round_num, site_name(i)),
             )
             for i in chosen
         ]

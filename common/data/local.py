@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,12 +47,38 @@ def load_local_dataset(
     if path.suffix.lower() == ".csv":
         return load_csv_manifest(path, spec, class_names)
     if path.suffix.lower() == ".npz":
-        from common.data.medmnist import load_npz
-
-        train = load_npz(path).train
+        train = load_site_npz(path, class_names)
         fitted = np.stack([fit_image(img, spec) for img in train.images])
-        return LoadReport(LabeledImages(fitted, train.labels, class_names or train.class_names))
+        return LoadReport(LabeledImages(fitted, train.labels, train.class_names))
     raise InputError(f"{path}: expected a class folder, a .csv manifest or a .npz file")
+
+
+def load_site_npz(path: Path, class_names: tuple[str, ...] | None = None) -> LabeledImages:
+    """Images of a site ``.npz``: ``images``/``labels`` or a MedMNIST file's train split."""
+    from common.data.medmnist import load_npz
+
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            keys = set(npz.files)
+            if {"images", "labels"} <= keys:
+                images, labels = npz["images"], npz["labels"]
+            elif {"train_images", "train_labels"} <= keys and "test_images" not in keys:
+                images, labels = npz["train_images"], npz["train_labels"]
+            else:
+                images = labels = None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise DataError(f"{path.name}: unreadable .npz ({exc})") from exc
+    if images is None or labels is None:
+        train = load_npz(path).train
+        return LabeledImages(train.images, train.labels, class_names or train.class_names)
+    if images.dtype != np.uint8 or images.ndim not in (3, 4):
+        raise DataError(
+            f"{path.name}: images must be uint8 (N, H, W[, C]), got {images.dtype} {images.shape}"
+        )
+    images = images[..., np.newaxis] if images.ndim == 3 else images
+    labels = labels.reshape(-1).astype(np.int64)
+    names = class_names or tuple(f"class_{i}" for i in range(int(labels.max(initial=0)) + 1))
+    return LabeledImages(images, labels, names)
 
 
 def load_image_folder(

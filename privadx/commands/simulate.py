@@ -101,9 +101,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def build_config(args: argparse.Namespace) -> object:
     """The typed simulation config for parsed arguments."""
     from common.data.partition import PartitionSpec, Scheme
+    from models.optim import OptimizerName, OptimizerSpec
     from models.spec import Architecture
     from tff_core.config import SimulationConfig
-    from tff_core.fedavg import OptimizerName, OptimizerSpec
 
     return SimulationConfig(
         dataset=args.dataset,
@@ -125,6 +125,7 @@ def build_config(args: argparse.Namespace) -> object:
             name=OptimizerName(args.server_optimizer),
             learning_rate=args.server_lr,
             momentum=args.server_momentum if args.server_optimizer == "sgd" else 0.0,
+            epsilon=1e-7 if args.server_optimizer == "sgd" else 1e-3,
         ),
         arch=Architecture(args.arch),
         seed=args.seed,

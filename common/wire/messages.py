@@ -1,0 +1,133 @@
+"""The message kinds of the round protocol and the fields each one carries.
+
+- ``ROUND`` (gateway, retained): run, round, the SHA-256 of the global model to start from, the
+  local training settings, the deadline, the quorum, and the phase (training or finished).
+- ``MODEL`` (gateway, retained chunks): global weights as tensors plus what is needed to build
+  the model (model spec, preprocessing, class names).
+- ``UPDATE`` (site, chunks): trained weights, example count, local metrics, base model hash.
+- ``ONNX`` (gateway, retained chunks): the exported model file.
+- ``PRESENCE`` / ``STATUS`` (retained, also the last will): online/offline.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import numpy as np
+
+from common.wire import tensors
+from common.wire.envelope import Envelope, Kind, WireError
+
+GATEWAY_SENDER = "gateway"
+
+
+class Phase(StrEnum):
+    """State of a run as announced on the round topic."""
+
+    TRAINING = "training"
+    FINISHED = "finished"
+
+
+class Presence(StrEnum):
+    """Online state of a participant."""
+
+    ONLINE = "online"
+    OFFLINE = "offline"
+
+
+@dataclass(frozen=True, kw_only=True)
+class RoundAnnouncement:
+    """What the gateway asks of the sites in one round."""
+
+    run: str
+    round: int
+    model_sha256: str
+    deadline: float
+    min_updates: int
+    training: dict[str, Any]
+    seed: int
+    phase: Phase = Phase.TRAINING
+    onnx_sha256: str | None = None
+
+    def to_envelope(self) -> Envelope:
+        """The ``ROUND`` message."""
+        return Envelope(
+            kind=Kind.ROUND,
+            run=self.run,
+            round=self.round,
+            sender=GATEWAY_SENDER,
+            meta={
+                "model_sha256": self.model_sha256,
+                "deadline": self.deadline,
+                "min_updates": self.min_updates,
+                "training": self.training,
+                "seed": self.seed,
+                "phase": str(self.phase),
+                "onnx_sha256": self.onnx_sha256,
+            },
+        )
+
+    @classmethod
+    def from_envelope(cls, env: Envelope) -> RoundAnnouncement:
+        """Parse a ``ROUND`` message; raises :class:`WireError`."""
+        if env.kind is not Kind.ROUND:
+            raise WireError(f"expected a round announcement, got {env.kind}")
+        m = env.meta
+        try:
+            return cls(
+                run=env.run,
+                round=env.round,
+                model_sha256=str(m["model_sha256"]),
+                deadline=float(m["deadline"]),
+                min_updates=int(m["min_updates"]),
+                training=dict(m["training"]),
+                seed=int(m["seed"]),
+                phase=Phase(m["phase"]),
+                onnx_sha256=m.get("onnx_sha256"),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise WireError(f"malformed round announcement: {exc}") from exc
+
+
+def model_envelope(
+    run: str, round_num: int, weights: dict[str, np.ndarray], info: dict[str, Any]
+) -> Envelope:
+    """The ``MODEL`` message for global ``weights``; ``meta["sha256"]`` identifies the model."""
+    payload = tensors.to_bytes(weights)
+    return Envelope(
+        kind=Kind.MODEL,
+        run=run,
+        round=round_num,
+        sender=GATEWAY_SENDER,
+        payload=payload,
+        meta={**info, "model_sha256": hashlib.sha256(payload).hexdigest()},
+    )
+
+
+def update_envelope(
+    *,
+    run: str,
+    round_num: int,
+    site: str,
+    weights: dict[str, np.ndarray],
+    examples: int,
+    metrics: dict[str, float],
+    base_model: str,
+) -> Envelope:
+    """A site's ``UPDATE`` message."""
+    return Envelope(
+        kind=Kind.UPDATE,
+        run=run,
+        round=round_num,
+        sender=site,
+        payload=tensors.to_bytes(weights),
+        meta={"examples": examples, "metrics": metrics, "base_model": base_model},
+    )
+
+
+def presence_envelope(kind: Kind, sender: str, state: Presence, **extra: Any) -> Envelope:
+    """A ``PRESENCE`` (site) or ``STATUS`` (gateway) message."""
+    return Envelope(kind=kind, run="-", round=0, sender=sender, meta={"state": str(state), **extra})

@@ -1,0 +1,105 @@
+"""The MQTT topic tree of a federation.
+
+::
+
+    privadx/<federation>/round                     gateway: current round announcement (retained)
+    privadx/<federation>/model/<chunk>             gateway: current global model (retained chunks)
+    privadx/<federation>/onnx/<chunk>              gateway: final ONNX model (retained chunks)
+    privadx/<federation>/gateway/status            gateway: online/offline (retained, last will)
+    privadx/<federation>/site/<site>/presence      site: online/offline (retained, last will)
+    privadx/<federation>/site/<site>/update        site: its model update (chunks)
+
+Each site's identity is one whole topic level, so a broker ACL pattern such as
+``privadx/+/site/%u/#`` confines a device to its own subtree (see ``deploy/mosquitto``).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+
+from common.errors import InputError
+
+PREFIX = "privadx"
+_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
+class Channel(StrEnum):
+    """The leaf names of the topic tree."""
+
+    ROUND = "round"
+    MODEL = "model"
+    ONNX = "onnx"
+    GATEWAY = "gateway"
+    STATUS = "status"
+    SITE = "site"
+    PRESENCE = "presence"
+    UPDATE = "update"
+
+
+def check_name(kind: str, value: str) -> str:
+    """Validate a federation or site name: 1-64 letters, digits, ``_ . -``, no wildcards."""
+    if not _NAME.match(value):
+        raise InputError(
+            f"{kind} {value!r} must be 1-64 characters of letters, digits, '_', '.' or '-'"
+        )
+    return value
+
+
+@dataclass(frozen=True)
+class Topics:
+    """Topic names of one federation."""
+
+    federation: str = "default"
+
+    def __post_init__(self) -> None:
+        check_name("federation name", self.federation)
+
+    @property
+    def root(self) -> str:
+        """``privadx/<federation>``."""
+        return f"{PREFIX}/{self.federation}"
+
+    @property
+    def round(self) -> str:
+        """Round announcements."""
+        return f"{self.root}/{Channel.ROUND}"
+
+    def model(self, chunk: int | str) -> str:
+        """One chunk of the global model (``"#"`` for the subscription)."""
+        return f"{self.root}/{Channel.MODEL}/{chunk}"
+
+    def onnx(self, chunk: int | str) -> str:
+        """One chunk of the exported ONNX model."""
+        return f"{self.root}/{Channel.ONNX}/{chunk}"
+
+    @property
+    def gateway_status(self) -> str:
+        """The gateway's online/offline status."""
+        return f"{self.root}/{Channel.GATEWAY}/{Channel.STATUS}"
+
+    def presence(self, site: str) -> str:
+        """A site's online/offline status (``"+"`` for all sites)."""
+        return f"{self.root}/{Channel.SITE}/{site}/{Channel.PRESENCE}"
+
+    def update(self, site: str) -> str:
+        """A site's model updates (``"+"`` for all sites)."""
+        return f"{self.root}/{Channel.SITE}/{site}/{Channel.UPDATE}"
+
+    def site_of(self, topic: str) -> str | None:
+        """The site id a ``site/<site>/...`` topic belongs to, else ``None``."""
+        parts = topic.split("/")
+        base = self.root.split("/")
+        if (
+            parts[: len(base)] == base
+            and len(parts) == len(base) + 3
+            and parts[len(base)] == Channel.SITE
+        ):
+            return parts[len(base) + 1]
+        return None
+
+    def chunk_index(self, topic: str) -> int | None:
+        """The chunk number of a ``model/<i>`` or ``onnx/<i>`` topic."""
+        tail = topic.rsplit("/", 1)[-1]
+        return int(tail) if tail.isdigit() else None

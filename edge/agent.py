@@ -1,0 +1,240 @@
+"""The edge agent: joins the federation, trains on the site's images, keeps the newest model.
+
+The agent never sends an image: only model weights, the number of local examples and local
+training metrics leave the device. Training needs TensorFlow (the ``train`` extra); nothing
+here imports TensorFlow Federated.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from common.data.arrays import LabeledImages
+from common.data.local import load_local_dataset
+from common.data.medmnist import resolve_dataset
+from common.errors import DataError, InputError
+from common.mqtt_link import LinkConfig, MqttLink
+from common.preprocess import PreprocessSpec
+from common.wire import envelope as wire
+from common.wire import tensors
+from common.wire.chunks import DEFAULT_CHUNK_SIZE, Reassembler, split
+from common.wire.envelope import Envelope, Kind, WireError
+from common.wire.messages import (
+    Phase,
+    Presence,
+    RoundAnnouncement,
+    presence_envelope,
+    update_envelope,
+)
+from common.wire.topics import Topics
+from edge.config import EdgeConfig
+from edge.store import ModelStore
+from models.spec import ModelSpec
+from models.training import LocalTraining
+
+log = logging.getLogger(__name__)
+
+POLL = 0.2
+MAX_MODEL_BYTES = 512 * 1024 * 1024
+
+
+@dataclass
+class GlobalModel:
+    """The newest global model received."""
+
+    sha256: str
+    round: int
+    run: str
+    weights: dict[str, np.ndarray]
+    info: dict[str, Any]
+
+
+class EdgeAgent:
+    """One site's participant in the federation."""
+
+    def __init__(self, config: EdgeConfig) -> None:
+        self.config = config
+        self.topics = Topics(config.federation)
+        self.store = ModelStore(config.model_dir)
+        self.reassembler = Reassembler(max_payload=MAX_MODEL_BYTES, max_partial=8)
+        self.model: GlobalModel | None = None
+        self.announcement: RoundAnnouncement | None = None
+        self.onnx_sha: str | None = None
+        self.data: LabeledImages | None = None
+        self._keras: Any = None
+        self._keras_spec: str | None = None
+        offline = presence_envelope(Kind.PRESENCE, config.site_id, Presence.OFFLINE)
+        self.link = MqttLink(
+            LinkConfig(
+                broker=config.broker,
+                client_id=f"privadx-site-{config.site_id}",
+                version=config.mqtt_version,
+                will=(self.topics.presence(config.site_id), wire.to_bytes(offline)),
+                subscriptions=(self.topics.round, self.topics.model("#"), self.topics.onnx("#")),
+            ),
+            on_connect=self._announce_online,
+        )
+
+    def _announce_online(self) -> None:
+        env = presence_envelope(Kind.PRESENCE, self.config.site_id, Presence.ONLINE)
+        self.link.publish(
+            self.topics.presence(self.config.site_id), wire.to_bytes(env), retain=True, wait=None
+        )
+
+    # --- main loop ------------------------------------------------------------------------
+    def run(self, max_seconds: float | None = None) -> int:
+        """Serve until stopped (or, with ``once``, until the run's ONNX model is saved)."""
+        self.link.start(timeout=120.0)
+        started = time.monotonic()
+        try:
+            while True:
+                self._process_one()
+                self._maybe_train()
+                if self.config.once and self._finished():
+                    log.info("run finished; model.onnx saved in %s", self.store.root)
+                    return 0
+                if max_seconds is not None and time.monotonic() - started > max_seconds:
+                    return 0
+        finally:
+            self.store.save_state()
+            self.link.stop()
+
+    def _finished(self) -> bool:
+        a = self.announcement
+        return (
+            a is not None
+            and a.phase is Phase.FINISHED
+            and a.onnx_sha256 is not None
+            and a.onnx_sha256 == self.onnx_sha
+        )
+
+    def _process_one(self) -> None:
+        try:
+            topic, payload, _ = self.link.inbox.get(timeout=POLL)
+        except queue.Empty:
+            return
+        self.store.state["bytes_received"] += len(payload)
+        if not payload:
+            return
+        try:
+            env = wire.from_bytes(payload)
+            if topic == self.topics.round:
+                self.announcement = RoundAnnouncement.from_envelope(env)
+            elif topic.startswith(self.topics.model("")):
+                self._on_chunk(env, Kind.MODEL)
+            elif topic.startswith(self.topics.onnx("")):
+                self._on_chunk(env, Kind.ONNX)
+        except (WireError, DataError) as exc:
+            log.warning("ignored a message on %s: %s", topic, exc)
+
+    def _on_chunk(self, env: Envelope, kind: Kind) -> None:
+        if env.kind is not kind or env.sender != "gateway":
+            raise WireError(
+                f"expected a {kind} chunk from the gateway, got {env.kind} from {env.sender}"
+            )
+        whole = self.reassembler.add(env)
+        if whole is None:
+            return
+        if kind is Kind.MODEL:
+            self._on_model(whole)
+        else:
+            self.store.save_onnx(whole.payload, str(whole.meta.get("onnx_sha256")))
+            self.onnx_sha = str(whole.meta["onnx_sha256"])
+            log.info("saved the federation's model.onnx (%d bytes)", len(whole.payload))
+
+    def _on_model(self, env: Envelope) -> None:
+        if env.meta.get("model_sha256") != env.meta.get("sha256"):
+            raise WireError("global model hash does not match its content")
+        weights = tensors.from_bytes(env.payload)
+        info = {
+            k: env.meta[k] for k in ("model_spec", "preprocess", "class_names", "positive_class")
+        }
+        self.model = GlobalModel(env.meta["sha256"], env.round, env.run, weights, info)
+        self.store.save_global(weights, info)
+        log.info("received global model of round %d (run %s)", env.round, env.run)
+
+    # --- training ---------------------------------------------------------------------------
+    def _maybe_train(self) -> None:
+        a, m = self.announcement, self.model
+        if a is None or m is None or a.phase is not Phase.TRAINING:
+            return
+        if a.model_sha256 != m.sha256 or self.store.submitted(a.run, a.round):
+            return
+        if time.time() > a.deadline:
+            log.warning("round %d: deadline passed before this site could train", a.round)
+            self.store.mark_submitted(a.run, a.round)
+            return
+        weights, examples, metrics = self._train(m, a)
+        env = update_envelope(
+            run=a.run,
+            round_num=a.round,
+            site=self.config.site_id,
+            weights=weights,
+            examples=examples,
+            metrics=metrics,
+            base_model=m.sha256,
+        )
+        for chunk in split(env, DEFAULT_CHUNK_SIZE):
+            data = wire.to_bytes(chunk)
+            self.link.publish(self.topics.update(self.config.site_id), data)
+            self.store.state["bytes_sent"] += len(data)
+        self.store.mark_submitted(a.run, a.round)
+        log.info(
+            "round %d: sent update (%d examples, loss %.4f)", a.round, examples, metrics["loss"]
+        )
+
+    def _local_data(
+        self, preprocess: PreprocessSpec, class_names: tuple[str, ...]
+    ) -> LabeledImages:
+        if self.data is None:
+            path = resolve_dataset(self.config.data, fetch=False)
+            report = load_local_dataset(path, preprocess, class_names)
+            if report.data.num_classes != len(class_names):
+                raise InputError(
+                    f"local data has {report.data.num_classes} classes; "
+                    f"the model has {len(class_names)}"
+                )
+            self.data = report.data
+            log.info(
+                "loaded %d local training images (%d skipped)",
+                len(report.data),
+                len(report.skipped),
+            )
+        return self.data
+
+    def _train(
+        self, m: GlobalModel, a: RoundAnnouncement
+    ) -> tuple[dict[str, np.ndarray], int, dict[str, float]]:
+        from models.architectures import build_model
+        from models.training import local_seed, train_locally
+        from models.weights import get_weights, set_weights
+
+        preprocess = PreprocessSpec.from_json(m.info["preprocess"])
+        data = self._local_data(preprocess, tuple(m.info["class_names"]))
+        if self._keras is None or self._keras_spec != m.info["model_spec"]:
+            self._configure_tensorflow()
+            self._keras = build_model(ModelSpec.from_json(m.info["model_spec"]))
+            self._keras_spec = m.info["model_spec"]
+        set_weights(self._keras, m.weights)
+        settings = LocalTraining.from_dict(a.training)
+        seed = local_seed(a.seed, a.round, self.config.site_id)
+        t0 = time.monotonic()
+        metrics = train_locally(self._keras, data, preprocess, settings, seed=seed)
+        metrics["seconds"] = round(time.monotonic() - t0, 3)
+        return get_weights(self._keras), len(data), metrics
+
+    def _configure_tensorflow(self) -> None:
+        from common.deps import require
+
+        tf = require("tensorflow")
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(self.config.threads)
+            tf.config.threading.set_inter_op_parallelism_threads(self.config.threads)
+        except RuntimeError:
+            pass  # already initialised in this process

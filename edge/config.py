@@ -1,0 +1,30 @@
+"""The edge agent's typed configuration."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from common.mqtt_link import BrokerAddress, MqttVersion
+from common.wire.topics import check_name
+
+
+@dataclass(frozen=True, kw_only=True)
+class EdgeConfig:
+    """Everything an edge agent depends on."""
+
+    broker: BrokerAddress
+    site_id: str
+    data: str
+    """The site's training images: a class folder, a CSV manifest or a ``.npz`` file."""
+    model_dir: Path
+    federation: str = "default"
+    mqtt_version: MqttVersion = MqttVersion.V5
+    once: bool = False
+    """Exit after the run is finished and the ONNX model is saved (instead of serving on)."""
+    threads: int = 1
+    """TensorFlow threads for local training (devices share cores with other services)."""
+
+    def __post_init__(self) -> None:
+        check_name("site id", self.site_id)
+        check_name("federation name", self.federation)

@@ -1,0 +1,62 @@
+"""The gateway's typed configuration."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from common.errors import InputError
+from common.mqtt_link import BrokerAddress, MqttVersion
+from common.wire.chunks import DEFAULT_CHUNK_SIZE
+from common.wire.topics import check_name
+from models.optim import OptimizerName, OptimizerSpec
+from models.spec import Architecture
+from models.training import LocalTraining
+
+
+def default_run_id() -> str:
+    """A run id from the current UTC time, e.g. ``run-20261127-143501``."""
+    return time.strftime("run-%Y%m%d-%H%M%S", time.gmtime())
+
+
+@dataclass(frozen=True, kw_only=True)
+class GatewayConfig:
+    """Everything a gateway run depends on."""
+
+    broker: BrokerAddress
+    out: Path
+    dataset: str
+    """Dataset name or .npz whose classes and image size define the task, and whose
+    validation and test splits the gateway evaluates on (no training images are used)."""
+    data_dir: Path | None = None
+    federation: str = "default"
+    run_id: str = field(default_factory=default_run_id)
+    mqtt_version: MqttVersion = MqttVersion.V5
+    rounds: int = 5
+    min_sites: int = 2
+    round_timeout: float = 600.0
+    start_timeout: float = 600.0
+    """How long to wait for ``min_sites`` sites to come online before round 1."""
+    max_retries: int = 3
+    """How often a round below quorum at its deadline is announced again before giving up."""
+    training: LocalTraining = field(default_factory=LocalTraining)
+    server_optimizer: OptimizerSpec = field(
+        default_factory=lambda: OptimizerSpec(name=OptimizerName.SGD, learning_rate=1.0)
+    )
+    arch: Architecture = Architecture.CNN
+    dropout: float = 0.3
+    seed: int = 0
+    chunk_size: int = DEFAULT_CHUNK_SIZE
+    export_onnx: bool = True
+    evaluate: bool = True
+
+    def __post_init__(self) -> None:
+        check_name("federation name", self.federation)
+        check_name("run id", self.run_id)
+        if self.rounds < 1:
+            raise InputError(f"--rounds must be at least 1, got {self.rounds}")
+        if self.min_sites < 1:
+            raise InputError(f"--min-sites must be at least 1, got {self.min_sites}")
+        if not self.round_timeout > 0:
+            raise InputError(f"--round-timeout must be positive, got {self.round_timeout}")

@@ -1,0 +1,115 @@
+"""The bookkeeping of one federated round: which updates were accepted, and why others weren't.
+
+Pure logic, no MQTT and no TensorFlow: the service feeds it decoded updates and asks whether
+the round can close. Duplicates (QoS 1 redelivery, or a site sending twice) are counted once.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from common.wire.envelope import Envelope, Kind
+from common.wire.tensors import TensorFormatError, check_like, from_bytes
+
+
+@dataclass(frozen=True)
+class AcceptedUpdate:
+    """One site's contribution to a round."""
+
+    site: str
+    weights: dict[str, np.ndarray]
+    examples: int
+    metrics: dict[str, float]
+    nbytes: int
+
+
+@dataclass
+class RoundState:
+    """The open round: what was announced and what has arrived."""
+
+    run: str
+    number: int
+    model_sha256: str
+    deadline: float
+    min_updates: int
+    expected: set[str]
+    accepted: dict[str, AcceptedUpdate] = field(default_factory=dict)
+    seen_messages: set[str] = field(default_factory=set)
+    rejected: Counter[str] = field(default_factory=Counter)
+    opened: float = field(default_factory=time.time)
+
+    def offer(self, env: Envelope, site: str, reference: dict[str, np.ndarray]) -> str | None:
+        """Validate and record an update; return ``None`` if accepted, else the reason."""
+        reason = self._check(env, site, reference)
+        if reason is None:
+            try:
+                weights = from_bytes(env.payload)
+                check_like(weights, reference, f"update from {site}")
+            except TensorFormatError as exc:
+                reason = str(exc)
+            else:
+                self.accepted[site] = AcceptedUpdate(
+                    site,
+                    weights,
+                    int(env.meta["examples"]),
+                    {
+                        k: float(v)
+                        for k, v in env.meta.get("metrics", {}).items()
+                        if isinstance(v, int | float)
+                    },
+                    len(env.payload),
+                )
+        if reason is not None and reason != "duplicate":
+            self.rejected[reason.split(":")[0]] += 1
+        self.seen_messages.add(env.message_id)
+        return reason
+
+    def _check(self, env: Envelope, site: str, reference: dict[str, np.ndarray]) -> str | None:
+        if env.message_id in self.seen_messages or site in self.accepted:
+            return "duplicate"
+        if env.kind is not Kind.UPDATE:
+            return f"wrong kind: {env.kind}"
+        if env.sender != site:
+            return f"sender mismatch: envelope says {env.sender!r}, topic says {site!r}"
+        if env.run != self.run:
+            return f"wrong run: update for run {env.run} during run {self.run}"
+        if env.round != self.number:
+            return f"wrong round: update for round {env.round} arrived during round {self.number}"
+        if env.meta.get("base_model") != self.model_sha256:
+            return "stale model: update was trained from another global model"
+        examples = env.meta.get("examples")
+        if not isinstance(examples, int) or isinstance(examples, bool) or not 0 < examples < 10**9:
+            return f"bad example count: {examples!r}"
+        return None
+
+    def ready(self, now: float | None = None) -> bool:
+        """Whether to close: every expected site reported, or the deadline passed with quorum."""
+        now = time.time() if now is None else now
+        if (
+            self.expected
+            and self.expected <= set(self.accepted)
+            and len(self.accepted) >= self.min_updates
+        ):
+            return True
+        return now >= self.deadline and len(self.accepted) >= self.min_updates
+
+    def expired_without_quorum(self, now: float | None = None) -> bool:
+        """The deadline passed and too few updates arrived: the round must be retried."""
+        now = time.time() if now is None else now
+        return now >= self.deadline and len(self.accepted) < self.min_updates
+
+    def summary(self) -> dict[str, Any]:
+        """Facts of the round for the metrics log."""
+        return {
+            "updates": len(self.accepted),
+            "expected": len(self.expected),
+            "examples": sum(u.examples for u in self.accepted.values()),
+            "rejected": dict(self.rejected),
+            "update_bytes": {u.site: u.nbytes for u in self.accepted.values()},
+            "site_metrics": {u.site: u.metrics for u in self.accepted.values()},
+        }

@@ -1,0 +1,414 @@
+"""The gateway service: announce rounds, collect updates, aggregate with TFF, publish models.
+
+One thread runs the protocol; paho's network thread only enqueues raw messages
+(:class:`common.mqtt_link.MqttLink`). Every inbound message is decoded and validated here, and
+a bad one is logged with its reason and counted, never allowed to stop the service.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from common.data.catalog import CATALOG
+from common.data.medmnist import load_npz, resolve_dataset
+from common.errors import PrivadxError
+from common.mqtt_link import LinkConfig, MqttLink
+from common.preprocess import PreprocessSpec
+from common.runlog import RunFolder
+from common.weights_io import save_weights
+from common.wire import envelope as wire
+from common.wire.chunks import Reassembler, split
+from common.wire.envelope import Envelope, Kind, WireError
+from common.wire.messages import (
+    GATEWAY_SENDER,
+    Phase,
+    Presence,
+    RoundAnnouncement,
+    model_envelope,
+    presence_envelope,
+)
+from common.wire.topics import Topics
+from gateway.config import GatewayConfig
+from gateway.rounds import RoundState
+from models.spec import ModelSpec
+
+log = logging.getLogger(__name__)
+
+POLL = 0.2
+
+
+class QuorumError(PrivadxError):
+    """A round could not gather enough updates, even after retries."""
+
+    exit_code = 9
+
+
+@dataclass
+class GatewayRun:
+    """Mutable state of a run: the global model and who is online."""
+
+    weights: dict[str, np.ndarray]
+    model_sha256: str = ""
+    round: int = 0
+    online: dict[str, dict[str, Any]] = field(default_factory=dict)
+    published_chunks: dict[str, int] = field(default_factory=dict)
+    bytes_published: int = 0
+
+
+class Gateway:
+    """Runs one federated training run over MQTT."""
+
+    def __init__(self, config: GatewayConfig) -> None:
+        self.config = config
+        self.topics = Topics(config.federation)
+        self.dataset = load_npz(resolve_dataset(config.dataset, config.data_dir))
+        h, w, c = self.dataset.image_shape
+        self.preprocess = PreprocessSpec(height=h, width=w, channels=c)
+        self.model_spec = ModelSpec(
+            arch=config.arch,
+            height=h,
+            width=w,
+            channels=c,
+            num_classes=len(self.dataset.class_names),
+            dropout=config.dropout,
+        )
+        info = CATALOG.get(self.dataset.name)
+        self.positive_class = info.positive_class if info else 1
+        self.reassembler = Reassembler(max_payload=512 * 1024 * 1024, max_partial=256)
+        self.folder = RunFolder(config.out)
+        will = (
+            self.topics.gateway_status,
+            wire.to_bytes(presence_envelope(Kind.STATUS, GATEWAY_SENDER, Presence.OFFLINE)),
+        )
+        self.link = MqttLink(
+            LinkConfig(
+                broker=config.broker,
+                client_id=f"privadx-gateway-{config.federation}",
+                version=config.mqtt_version,
+                will=will,
+                subscriptions=(self.topics.presence("+"), self.topics.update("+")),
+            )
+        )
+
+    # --- the run --------------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        """Run every round, export, publish the ONNX model; return the summary."""
+        from models.architectures import build_model
+        from models.weights import get_weights
+        from tff_core.aggregation import FedAvgServer
+        from tff_core.runtime import tff_runtime
+
+        started = time.monotonic()
+        self.model = build_model(self.model_spec, seed=self.config.seed)
+        state = GatewayRun(weights=get_weights(self.model))
+        self.folder.write("config.json", self._config_record())
+        self.link.start()
+        self._publish_status(Presence.ONLINE)
+        try:
+            with tff_runtime():
+                server = FedAvgServer(state.weights, self.config.server_optimizer)
+                self._publish_model(state)
+                self._wait_for_sites(state)
+                final: dict[str, Any] = {}
+                for number in range(1, self.config.rounds + 1):
+                    final = self._run_round(state, server, number)
+            summary = self._finish(state, final, time.monotonic() - started)
+        finally:
+            self._publish_status(Presence.OFFLINE)
+            self.link.stop()
+        return summary
+
+    def _run_round(self, state: GatewayRun, server: Any, number: int) -> dict[str, Any]:
+        t0 = time.monotonic()
+        for attempt in range(1, self.config.max_retries + 2):
+            round_state = self._announce(state, number)
+            while not round_state.ready():
+                if round_state.expired_without_quorum():
+                    break
+                self._process_one(round_state, state)
+            if round_state.ready():
+                break
+            log.warning(
+                "round %d: %d of %d required updates by the deadline (attempt %d); retrying",
+                number,
+                len(round_state.accepted),
+                round_state.min_updates,
+                attempt,
+            )
+        else:
+            raise QuorumError(
+                f"round {number} gathered fewer than {self.config.min_sites} updates in "
+                f"{self.config.max_retries + 1} attempts"
+            )
+        updates = [(u.weights, u.examples) for u in round_state.accepted.values()]
+        state.weights = server.aggregate(state.weights, updates)
+        state.round = number
+        metrics = self._evaluate(state)
+        record = {
+            "series": "mqtt",
+            "round": number,
+            "attempts": attempt,
+            "seconds": round(time.monotonic() - t0, 2),
+            **round_state.summary(),
+            "test": metrics,
+        }
+        self.folder.append_metrics(record)
+        log.info(
+            "round %d/%d closed: %d updates (%d examples), test AUC %s, accuracy %s (%.1f s)",
+            number,
+            self.config.rounds,
+            record["updates"],
+            record["examples"],
+            _fmt(metrics.get("auc")),
+            _fmt(metrics.get("accuracy")),
+            record["seconds"],
+        )
+        self._publish_model(state)
+        return metrics
+
+    def _announce(self, state: GatewayRun, number: int) -> RoundState:
+        deadline = time.time() + self.config.round_timeout
+        announcement = RoundAnnouncement(
+            run=self.config.run_id,
+            round=number,
+            model_sha256=state.model_sha256,
+            deadline=deadline,
+            min_updates=self.config.min_sites,
+            training=self.config.training.to_dict(),
+            seed=self.config.seed,
+        )
+        self._publish(self.topics.round, announcement.to_envelope(), retain=True)
+        expected = {s for s, p in state.online.items() if p.get("state") == Presence.ONLINE}
+        log.info(
+            "round %d/%d announced to %d online sites (deadline in %.0f s)",
+            number,
+            self.config.rounds,
+            len(expected),
+            self.config.round_timeout,
+        )
+        return RoundState(
+            run=self.config.run_id,
+            number=number,
+            model_sha256=state.model_sha256,
+            deadline=deadline,
+            min_updates=self.config.min_sites,
+            expected=expected,
+        )
+
+    def _wait_for_sites(self, state: GatewayRun) -> None:
+        deadline = time.monotonic() + self.config.start_timeout
+        log.info("waiting for %d sites to come online", self.config.min_sites)
+        while (
+            sum(p.get("state") == Presence.ONLINE for p in state.online.values())
+            < self.config.min_sites
+        ):
+            if time.monotonic() > deadline:
+                raise QuorumError(
+                    f"only {len(state.online)} of the {self.config.min_sites} required sites came "
+                    f"online within {self.config.start_timeout:.0f} s"
+                )
+            self._process_one(None, state)
+
+    # --- inbound messages -------------------------------------------------------------------
+    def _process_one(self, round_state: RoundState | None, state: GatewayRun) -> None:
+        try:
+            topic, payload, _retained = self.link.inbox.get(timeout=POLL)
+        except queue.Empty:
+            return
+        if not payload:
+            return  # a cleared retained message
+        site = self.topics.site_of(topic)
+        try:
+            env = wire.from_bytes(payload)
+            if site is None:
+                raise WireError(f"message on unexpected topic {topic}")
+            if topic == self.topics.presence(site):
+                self._on_presence(site, env, state)
+            elif topic == self.topics.update(site):
+                self._on_update_chunk(site, env, round_state, state)
+        except WireError as exc:
+            log.warning("rejected a message from %s: %s", site or topic, exc)
+            if round_state is not None:
+                round_state.rejected["malformed"] += 1
+
+    def _on_presence(self, site: str, env: Envelope, state: GatewayRun) -> None:
+        if env.kind is not Kind.PRESENCE or env.sender != site:
+            raise WireError(
+                f"presence message from {site} claims to be {env.kind} from {env.sender}"
+            )
+        previous = state.online.get(site, {}).get("state")
+        state.online[site] = dict(env.meta)
+        if previous != env.meta.get("state"):
+            log.info("site %s is %s", site, env.meta.get("state"))
+
+    def _on_update_chunk(
+        self, site: str, env: Envelope, round_state: RoundState | None, state: GatewayRun
+    ) -> None:
+        whole = self.reassembler.add(env)
+        if whole is None:
+            return
+        if round_state is None:
+            log.warning(
+                "update from %s for round %d arrived while no round is open", site, whole.round
+            )
+            return
+        reason = round_state.offer(whole, site, state.weights)
+        if reason is None:
+            log.info(
+                "round %d: update from %s accepted (%d/%d)",
+                round_state.number,
+                site,
+                len(round_state.accepted),
+                max(len(round_state.expected), round_state.min_updates),
+            )
+        elif reason != "duplicate":
+            log.warning("round %d: update from %s rejected: %s", round_state.number, site, reason)
+
+    # --- outbound messages -----------------------------------------------------------------
+    def _publish(self, topic: str, env: Envelope, *, retain: bool = False) -> None:
+        data = wire.to_bytes(env)
+        self.link.publish(topic, data, retain=retain)
+
+    def _publish_chunked(self, channel: str, env: Envelope, state: GatewayRun) -> None:
+        chunks = split(env, self.config.chunk_size)
+        topic_of = self.topics.model if channel == "model" else self.topics.onnx
+        for chunk in chunks:
+            data = wire.to_bytes(chunk)
+            self.link.publish(topic_of(chunk.meta["chunk"]["index"]), data, retain=True)
+            state.bytes_published += len(data)
+        for stale in range(len(chunks), state.published_chunks.get(channel, 0)):
+            self.link.publish(topic_of(stale), b"", retain=True)  # clear leftovers
+        state.published_chunks[channel] = len(chunks)
+
+    def _publish_model(self, state: GatewayRun) -> None:
+        env = model_envelope(self.config.run_id, state.round, state.weights, self._model_info())
+        state.model_sha256 = env.meta["model_sha256"]
+        self._publish_chunked("model", env, state)
+
+    def _publish_status(self, presence: Presence) -> None:
+        env = presence_envelope(Kind.STATUS, GATEWAY_SENDER, presence, run=self.config.run_id)
+        try:
+            self._publish(self.topics.gateway_status, env, retain=True)
+        except PrivadxError as exc:
+            log.warning("could not publish gateway status: %s", exc)
+
+    def _model_info(self) -> dict[str, Any]:
+        return {
+            "model_spec": self.model_spec.to_json(),
+            "preprocess": self.preprocess.to_json(),
+            "class_names": list(self.dataset.class_names),
+            "positive_class": self.positive_class,
+        }
+
+    # --- evaluation and the end of the run --------------------------------------------------
+    def _evaluate(self, state: GatewayRun) -> dict[str, Any]:
+        if not self.config.evaluate:
+            return {}
+        from models.evaluate import choose_threshold, evaluate_split
+        from models.weights import set_weights
+
+        set_weights(self.model, state.weights)
+        threshold = choose_threshold(
+            self.model, self.dataset.val, self.preprocess, self.positive_class
+        )
+        return evaluate_split(
+            self.model,
+            self.dataset.test,
+            self.preprocess,
+            positive_class=self.positive_class,
+            threshold=threshold,
+        )
+
+    def _finish(self, state: GatewayRun, final: dict[str, Any], seconds: float) -> dict[str, Any]:
+        meta = {
+            **self._model_info(),
+            "threshold": final.get("threshold"),
+            "provenance": {
+                "trained_by": "privadx gateway",
+                "run": self.config.run_id,
+                "dataset": self.dataset.name,
+                "rounds": self.config.rounds,
+                "sites": sorted(state.online),
+                "model_sha256": state.model_sha256,
+                "test_metrics": {
+                    k: final.get(k) for k in ("accuracy", "auc", "sensitivity", "specificity")
+                },
+            },
+        }
+        save_weights(self.config.out / "weights.npz", state.weights, meta)
+        summary: dict[str, Any] = {
+            **{k: final.get(k) for k in ("accuracy", "auc", "sensitivity", "specificity")},
+            "threshold": final.get("threshold"),
+            "rounds": self.config.rounds,
+            "sites": len(state.online),
+            "dataset": self.dataset.name,
+            "run": self.config.run_id,
+            "seconds": round(seconds, 1),
+            "test": final,
+            "gateway_bytes_published": state.bytes_published,
+        }
+        onnx_sha = None
+        if self.config.export_onnx:
+            onnx_sha = self._export_and_publish(meta, state)
+            summary["onnx"] = {"path": "model.onnx", "sha256": onnx_sha}
+        done = RoundAnnouncement(
+            run=self.config.run_id,
+            round=self.config.rounds,
+            model_sha256=state.model_sha256,
+            deadline=time.time(),
+            min_updates=self.config.min_sites,
+            training=self.config.training.to_dict(),
+            seed=self.config.seed,
+            phase=Phase.FINISHED,
+            onnx_sha256=onnx_sha,
+        )
+        self._publish(self.topics.round, done.to_envelope(), retain=True)
+        self.folder.write("summary.json", summary)
+        self.folder.plot()
+        return summary
+
+    def _export_and_publish(self, meta: dict[str, Any], state: GatewayRun) -> str:
+        from models.onnx_export import export_onnx, verify_parity
+        from models.weights import set_weights
+
+        path = self.config.out / "model.onnx"
+        set_weights(self.model, state.weights)
+        sha = export_onnx(self.model, meta, path)
+        verify_parity(self.model, path, self.dataset.test.images[:256], self.preprocess)
+        env = Envelope(
+            kind=Kind.ONNX,
+            run=self.config.run_id,
+            round=self.config.rounds,
+            sender=GATEWAY_SENDER,
+            payload=path.read_bytes(),
+            meta={"onnx_sha256": sha},
+        )
+        self._publish_chunked("onnx", env, state)
+        log.info("published model.onnx (%d bytes) to the sites", len(env.payload))
+        return sha
+
+    def _config_record(self) -> dict[str, Any]:
+        c = self.config
+        return {
+            "broker": str(c.broker),
+            "federation": c.federation,
+            "run_id": c.run_id,
+            "dataset": c.dataset,
+            "rounds": c.rounds,
+            "min_sites": c.min_sites,
+            "round_timeout": c.round_timeout,
+            "training": c.training.to_dict(),
+            "server_optimizer": c.server_optimizer.to_dict(),
+            "arch": str(c.arch),
+            "seed": c.seed,
+        }
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else "n/a"

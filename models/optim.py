@@ -1,0 +1,70 @@
+"""Optimizer settings shared by simulation clients, edge devices and the gateway's server step.
+
+One :class:`OptimizerSpec` describes an optimizer; TFF builds it with
+:func:`tff_core.fedavg.build_tff_optimizer` and edge devices with :meth:`OptimizerSpec.to_keras`.
+Both implement the same update rule (Keras' Adam and TFF's ``build_adam`` share the
+bias-corrected step size), so a site training with Keras reproduces TFF's client work.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from enum import StrEnum
+from typing import Any
+
+from common.deps import require
+from common.errors import InputError
+
+
+class OptimizerName(StrEnum):
+    """Optimizers available on clients and on the server."""
+
+    SGD = "sgd"
+    ADAM = "adam"
+    YOGI = "yogi"
+
+
+@dataclass(frozen=True, kw_only=True)
+class OptimizerSpec:
+    """An optimizer and its hyper-parameters."""
+
+    name: OptimizerName = OptimizerName.SGD
+    learning_rate: float = 0.05
+    momentum: float = 0.0
+    """Heavy-ball momentum (SGD only)."""
+    epsilon: float = 1e-7
+    """Adam/Yogi denominator constant (adaptive server optimizers use 1e-3, Reddi et al.)."""
+
+    def __post_init__(self) -> None:
+        if not self.learning_rate > 0:
+            raise InputError(f"learning rate must be positive, got {self.learning_rate}")
+        if not 0 <= self.momentum < 1:
+            raise InputError(f"momentum must lie in [0, 1), got {self.momentum}")
+        if not self.epsilon > 0:
+            raise InputError(f"epsilon must be positive, got {self.epsilon}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (travels in round announcements)."""
+        return {**asdict(self), "name": str(self.name)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> OptimizerSpec:
+        """Inverse of :meth:`to_dict`; raises :class:`InputError` on bad input."""
+        try:
+            return cls(
+                name=OptimizerName(data["name"]),
+                learning_rate=float(data["learning_rate"]),
+                momentum=float(data.get("momentum", 0.0)),
+                epsilon=float(data.get("epsilon", 1e-7)),
+            )
+        except (KeyError, ValueError, TypeError) as exc:
+            raise InputError(f"malformed optimizer settings {data!r}: {exc}") from exc
+
+    def to_keras(self) -> Any:
+        """The equivalent Keras optimizer (for training on a device without TFF)."""
+        tf = require("tensorflow")
+        if self.name is OptimizerName.SGD:
+            return tf.keras.optimizers.SGD(self.learning_rate, momentum=self.momentum)
+        if self.name is OptimizerName.ADAM:
+            return tf.keras.optimizers.Adam(self.learning_rate, epsilon=self.epsilon)
+        raise InputError(f"optimizer {self.name} is only available on the server")

@@ -1,0 +1,258 @@
+"""``privadx demo``: a whole federation on one machine, as separate processes."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from privadx.commands._common import add_data_dir, positive_float, positive_int
+
+log = logging.getLogger(__name__)
+
+HELP = "run broker, gateway and N edge agents as processes on real data, then diagnose"
+DESCRIPTION = """\
+One command for the whole system: split a real MedMNIST dataset across N sites (Dirichlet
+label skew), start an MQTT broker (embedded unless --broker is given), the gateway and one
+edge agent per site as separate processes, train for R rounds, export the ONNX model, run
+`privadx diagnose` at one site on a few test images, and print a summary. RUN_DIR gets the
+gateway's run folder files plus summary.json with bytes sent and received per site, the
+sites' model folders and logs.
+"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``demo``."""
+    p = sub.add_parser(
+        "demo",
+        help=HELP,
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--dataset", default="pneumoniamnist", help="MedMNIST name or .npz")
+    add_data_dir(p)
+    p.add_argument("--sites", type=positive_int, default=5)
+    p.add_argument("--rounds", type=positive_int, default=5)
+    p.add_argument("--local-epochs", type=positive_int, default=2)
+    p.add_argument("--alpha", type=positive_float, default=0.5, help="Dirichlet concentration")
+    p.add_argument("--broker", default=None, help="use this broker instead of an embedded one")
+    p.add_argument("--mqtt-version", choices=("5", "3.1.1"), default=None)
+    p.add_argument("--round-timeout", type=positive_float, default=600.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--out", type=Path, required=True, help="run folder to write")
+    p.set_defaults(subparser=p, run=run)
+
+
+def write_site_data(args: argparse.Namespace, sites_dir: Path) -> list[Path]:
+    """Partition the training split and write one ``.npz`` per site (the site's own images)."""
+    import numpy as np
+
+    from common.data.medmnist import load_npz, resolve_dataset
+    from common.data.partition import PartitionSpec, partition
+    from models.training import site_name
+
+    dataset = load_npz(resolve_dataset(args.dataset, args.data_dir))
+    parts = partition(
+        dataset.train.labels, PartitionSpec(sites=args.sites, alpha=args.alpha, seed=args.seed)
+    )
+    sites_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, idx in enumerate(parts):
+        path = sites_dir / f"{site_name(i)}.npz"
+        np.savez(path, images=dataset.train.images[idx], labels=dataset.train.labels[idx])
+        paths.append(path)
+    log.info(
+        "split %d %s training images across %d sites: %s",
+        len(dataset.train),
+        dataset.name,
+        args.sites,
+        [len(p) for p in parts],
+    )
+    return paths
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "privadx", *args]
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the demo and print its summary."""
+    from gateway.broker import EMBEDDED_VERSION, EmbeddedBroker
+
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    site_files = write_site_data(args, out / "site-data")
+    with contextlib.ExitStack() as stack:
+        if args.broker:
+            broker_url, version = args.broker, args.mqtt_version or "5"
+        else:
+            broker = stack.enter_context(EmbeddedBroker())
+            broker_url, version = str(broker.address), args.mqtt_version or EMBEDDED_VERSION.value
+        started = time.monotonic()
+        edges = [
+            _start_edge(args, out, i, path, broker_url, version, stack)
+            for i, path in enumerate(site_files)
+        ]
+        gateway = subprocess.run(
+            _cli(
+                "gateway",
+                "--broker",
+                broker_url,
+                "--mqtt-version",
+                version,
+                "--dataset",
+                args.dataset,
+                *(["--data-dir", str(args.data_dir)] if args.data_dir else []),
+                "--rounds",
+                str(args.rounds),
+                "--min-sites",
+                str(args.sites),
+                "--local-epochs",
+                str(args.local_epochs),
+                "--round-timeout",
+                str(args.round_timeout),
+                "--seed",
+                str(args.seed),
+                "--out",
+                str(out),
+                "--json",
+            ),
+            stdout=subprocess.PIPE,
+            text=True,
+            check=False,
+        )
+        if gateway.returncode != 0:
+            log.error("the gateway failed (exit %d); see the messages above", gateway.returncode)
+            return gateway.returncode
+        for proc in edges:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=120)
+        seconds = time.monotonic() - started
+    summary = _summary(json.loads(gateway.stdout), out, args.sites, seconds)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    diagnosis = _diagnose_at_site(args, out)
+    _print(summary, diagnosis, args.json)
+    return 0
+
+
+def _start_edge(
+    args: argparse.Namespace,
+    out: Path,
+    i: int,
+    data: Path,
+    broker: str,
+    version: str,
+    stack: contextlib.ExitStack,
+) -> subprocess.Popen[bytes]:
+    (out / "logs").mkdir(exist_ok=True)
+    log_file = stack.enter_context((out / "logs" / f"site-{i}.log").open("wb"))
+    proc = subprocess.Popen(
+        _cli(
+            "edge",
+            "--broker",
+            broker,
+            "--mqtt-version",
+            version,
+            "--site-id",
+            f"site-{i}",
+            "--data",
+            str(data),
+            "--model-dir",
+            str(out / "sites" / f"site-{i}"),
+            "--once",
+        ),
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
+    stack.callback(_stop, proc)
+    return proc
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def _summary(gateway: dict[str, Any], out: Path, sites: int, seconds: float) -> dict[str, Any]:
+    per_site = {}
+    for i in range(sites):
+        state_file = out / "sites" / f"site-{i}" / "state.json"
+        state = json.loads(state_file.read_text()) if state_file.exists() else {}
+        per_site[f"site-{i}"] = {
+            "bytes_sent": state.get("bytes_sent"),
+            "bytes_received": state.get("bytes_received"),
+        }
+    rounds = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line]
+    return {
+        **gateway,
+        "demo_seconds": round(seconds, 1),
+        "bytes_per_site": per_site,
+        "per_round": [
+            {
+                "round": r["round"],
+                "auc": r["test"].get("auc"),
+                "accuracy": r["test"].get("accuracy"),
+                "updates": r["updates"],
+                "seconds": r["seconds"],
+            }
+            for r in rounds
+        ],
+    }
+
+
+def _diagnose_at_site(args: argparse.Namespace, out: Path) -> str:
+    from PIL import Image
+
+    from common.data.medmnist import load_npz, resolve_dataset
+
+    test = load_npz(resolve_dataset(args.dataset, args.data_dir)).test
+    folder = out / "site-0-images"
+    folder.mkdir(exist_ok=True)
+    for i in range(6):
+        image = test.images[i]
+        Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(
+            folder / f"image-{i}.png"
+        )
+    model = out / "sites" / "site-0" / "model.onnx"
+    result = subprocess.run(
+        _cli("diagnose", str(model), str(folder)), capture_output=True, text=True, check=False
+    )
+    truth = ", ".join(f"image-{i}: {test.class_names[test.labels[i]]}" for i in range(6))
+    return f"{result.stdout}(true labels: {truth})"
+
+
+def _print(summary: dict[str, Any], diagnosis: str, as_json: bool) -> None:
+    if as_json:
+        json.dump(summary, sys.stdout, indent=2, sort_keys=True)
+        sys.stdout.write("\n")
+        return
+    print(
+        f"federated run over MQTT: {summary['sites']} sites, {summary['rounds']} rounds, "
+        f"{summary['demo_seconds']:.0f} s"
+    )
+    for r in summary["per_round"]:
+        print(
+            f"  round {r['round']}: {r['updates']} updates, test AUC {r['auc']:.4f}, "
+            f"accuracy {r['accuracy']:.4f} ({r['seconds']:.1f} s)"
+        )
+    for site, b in summary["bytes_per_site"].items():
+        print(f"  {site}: sent {b['bytes_sent']} bytes, received {b['bytes_received']} bytes")
+    print(
+        f"final: AUC {summary['auc']:.4f}, accuracy {summary['accuracy']:.4f}, "
+        f"sensitivity {summary['sensitivity']:.4f}, specificity {summary['specificity']:.4f}"
+    )
+    print("diagnosis at site-0 with its model.onnx:")
+    print(diagnosis)

@@ -1,0 +1,68 @@
+"""``privadx edge``: the device agent of a site."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from privadx.commands._common import positive_int
+from privadx.commands._mqtt import add_mqtt_options, broker_from_args
+
+HELP = "run a site's agent: train on local images when the gateway asks, keep the newest model"
+DESCRIPTION = """\
+Join a federation as one site. The agent announces itself, takes the current global model
+(also when it joins late), trains on the site's own images whenever the gateway announces a
+round, and sends back only the trained weights, the number of images and local metrics. No
+image ever leaves the device. It keeps the newest global weights and, at the end of a run, the
+exported model.onnx in --model-dir, so `privadx diagnose` works at the site. It reconnects by
+itself after a broker or network outage and never sends the same round twice.
+"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``edge``."""
+    p = sub.add_parser(
+        "edge",
+        help=HELP,
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_mqtt_options(p, broker_required=True)
+    p.add_argument("--site-id", required=True, help="this site's identity (one topic level)")
+    p.add_argument(
+        "--data",
+        required=True,
+        help="local training images: class folder, CSV manifest (file,label) or .npz",
+    )
+    p.add_argument(
+        "--model-dir",
+        type=Path,
+        default=Path("privadx-model"),
+        help="where the newest models are kept (default: %(default)s)",
+    )
+    p.add_argument(
+        "--once", action="store_true", help="exit when the run is finished and model.onnx is saved"
+    )
+    p.add_argument(
+        "--threads", type=positive_int, default=1, help="TensorFlow threads for training"
+    )
+    p.set_defaults(subparser=p, run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the agent."""
+    from edge.agent import EdgeAgent
+    from edge.config import EdgeConfig
+
+    broker, version = broker_from_args(args)
+    config = EdgeConfig(
+        broker=broker,
+        mqtt_version=version,
+        federation=args.federation,
+        site_id=args.site_id,
+        data=args.data,
+        model_dir=args.model_dir,
+        once=args.once,
+        threads=args.threads,
+    )
+    return EdgeAgent(config).run()

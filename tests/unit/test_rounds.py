@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+
+from common.wire.messages import update_envelope
+from gateway.rounds import RoundState
+
+REF = {"w": np.zeros((2, 3), np.float32), "b": np.zeros(3, np.float32)}
+
+
+def _state(**kw) -> RoundState:
+    defaults = dict(
+        run="run-1",
+        number=4,
+        model_sha256="base",
+        deadline=100.0,
+        min_updates=2,
+        expected={"s1", "s2", "s3"},
+    )
+    return RoundState(**{**defaults, **kw})
+
+
+def _update(site="s1", round_num=4, run="run-1", base="base", examples=10, weights=None):
+    weights = weights or {k: np.ones_like(v) for k, v in REF.items()}
+    return update_envelope(
+        run=run,
+        round_num=round_num,
+        site=site,
+        weights=weights,
+        examples=examples,
+        metrics={"loss": 0.3},
+        base_model=base,
+    )
+
+
+def test_accepts_valid_update_once() -> None:
+    st = _state()
+    env = _update()
+    assert st.offer(env, "s1", REF) is None
+    assert st.offer(env, "s1", REF) == "duplicate"
+    assert st.offer(replace(env, message_id="other"), "s1", REF) == "duplicate"
+    assert list(st.accepted) == ["s1"] and st.accepted["s1"].examples == 10
+    assert st.rejected.total() == 0
+
+
+def test_rejections_carry_reasons() -> None:
+    st = _state()
+    assert "arrived during round 4" in st.offer(_update(round_num=3), "s1", REF)
+    assert "wrong run" in st.offer(_update(run="run-0"), "s1", REF)
+    assert "sender mismatch" in st.offer(_update(site="s2"), "s1", REF)
+    assert "stale model" in st.offer(_update(base="old"), "s1", REF)
+    assert "example count" in st.offer(_update(examples=0), "s1", REF)
+    bad_shape = {"w": np.ones((3, 2), np.float32), "b": np.ones(3, np.float32)}
+    assert "tensor w" in st.offer(_update(weights=bad_shape), "s1", REF)
+    assert st.accepted == {}
+    assert st.rejected["wrong round"] == 1 and st.rejected.total() == 6
+
+
+def test_ready_when_all_expected_or_deadline_with_quorum() -> None:
+    st = _state()
+    st.offer(_update("s1"), "s1", REF)
+    assert not st.ready(now=50) and not st.expired_without_quorum(now=50)
+    assert st.expired_without_quorum(now=150) and not st.ready(now=150)
+    st.offer(_update("s2"), "s2", REF)
+    assert not st.ready(now=50) and st.ready(now=150)
+    st.offer(_update("s3"), "s3", REF)
+    assert st.ready(now=50)
+    summary = st.summary()
+    assert summary["updates"] == 3 and summary["examples"] == 30
