@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
 from common.deps import require
+from common.fileio import write_atomic
 
 
 def _clean(value: Any) -> Any:
@@ -34,9 +34,7 @@ def _clean(value: Any) -> Any:
 
 def write_json(path: Path, obj: Any) -> None:
     """Write ``obj`` as indented strict JSON, atomically."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(_clean(obj), indent=2, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    write_atomic(path, (json.dumps(_clean(obj), indent=2, sort_keys=True) + "\n").encode())
 
 
 class RunFolder:

@@ -7,9 +7,8 @@ preprocessing spec, the class names and where the weights came from.
 
 from __future__ import annotations
 
+import io
 import json
-import os
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from common.errors import ModelError
+from common.fileio import write_atomic
 
 _META_KEY = "__privadx_meta__"
 _PREFIX = "w/"
@@ -30,16 +30,9 @@ def save_weights(path: Path, weights: dict[str, np.ndarray], meta: dict[str, Any
     payload = {f"{_PREFIX}{k}": np.asarray(v, dtype=np.float32) for k, v in weights.items()}
     meta_full = {"format_version": FORMAT_VERSION, "order": list(weights), **meta}
     payload[_META_KEY] = np.frombuffer(json.dumps(meta_full).encode(), dtype=np.uint8)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **payload)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    buffer = io.BytesIO()
+    np.savez(buffer, **payload)
+    write_atomic(path, buffer.getvalue())
 
 
 def load_weights(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:

@@ -41,6 +41,7 @@ from models.training import LocalTraining
 log = logging.getLogger(__name__)
 
 POLL = 0.2
+MODEL_INFO_KEYS = ("model_spec", "preprocess", "class_names", "positive_class")
 MAX_MODEL_BYTES = 512 * 1024 * 1024
 
 
@@ -89,7 +90,12 @@ class EdgeAgent:
 
     # --- main loop ------------------------------------------------------------------------
     def run(self, max_seconds: float | None = None) -> int:
-        """Serve until stopped (or, with ``once``, until the run's ONNX model is saved)."""
+        """Serve until stopped (or, with ``once``, until the run's ONNX model is saved).
+
+        Raises:
+            DataError: The site's training data is missing (checked before connecting).
+        """
+        resolve_dataset(self.config.data, fetch=False)
         self.link.start(timeout=120.0)
         started = time.monotonic()
         try:
@@ -106,13 +112,11 @@ class EdgeAgent:
             self.link.stop()
 
     def _finished(self) -> bool:
+        """The run is over and, if the gateway exported a model, this site holds it."""
         a = self.announcement
-        return (
-            a is not None
-            and a.phase is Phase.FINISHED
-            and a.onnx_sha256 is not None
-            and a.onnx_sha256 == self.onnx_sha
-        )
+        if a is None or a.phase is not Phase.FINISHED:
+            return False
+        return a.onnx_sha256 is None or a.onnx_sha256 == self.onnx_sha
 
     def _process_one(self) -> None:
         try:
@@ -130,7 +134,7 @@ class EdgeAgent:
                 self._on_chunk(env, Kind.MODEL)
             elif topic.startswith(self.topics.onnx("")):
                 self._on_chunk(env, Kind.ONNX)
-        except (WireError, DataError) as exc:
+        except (WireError, DataError, InputError) as exc:
             log.warning("ignored a message on %s: %s", topic, exc)
 
     def _on_chunk(self, env: Envelope, kind: Kind) -> None:
@@ -152,9 +156,10 @@ class EdgeAgent:
         if env.meta.get("model_sha256") != env.meta.get("sha256"):
             raise WireError("global model hash does not match its content")
         weights = tensors.from_bytes(env.payload)
-        info = {
-            k: env.meta[k] for k in ("model_spec", "preprocess", "class_names", "positive_class")
-        }
+        missing = [k for k in MODEL_INFO_KEYS if k not in env.meta]
+        if missing:
+            raise WireError(f"global model message lacks {missing}")
+        info = {k: env.meta[k] for k in MODEL_INFO_KEYS}
         self.model = GlobalModel(env.meta["sha256"], env.round, env.run, weights, info)
         self.store.save_global(weights, info)
         log.info("received global model of round %d (run %s)", env.round, env.run)

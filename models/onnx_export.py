@@ -18,6 +18,7 @@ import numpy as np
 
 from common.deps import require
 from common.errors import ModelError
+from common.fileio import write_atomic
 from common.preprocess import PreprocessSpec, to_model_input
 from models.architectures import INPUT_NAME
 
@@ -75,12 +76,9 @@ def export_onnx(model: tf.keras.Model, meta: dict[str, Any], out: Path) -> str:
     except onnx.checker.ValidationError as exc:
         raise ModelError(f"exported ONNX model fails onnx.checker: {exc}") from exc
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_bytes(proto.SerializeToString())
-    tmp.replace(out)
+    write_atomic(out, proto.SerializeToString())
     digest = sha256_file(out)
-    out.with_name(out.name + ".sha256").write_text(f"{digest}  {out.name}\n", encoding="utf-8")
+    write_atomic(out.with_name(out.name + ".sha256"), f"{digest}  {out.name}\n".encode())
     log.info("exported %s (%d bytes, sha256 %s)", out.name, out.stat().st_size, digest[:16])
     return digest
 

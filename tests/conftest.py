@@ -16,17 +16,10 @@ MEDMNIST_DIR = Path(
 )
 
 
-def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--runslow", action="store_true", help="also run tests marked slow")
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if config.getoption("--runslow"):
-        return
-    skip = pytest.mark.skip(reason="slow: run with --runslow")
-    for item in items:
-        if "slow" in item.keywords:
-            item.add_marker(skip)
+SUMMARY_KEYS = frozenset(
+    {"accuracy", "auc", "sensitivity", "specificity", "rounds", "sites", "seconds"}
+)
+"""Keys every run's summary.json must have (simulate, gateway and demo alike)."""
 
 
 def _worker_pids() -> list[int]:

@@ -126,9 +126,9 @@ def _split(
 
 
 def resolve_dataset(name_or_path: str, data_dir: Path | None = None, *, fetch: bool = True) -> Path:
-    """Turn a dataset name or a file path into the path of a verified local ``.npz`` file.
+    """Turn a dataset name or a path into the path of a local dataset file or folder.
 
-    A path is used as it is. A MedMNIST name is looked up in ``data_dir`` (default:
+    An existing path is used as it is. A MedMNIST name is looked up in ``data_dir`` (default:
     :func:`default_data_dir`) and downloaded there if missing and ``fetch`` is true.
 
     Raises:
@@ -137,10 +137,10 @@ def resolve_dataset(name_or_path: str, data_dir: Path | None = None, *, fetch: b
         DownloadError: Fetch failed.
     """
     candidate = Path(name_or_path).expanduser()
-    if candidate.suffix == ".npz" or candidate.exists():
-        if not candidate.is_file():
-            raise DataError(f"{candidate}: no such dataset file")
+    if candidate.exists():
         return candidate
+    if candidate.suffix in (".npz", ".csv") or len(candidate.parts) > 1:
+        raise DataError(f"{candidate}: no such dataset file or folder")
     info = dataset_info(name_or_path)
     folder = data_dir or default_data_dir()
     path = folder / info.file_name()

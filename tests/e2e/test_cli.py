@@ -11,9 +11,7 @@ import pytest
 from PIL import Image
 from pydicom.data import get_testdata_file
 
-from tests.conftest import run_cli
-
-SUMMARY_KEYS = {"accuracy", "auc", "sensitivity", "specificity", "rounds", "sites", "seconds"}
+from tests.conftest import SUMMARY_KEYS, run_cli
 
 
 @pytest.fixture(scope="module")

@@ -21,15 +21,12 @@ from paho.mqtt.enums import CallbackAPIVersion
 from common.data.arrays import LabeledImages
 from common.data.medmnist import load_npz
 from common.data.partition import PartitionSpec, partition
-from common.mqtt_link import BrokerAddress
 from common.preprocess import PreprocessSpec, to_model_input
 from common.weights_io import load_weights
-from edge.agent import EdgeAgent
-from edge.config import EdgeConfig
-from gateway.config import GatewayConfig
-from gateway.service import Gateway
 from models.optim import OptimizerName, OptimizerSpec
 from models.training import LocalTraining, site_name
+from tests.conftest import SUMMARY_KEYS
+from tests.federation import run_federation
 from tests.mosquitto import GATEWAY_USER, Mosquitto, configure
 
 pytest.importorskip("tensorflow_federated")
@@ -84,60 +81,30 @@ def federation(
     tmp_path_factory: pytest.TempPathFactory, breast_npz: Path
 ) -> Iterator[FederationRun]:
     root = tmp_path_factory.mktemp("fed")
-    names = [site_name(i) for i in range(SITES)]
-    broker = configure(root / "broker", names)
+    broker = configure(root / "broker", [site_name(i) for i in range(SITES)])
     broker.start()
     ds = load_npz(breast_npz)
     parts = partition(ds.train.labels, PartitionSpec(sites=SITES, alpha=1.0, seed=3))
     sites = [ds.train.subset(p) for p in parts]
-    for name, site in zip(names, sites, strict=True):
-        np.savez(root / f"{name}.npz", images=site.images, labels=site.labels)
     spy = Spy(broker)
-    config = GatewayConfig(
-        broker=BrokerAddress.parse(broker.url(GATEWAY_USER)),
-        out=root / "run",
-        dataset=str(breast_npz),
-        federation="itest",
-        run_id="parity-run",
-        rounds=ROUNDS,
-        min_sites=SITES,
-        round_timeout=300,
-        start_timeout=300,
-        training=TRAINING,
-        dropout=0.0,
-        seed=0,
-        chunk_size=64 * 1024,
-    )
-    result: dict = {}
-    gateway = threading.Thread(target=lambda: result.update(Gateway(config).run()), daemon=True)
-    gateway.start()
-    time.sleep(3.0)  # the sites join after the model is published: late joiners
-    site_dirs = [root / f"model-{n}" for n in names]
-    agents = [
-        EdgeAgent(
-            EdgeConfig(
-                broker=BrokerAddress.parse(broker.url(n)),
-                site_id=n,
-                data=str(root / f"{n}.npz"),
-                model_dir=d,
-                federation="itest",
-                once=True,
-            )
+    try:
+        result = run_federation(
+            broker,
+            root,
+            sites,
+            dataset=str(breast_npz),
+            federation="itest",
+            run_id="parity-run",
+            rounds=ROUNDS,
+            training=TRAINING,
+            dropout=0.0,
+            seed=0,
+            chunk_size=64 * 1024,
         )
-        for n, d in zip(names, site_dirs, strict=True)
-    ]
-    threads = [
-        threading.Thread(target=a.run, kwargs={"max_seconds": 600}, daemon=True) for a in agents
-    ]
-    for t in threads:
-        t.start()
-    gateway.join(900)
-    for t in threads:
-        t.join(60 if result else 1)
-    spy.close()
-    broker.stop()
-    assert result, "the gateway did not finish"
-    yield FederationRun(root / "run", sites, spy.payloads, result, site_dirs)
+    finally:
+        spy.close()
+        broker.stop()
+    yield FederationRun(result.out, sites, spy.payloads, result.summary, result.site_dirs)
 
 
 def _simulate(sites: list[LabeledImages], rounds: int) -> dict[str, np.ndarray]:
@@ -185,15 +152,7 @@ def test_every_round_collected_every_site(federation: FederationRun) -> None:
     assert [r["round"] for r in records] == list(range(1, ROUNDS + 1))
     assert all(r["updates"] == SITES and r["rejected"] == {} for r in records)
     assert records[0]["examples"] == sum(len(s) for s in federation.sites)
-    assert set(federation.summary) >= {
-        "accuracy",
-        "auc",
-        "sensitivity",
-        "specificity",
-        "rounds",
-        "sites",
-        "seconds",
-    }
+    assert set(federation.summary) >= SUMMARY_KEYS
 
 
 def test_no_image_data_on_the_wire(federation: FederationRun) -> None:

@@ -105,3 +105,11 @@ def test_not_a_zip(tmp_path: Path) -> None:
     with pytest.raises(DataError):
         load_npz(path)
     assert not zipfile.is_zipfile(path)
+
+
+def test_resolve_keeps_existing_folders_and_reports_missing_paths(tmp_path: Path) -> None:
+    assert resolve_dataset(str(tmp_path)) == tmp_path
+    with pytest.raises(DataError, match="no such dataset"):
+        resolve_dataset(str(tmp_path / "missing.npz"))
+    with pytest.raises(DataError, match="no such dataset"):
+        resolve_dataset(str(tmp_path / "site" / "images"))

@@ -1,0 +1,80 @@
+"""Run a gateway (main thread) and edge agents (threads) against a test Mosquitto."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from common.data.arrays import LabeledImages
+from common.mqtt_link import BrokerAddress
+from edge.agent import EdgeAgent
+from edge.config import EdgeConfig
+from gateway.config import GatewayConfig
+from gateway.service import Gateway
+from models.training import site_name
+from tests.mosquitto import GATEWAY_USER, Mosquitto
+
+
+@dataclass
+class FederationResult:
+    out: Path
+    summary: dict[str, Any]
+    site_dirs: list[Path]
+
+
+def run_federation(
+    broker: Mosquitto,
+    root: Path,
+    sites: list[LabeledImages],
+    *,
+    join_delay: float = 2.0,
+    **gateway_kw: Any,
+) -> FederationResult:
+    names = [site_name(i) for i in range(len(sites))]
+    for name, site in zip(names, sites, strict=True):
+        np.savez(root / f"{name}.npz", images=site.images, labels=site.labels)
+    config = GatewayConfig(
+        broker=BrokerAddress.parse(broker.url(GATEWAY_USER)),
+        out=root / "run",
+        min_sites=len(sites),
+        round_timeout=600,
+        start_timeout=600,
+        **gateway_kw,
+    )
+    site_dirs = [root / f"model-{n}" for n in names]
+    agents = [
+        EdgeAgent(
+            EdgeConfig(
+                broker=BrokerAddress.parse(broker.url(n)),
+                site_id=n,
+                data=str(root / f"{n}.npz"),
+                model_dir=d,
+                federation=config.federation,
+                once=True,
+            )
+        )
+        for n, d in zip(names, site_dirs, strict=True)
+    ]
+    threads = [
+        threading.Thread(target=a.run, kwargs={"max_seconds": 1200}, daemon=True) for a in agents
+    ]
+
+    def start_sites() -> None:
+        time.sleep(join_delay)  # the sites join after the model is published: late joiners
+        for t in threads:
+            t.start()
+
+    starter = threading.Thread(target=start_sites, daemon=True)
+    starter.start()
+    summary = Gateway(config).run()
+    starter.join()
+    deadline = time.monotonic() + 120
+    for t in threads:
+        t.join(max(0.1, deadline - time.monotonic()))
+    assert not any(t.is_alive() for t in threads), "edge agents did not finish after the run"
+    return FederationResult(root / "run", summary, site_dirs)

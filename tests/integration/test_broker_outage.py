@@ -1,0 +1,67 @@
+"""A broker restart in the middle of a run: gateway and sites reconnect and the run finishes."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from common.data.medmnist import load_npz
+from common.data.partition import PartitionSpec, partition
+from models.training import LocalTraining, site_name
+from tests.federation import run_federation
+from tests.mosquitto import configure
+
+pytest.importorskip("tensorflow_federated")
+
+
+def test_run_survives_a_broker_restart(tmp_path: Path, breast_npz: Path) -> None:
+    ds = load_npz(breast_npz)
+    sites = [
+        ds.train.subset(p)
+        for p in partition(ds.train.labels, PartitionSpec(sites=2, alpha=1.0, seed=1))
+    ]
+    broker = configure(tmp_path / "broker", [site_name(i) for i in range(2)])
+    broker.start()
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    restarted = threading.Event()
+
+    def restart_after_first_round() -> None:
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            if metrics.exists() and metrics.read_text().count("\n") >= 1:
+                broker.stop()  # all clients lose their connection
+                time.sleep(3)
+                broker.start()  # same port, persistent sessions kept on disk
+                restarted.set()
+                return
+            time.sleep(0.1)
+
+    watcher = threading.Thread(target=restart_after_first_round, daemon=True)
+    watcher.start()
+    try:
+        result = run_federation(
+            broker,
+            tmp_path,
+            sites,
+            dataset=str(breast_npz),
+            rounds=3,
+            seed=0,
+            federation="outage",
+            training=LocalTraining(local_epochs=1),
+            export_onnx=True,
+        )
+    finally:
+        broker.stop()
+    assert restarted.is_set()
+    records = [json.loads(line) for line in metrics.read_text().splitlines()]
+    assert [r["round"] for r in records] == [1, 2, 3]
+    assert all(r["updates"] == 2 for r in records)
+    for d in result.site_dirs:
+        assert (d / "model.onnx").exists()
+    log = (tmp_path / "broker" / "mosquitto.log").read_text()
+    for client in ("privadx-gateway-outage", "privadx-site-site-0", "privadx-site-site-1"):
+        assert log.count(f"as {client} ") >= 2, f"{client} did not reconnect"
