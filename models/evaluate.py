@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from common.data.arrays import LabeledImages, SplitDataset
+from common.data.arrays import LabeledImages
 from common.metrics import evaluate, softmax, youden_threshold
 from common.preprocess import PreprocessSpec, to_model_input
 
@@ -47,14 +47,4 @@ def evaluate_split(
     probs = softmax(predict_logits(model, data.images, spec))
     return evaluate(
         data.labels, probs, data.class_names, positive_class=positive_class, threshold=threshold
-    )
-
-
-def evaluate_global(
-    model: tf.keras.Model, dataset: SplitDataset, spec: PreprocessSpec, positive_class: int
-) -> dict[str, Any]:
-    """Threshold from the validation split, metrics on the test split."""
-    threshold = choose_threshold(model, dataset.val, spec, positive_class)
-    return evaluate_split(
-        model, dataset.test, spec, positive_class=positive_class, threshold=threshold
     )

@@ -10,7 +10,6 @@ through MQTT reproduces one round of the simulation.
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import numpy as np
 
@@ -53,7 +52,3 @@ class FedAvgServer:
         variables = [tf.constant(b) for b in base]
         self._opt_state, new = self._optimizer.next(self._opt_state, variables, mean_delta)
         return {n: np.asarray(v, dtype=np.float32) for n, v in zip(self.names, new, strict=True)}
-
-    def state(self) -> Any:
-        """The server optimizer state (for checkpoints)."""
-        return self._opt_state

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from privadx.commands._common import add_data_dir, positive_float, positive_int, print_json
+
+if TYPE_CHECKING:
+    from tff_core.config import SimulationConfig
 
 HELP = "train with federated averaging (TFF) on a dataset split across simulated sites"
 DESCRIPTION = """\
@@ -98,7 +102,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(subparser=p, run=run)
 
 
-def build_config(args: argparse.Namespace) -> object:
+def build_config(args: argparse.Namespace) -> SimulationConfig:
     """The typed simulation config for parsed arguments."""
     from common.data.partition import PartitionSpec, Scheme
     from models.optim import OptimizerName, OptimizerSpec
@@ -139,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
     config = build_config(args)
     from tff_core.simulation import run_simulation
 
-    summary = run_simulation(config)  # type: ignore[arg-type]
+    summary = run_simulation(config)
     if args.json:
         print_json(summary)
         return 0
