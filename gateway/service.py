@@ -146,7 +146,8 @@ class Gateway:
                 f"round {number} gathered fewer than {self.config.min_sites} updates in "
                 f"{self.config.max_retries + 1} attempts"
             )
-        updates = [(u.weights, u.examples) for u in round_state.accepted.values()]
+        # Sorted by site: the aggregate must not depend on the order updates happened to arrive.
+        updates = [(u.weights, u.examples) for _, u in sorted(round_state.accepted.items())]
         state.weights = server.aggregate(state.weights, updates)
         state.round = number
         metrics = self._evaluate(state)
