@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -28,11 +29,25 @@ SUMMARY_KEYS = frozenset(
 """Keys every run's summary.json must have (simulate, gateway and demo alike)."""
 
 
+# Every process this test session starts inherits this tag, TFF's workers included, so the
+# leak check below sees only this session's workers (not another suite's running beside it).
+SESSION_TAG = f"PRIVADX_TEST_SESSION={uuid.uuid4().hex}"
+os.environ["PRIVADX_TEST_SESSION"] = SESSION_TAG.split("=", 1)[1]
+
+
 def _worker_pids() -> list[int]:
     sys.path.insert(0, str(REPO))
     from tff_core.runtime import worker_pids
 
-    return worker_pids()
+    tagged = []
+    for pid in worker_pids():
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if SESSION_TAG.encode() in environ:
+            tagged.append(pid)
+    return tagged
 
 
 @pytest.fixture(scope="session", autouse=True)

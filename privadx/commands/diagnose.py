@@ -5,8 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from privadx.commands._common import print_json
+
+if TYPE_CHECKING:
+    from edge.diagnose import Diagnosis
+    from edge.onnx_model import ModelInfo
 
 HELP = "diagnose PNG/JPEG/DICOM/.npz images with an ONNX model (no TensorFlow needed)"
 DESCRIPTION = """\
@@ -54,22 +59,32 @@ def run(args: argparse.Namespace) -> int:
             }
         )
     else:
-        _print_table(results, model.info.class_names)
+        _print_table(results, model.info)
     if failed:
         print(f"privadx: {failed} of {len(results)} images could not be diagnosed", file=sys.stderr)
         return EXIT_PARTIAL
     return 0
 
 
-def _print_table(results: list, names: tuple[str, ...]) -> None:
+def _print_table(results: list[Diagnosis], info: ModelInfo) -> None:
+    names = info.class_names
     width = max(12, *(len(r.source) for r in results))
-    header = f"{'image':<{width}}  {'prediction':<16}" + "".join(
-        f"  P({n})"[:14].rjust(14) for n in names
-    )
+    label = max(10, *(len(n) for n in names))
+    cols = [max(8, len(n) + 3) for n in names]
+    header = f"{'image':<{width}}  {'prediction':<{label}}"
+    header += "".join(f"  {'P(' + n + ')':>{c}}" for n, c in zip(names, cols, strict=True))
     print(header)
     for r in results:
-        if r.ok:
-            probs = "".join(f"{r.probabilities[n]:14.4f}" for n in names)
-            print(f"{r.source:<{width}}  {r.predicted:<16}{probs}")
+        if r.ok and r.probabilities is not None and r.predicted is not None:
+            probs = "".join(
+                f"  {r.probabilities[n]:>{c}.4f}" for n, c in zip(names, cols, strict=True)
+            )
+            print(f"{r.source:<{width}}  {r.predicted:<{label}}{probs}")
         else:
             print(f"{r.source:<{width}}  ERROR: {r.error}")
+    if info.threshold is not None and len(names) == 2:
+        positive = names[info.positive_class]
+        print(
+            f"decision: {positive} when P({positive}) >= {info.threshold:.4f} "
+            "(threshold chosen on validation data during training)"
+        )

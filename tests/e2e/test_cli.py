@@ -113,6 +113,7 @@ def test_diagnose_human_output_and_partial_failure(
     proc = run_cli("diagnose", str(sim_run / "model.onnx"), str(tmp_path))
     assert proc.returncode == 7
     assert "ok.png" in proc.stdout and "ERROR" in proc.stdout
+    assert "decision: malignant when P(malignant) >=" in proc.stdout
     assert "1 of 2 images could not be diagnosed" in proc.stderr
     assert "Traceback" not in proc.stderr
 
