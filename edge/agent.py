@@ -181,6 +181,8 @@ class EdgeAgent:
             round_num=a.round,
             site=self.config.site_id,
             weights=weights,
+            base=m.weights,
+            encoding=LocalTraining.from_dict(a.training).encoding,
             examples=examples,
             metrics=metrics,
             base_model=m.sha256,

@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 
 from common.wire.envelope import Envelope, Kind
-from common.wire.tensors import TensorFormatError, check_like, from_bytes
+from common.wire.tensors import TensorFormatError, from_bytes
+from common.wire.update_codec import Encoding, decode_update
 
 
 @dataclass(frozen=True)
@@ -48,8 +49,7 @@ class RoundState:
         reason = self._check(env, site, reference)
         if reason is None:
             try:
-                weights = from_bytes(env.payload)
-                check_like(weights, reference, f"update from {site}")
+                weights = decode_update(from_bytes(env.payload), reference, _encoding(env))
             except TensorFormatError as exc:
                 reason = str(exc)
             else:
@@ -113,3 +113,11 @@ class RoundState:
             "update_bytes": {u.site: u.nbytes for u in self.accepted.values()},
             "site_metrics": {u.site: u.metrics for u in self.accepted.values()},
         }
+
+
+def _encoding(env: Envelope) -> Encoding:
+    value = env.meta.get("encoding", Encoding.FLOAT32)
+    try:
+        return Encoding(value)
+    except ValueError:
+        raise TensorFormatError(f"unknown encoding: {value!r}") from None

@@ -15,6 +15,7 @@ from common.data.arrays import LabeledImages
 from common.deps import require
 from common.errors import InputError
 from common.preprocess import PreprocessSpec, to_model_input
+from common.wire.update_codec import Encoding
 from models.optim import OptimizerName, OptimizerSpec
 
 if TYPE_CHECKING:
@@ -101,6 +102,8 @@ class LocalTraining:
     )
     augment: bool = True
     shuffle: bool = True
+    encoding: Encoding = Encoding.FLOAT32
+    """How sites send their update (see :mod:`common.wire.update_codec`)."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -110,6 +113,7 @@ class LocalTraining:
             "optimizer": self.optimizer.to_dict(),
             "augment": self.augment,
             "shuffle": self.shuffle,
+            "encoding": str(self.encoding),
         }
 
     @classmethod
@@ -119,6 +123,7 @@ class LocalTraining:
             epochs, batch = int(data["local_epochs"]), int(data["batch_size"])
             optimizer = OptimizerSpec.from_dict(data["optimizer"])
             augment, shuffle = bool(data.get("augment", True)), bool(data.get("shuffle", True))
+            encoding = Encoding(data.get("encoding", Encoding.FLOAT32))
         except (KeyError, TypeError, ValueError) as exc:
             raise InputError(f"malformed training settings: {exc}") from exc
         if not (1 <= epochs <= 100 and 1 <= batch <= 4096):
@@ -129,6 +134,7 @@ class LocalTraining:
             optimizer=optimizer,
             augment=augment,
             shuffle=shuffle,
+            encoding=encoding,
         )
 
 

@@ -20,6 +20,7 @@ import numpy as np
 
 from common.wire import tensors
 from common.wire.envelope import Envelope, Kind, WireError
+from common.wire.update_codec import Encoding, encode_update
 
 GATEWAY_SENDER = "gateway"
 
@@ -113,18 +114,25 @@ def update_envelope(
     round_num: int,
     site: str,
     weights: dict[str, np.ndarray],
+    base: dict[str, np.ndarray],
+    encoding: Encoding,
     examples: int,
     metrics: dict[str, float],
     base_model: str,
 ) -> Envelope:
-    """A site's ``UPDATE`` message."""
+    """A site's ``UPDATE`` message: its trained weights in the run's encoding."""
     return Envelope(
         kind=Kind.UPDATE,
         run=run,
         round=round_num,
         sender=site,
-        payload=tensors.to_bytes(weights),
-        meta={"examples": examples, "metrics": metrics, "base_model": base_model},
+        payload=tensors.to_bytes(encode_update(weights, base, encoding)),
+        meta={
+            "examples": examples,
+            "metrics": metrics,
+            "base_model": base_model,
+            "encoding": str(encoding),
+        },
     )
 
 

@@ -45,6 +45,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--broker", default=None, help="use this broker instead of an embedded one")
     p.add_argument("--mqtt-version", choices=("5", "3.1.1"), default=None)
     p.add_argument("--round-timeout", type=positive_float, default=600.0)
+    p.add_argument(
+        "--update-encoding",
+        choices=("float32", "float16", "int8"),
+        default="float32",
+        help="how sites send updates (see privadx gateway --help)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--out", type=Path, required=True, help="run folder to write")
@@ -119,6 +125,8 @@ def run(args: argparse.Namespace) -> int:
                 str(args.local_epochs),
                 "--round-timeout",
                 str(args.round_timeout),
+                "--update-encoding",
+                args.update_encoding,
                 "--seed",
                 str(args.seed),
                 "--out",

@@ -49,6 +49,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--client-optimizer", choices=("sgd", "adam"), default="adam")
     p.add_argument("--client-lr", type=positive_float, default=0.001)
     p.add_argument("--server-lr", type=positive_float, default=1.0)
+    p.add_argument(
+        "--update-encoding",
+        choices=("float32", "float16", "int8"),
+        default="float32",
+        help="how sites send updates: exact float32 weights, or the difference to the "
+        "global model as float16 or int8 with a per-tensor scale",
+    )
     p.add_argument("--run-id", default=None, help="run identifier (default: from the time)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -59,6 +66,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the gateway until the run is finished."""
+    from common.wire.update_codec import Encoding
     from gateway.config import GatewayConfig, default_run_id
     from gateway.service import Gateway
     from models.optim import OptimizerName, OptimizerSpec
@@ -84,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
             optimizer=OptimizerSpec(
                 name=OptimizerName(args.client_optimizer), learning_rate=args.client_lr
             ),
+            encoding=Encoding(args.update_encoding),
         ),
         server_optimizer=OptimizerSpec(name=OptimizerName.SGD, learning_rate=args.server_lr),
     )

@@ -5,6 +5,7 @@ from dataclasses import replace
 import numpy as np
 
 from common.wire.messages import update_envelope
+from common.wire.update_codec import Encoding
 from gateway.rounds import RoundState
 
 REF = {"w": np.zeros((2, 3), np.float32), "b": np.zeros(3, np.float32)}
@@ -22,13 +23,23 @@ def _state(**kw) -> RoundState:
     return RoundState(**{**defaults, **kw})
 
 
-def _update(site="s1", round_num=4, run="run-1", base="base", examples=10, weights=None):
+def _update(
+    site="s1",
+    round_num=4,
+    run="run-1",
+    base="base",
+    examples=10,
+    weights=None,
+    encoding=Encoding.FLOAT32,
+):
     weights = weights or {k: np.ones_like(v) for k, v in REF.items()}
     return update_envelope(
         run=run,
         round_num=round_num,
         site=site,
         weights=weights,
+        base=REF,
+        encoding=encoding,
         examples=examples,
         metrics={"loss": 0.3},
         base_model=base,
@@ -69,3 +80,21 @@ def test_ready_when_all_expected_or_deadline_with_quorum() -> None:
     assert st.ready(now=50)
     summary = st.summary()
     assert summary["updates"] == 3 and summary["examples"] == 30
+
+
+def test_compressed_updates_are_decoded_against_the_global_model() -> None:
+    st = _state()
+    trained = {"w": np.full((2, 3), 0.5, np.float32), "b": np.full(3, -0.25, np.float32)}
+    assert st.offer(_update("s1", weights=trained, encoding=Encoding.INT8), "s1", REF) is None
+    assert st.offer(_update("s2", weights=trained, encoding=Encoding.FLOAT16), "s2", REF) is None
+    for site in ("s1", "s2"):
+        got = st.accepted[site].weights
+        assert all(
+            got[k].dtype == np.float32 and np.allclose(got[k], trained[k], atol=1e-3) for k in REF
+        )
+
+
+def test_unknown_encoding_is_rejected_with_reason() -> None:
+    env = _update()
+    env = env.with_meta(encoding="zip")
+    assert "unknown encoding" in _state().offer(env, "s1", REF)

@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from common.wire import tensors
+from common.wire.tensors import TensorFormatError
+from common.wire.update_codec import Encoding, decode_update, encode_update
+
+RNG = np.random.default_rng(0)
+BASE = {
+    "k": RNG.standard_normal((64, 32)).astype(np.float32),
+    "b": RNG.standard_normal(32).astype(np.float32),
+}
+TRAINED = {k: v + 0.01 * RNG.standard_normal(v.shape).astype(np.float32) for k, v in BASE.items()}
+
+
+def _roundtrip(encoding: Encoding) -> tuple[dict[str, np.ndarray], int]:
+    payload = tensors.to_bytes(encode_update(TRAINED, BASE, encoding))
+    return decode_update(tensors.from_bytes(payload), BASE, encoding), len(payload)
+
+
+def test_float32_is_exact() -> None:
+    got, _ = _roundtrip(Encoding.FLOAT32)
+    assert all(np.array_equal(got[k], TRAINED[k]) for k in BASE)
+
+
+def test_float16_and_int8_error_bounds_and_sizes() -> None:
+    _, size32 = _roundtrip(Encoding.FLOAT32)
+    half, size16 = _roundtrip(Encoding.FLOAT16)
+    quarter, size8 = _roundtrip(Encoding.INT8)
+    for k in BASE:
+        delta = TRAINED[k] - BASE[k]
+        assert np.max(np.abs(half[k] - TRAINED[k])) <= np.max(np.abs(delta)) * 2**-10
+        step = np.max(np.abs(delta)) / 127
+        assert np.max(np.abs(quarter[k] - TRAINED[k])) <= step / 2 + 1e-6
+    assert size16 < 0.51 * size32 + 200
+    assert size8 < 0.26 * size32 + 200
+
+
+def test_zero_update_encodes_cleanly() -> None:
+    got = decode_update(encode_update(BASE, BASE, Encoding.INT8), BASE, Encoding.INT8)
+    assert all(np.array_equal(got[k], BASE[k]) for k in BASE)
+
+
+@pytest.mark.parametrize("encoding", [Encoding.FLOAT16, Encoding.INT8])
+def test_wrong_dtype_shape_or_missing_scale(encoding: Encoding) -> None:
+    sent = encode_update(TRAINED, BASE, encoding)
+    bad = dict(sent)
+    bad["k"] = sent["k"].astype(np.float32)
+    with pytest.raises(TensorFormatError, match="tensor k"):
+        decode_update(bad, BASE, encoding)
+    with pytest.raises(TensorFormatError):
+        decode_update({k: v for k, v in sent.items() if k != "b"}, BASE, encoding)
+    if encoding is Encoding.INT8:
+        bad = dict(sent)
+        bad["k#scale"] = np.array([-1.0], np.float32)
+        with pytest.raises(TensorFormatError, match="bad scale"):
+            decode_update(bad, BASE, encoding)
