@@ -175,14 +175,20 @@ class EdgeAgent:
             log.warning("round %d: deadline passed before this site could train", a.round)
             self.store.mark_submitted(a.run, a.round)
             return
-        weights, examples, metrics = self._train(m, a)
+        try:
+            settings = LocalTraining.from_dict(a.training)
+        except InputError as exc:
+            log.warning("round %d: unusable training settings, round skipped: %s", a.round, exc)
+            self.store.mark_submitted(a.run, a.round)
+            return
+        weights, examples, metrics = self._train(m, a, settings)
         env = update_envelope(
             run=a.run,
             round_num=a.round,
             site=self.config.site_id,
             weights=weights,
             base=m.weights,
-            encoding=LocalTraining.from_dict(a.training).encoding,
+            encoding=settings.encoding,
             examples=examples,
             metrics=metrics,
             base_model=m.sha256,
@@ -216,7 +222,7 @@ class EdgeAgent:
         return self.data
 
     def _train(
-        self, m: GlobalModel, a: RoundAnnouncement
+        self, m: GlobalModel, a: RoundAnnouncement, settings: LocalTraining
     ) -> tuple[dict[str, np.ndarray], int, dict[str, float]]:
         from models.architectures import build_model
         from models.training import local_seed, train_locally
@@ -229,7 +235,6 @@ class EdgeAgent:
             self._keras = build_model(ModelSpec.from_json(m.info["model_spec"]))
             self._keras_spec = m.info["model_spec"]
         set_weights(self._keras, m.weights)
-        settings = LocalTraining.from_dict(a.training)
         seed = local_seed(a.seed, a.round, self.config.site_id)
         t0 = time.monotonic()
         metrics = train_locally(self._keras, data, preprocess, settings, seed=seed)

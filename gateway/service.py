@@ -33,7 +33,7 @@ from common.wire.messages import (
     model_envelope,
     presence_envelope,
 )
-from common.wire.topics import Topics
+from common.wire.topics import Channel, Topics
 from gateway.config import GatewayConfig
 from gateway.rounds import RoundState
 from models.spec import ModelSpec
@@ -57,7 +57,7 @@ class GatewayRun:
     model_sha256: str = ""
     round: int = 0
     online: dict[str, dict[str, Any]] = field(default_factory=dict)
-    published_chunks: dict[str, int] = field(default_factory=dict)
+    published_chunks: dict[Channel, int] = field(default_factory=dict)
     bytes_published: int = 0
 
 
@@ -276,9 +276,9 @@ class Gateway:
         data = wire.to_bytes(env)
         self.link.publish(topic, data, retain=retain)
 
-    def _publish_chunked(self, channel: str, env: Envelope, state: GatewayRun) -> None:
+    def _publish_chunked(self, channel: Channel, env: Envelope, state: GatewayRun) -> None:
         chunks = split(env, self.config.chunk_size)
-        topic_of = self.topics.model if channel == "model" else self.topics.onnx
+        topic_of = self.topics.model if channel is Channel.MODEL else self.topics.onnx
         for chunk in chunks:
             data = wire.to_bytes(chunk)
             self.link.publish(topic_of(chunk.meta["chunk"]["index"]), data, retain=True)
@@ -290,7 +290,7 @@ class Gateway:
     def _publish_model(self, state: GatewayRun) -> None:
         env = model_envelope(self.config.run_id, state.round, state.weights, self._model_info())
         state.model_sha256 = env.meta["model_sha256"]
-        self._publish_chunked("model", env, state)
+        self._publish_chunked(Channel.MODEL, env, state)
 
     def _publish_status(self, presence: Presence) -> None:
         env = presence_envelope(Kind.STATUS, GATEWAY_SENDER, presence, run=self.config.run_id)
@@ -390,7 +390,7 @@ class Gateway:
             payload=path.read_bytes(),
             meta={"onnx_sha256": sha},
         )
-        self._publish_chunked("onnx", env, state)
+        self._publish_chunked(Channel.ONNX, env, state)
         log.info("published model.onnx (%d bytes) to the sites", len(env.payload))
         return sha
 

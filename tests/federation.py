@@ -27,6 +27,25 @@ class FederationResult:
     site_dirs: list[Path]
 
 
+def split_sites(npz: Path, count: int, *, alpha: float, seed: int) -> list[LabeledImages]:
+    """The training split of a real dataset dealt to ``count`` sites (Dirichlet label skew)."""
+    from common.data.medmnist import load_npz
+    from common.data.partition import PartitionSpec, partition
+
+    train = load_npz(npz).train
+    spec = PartitionSpec(sites=count, alpha=alpha, seed=seed)
+    return [train.subset(p) for p in partition(train.labels, spec)]
+
+
+def start_broker(folder: Path, sites: int) -> Mosquitto:
+    """A running Mosquitto with the repository config and one account per site."""
+    from tests.mosquitto import configure
+
+    broker = configure(folder, [site_name(i) for i in range(sites)])
+    broker.start()
+    return broker
+
+
 def run_federation(
     broker: Mosquitto,
     root: Path,

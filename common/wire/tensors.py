@@ -85,8 +85,16 @@ def _entry(entry: object) -> tuple[str, str, tuple[int, ...]]:
     return name, dtype, tuple(shape)
 
 
-def check_like(tensors: dict[str, np.ndarray], reference: dict[str, np.ndarray], what: str) -> None:
-    """Raise unless ``tensors`` has exactly the names, shapes and dtypes of ``reference``."""
+def check_like(
+    tensors: dict[str, np.ndarray],
+    reference: dict[str, np.ndarray],
+    what: str,
+    dtype: np.dtype | type | None = None,
+) -> None:
+    """Raise unless ``tensors`` has the names, shapes and dtypes of ``reference``.
+
+    With ``dtype``, every tensor must have that dtype instead of the reference's.
+    """
     if list(tensors) != list(reference):
         missing = sorted(set(reference) - set(tensors))[:3]
         extra = sorted(set(tensors) - set(reference))[:3]
@@ -95,8 +103,9 @@ def check_like(tensors: dict[str, np.ndarray], reference: dict[str, np.ndarray],
         )
     for name, ref in reference.items():
         got = tensors[name]
-        if got.shape != ref.shape or got.dtype != ref.dtype:
+        want = np.dtype(dtype) if dtype is not None else ref.dtype
+        if got.shape != ref.shape or got.dtype != want:
             raise TensorFormatError(
                 f"{what}: tensor {name} is {got.dtype}{list(got.shape)}, expected "
-                f"{ref.dtype}{list(ref.shape)}"
+                f"{want}{list(ref.shape)}"
             )

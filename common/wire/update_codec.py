@@ -16,7 +16,7 @@ from enum import StrEnum
 
 import numpy as np
 
-from common.wire.tensors import TensorFormatError
+from common.wire.tensors import TensorFormatError, check_like
 
 SCALE_SUFFIX = "#scale"
 
@@ -48,34 +48,31 @@ def encode_update(
     return out
 
 
+_DTYPE = {Encoding.FLOAT32: np.float32, Encoding.FLOAT16: np.float16, Encoding.INT8: np.int8}
+
+
 def decode_update(
-    tensors: dict[str, np.ndarray], base: dict[str, np.ndarray], encoding: Encoding
+    received: dict[str, np.ndarray], base: dict[str, np.ndarray], encoding: Encoding
 ) -> dict[str, np.ndarray]:
     """Float32 weights from received tensors; raises :class:`TensorFormatError` if malformed."""
-    expected = {Encoding.FLOAT32: np.float32, Encoding.FLOAT16: np.float16, Encoding.INT8: np.int8}
-    names = list(base)
-    wanted = (
-        names if encoding is not Encoding.INT8 else [*names, *(n + SCALE_SUFFIX for n in names)]
-    )
-    if sorted(tensors) != sorted(wanted):
-        missing = sorted(set(wanted) - set(tensors))[:3]
-        extra = sorted(set(tensors) - set(wanted))[:3]
-        raise TensorFormatError(f"{encoding} update: missing {missing}, unexpected {extra}")
+    values = {k: v for k, v in received.items() if not k.endswith(SCALE_SUFFIX)}
+    scales = {
+        k.removesuffix(SCALE_SUFFIX): v for k, v in received.items() if k.endswith(SCALE_SUFFIX)
+    }
+    what = f"{encoding} update"
+    check_like(dict(sorted(values.items())), dict(sorted(base.items())), what, _DTYPE[encoding])
+    if encoding is not Encoding.INT8 and scales:
+        raise TensorFormatError(f"{what}: unexpected scales {sorted(scales)[:3]}")
+    if encoding is Encoding.FLOAT32:
+        return {name: values[name] for name in base}
+    if encoding is Encoding.FLOAT16:
+        return {name: base[name] + values[name].astype(np.float32) for name in base}
+    if sorted(scales) != sorted(base):
+        raise TensorFormatError(f"{what}: missing scales {sorted(set(base) - set(scales))[:3]}")
     out = {}
-    for name in names:
-        t = tensors[name]
-        if t.shape != base[name].shape or t.dtype != expected[encoding]:
-            raise TensorFormatError(
-                f"{encoding} update: tensor {name} is {t.dtype}{list(t.shape)}, expected "
-                f"{np.dtype(expected[encoding])}{list(base[name].shape)}"
-            )
-        if encoding is Encoding.FLOAT32:
-            out[name] = t
-        elif encoding is Encoding.FLOAT16:
-            out[name] = base[name] + t.astype(np.float32)
-        else:
-            scale = tensors[name + SCALE_SUFFIX]
-            if scale.shape != (1,) or scale.dtype != np.float32 or not 0 < scale[0] < 1e6:
-                raise TensorFormatError(f"int8 update: bad scale for {name}")
-            out[name] = base[name] + t.astype(np.float32) * scale[0]
+    for name in base:
+        scale = scales[name]
+        if scale.shape != (1,) or scale.dtype != np.float32 or not 0 < scale[0] < 1e6:
+            raise TensorFormatError(f"int8 update: bad scale for {name}")
+        out[name] = base[name] + values[name].astype(np.float32) * scale[0]
     return out

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from models.training import site_name
 from privadx.commands._common import add_data_dir, positive_float, positive_int
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,6 @@ def write_site_data(args: argparse.Namespace, sites_dir: Path) -> list[Path]:
 
     from common.data.medmnist import load_npz, resolve_dataset
     from common.data.partition import PartitionSpec, partition
-    from models.training import site_name
 
     dataset = load_npz(resolve_dataset(args.dataset, args.data_dir))
     parts = partition(
@@ -170,11 +170,11 @@ def _start_edge(
             "--mqtt-version",
             version,
             "--site-id",
-            f"site-{i}",
+            site_name(i),
             "--data",
             str(data),
             "--model-dir",
-            str(out / "sites" / f"site-{i}"),
+            str(out / "sites" / site_name(i)),
             "--once",
         ),
         stdout=log_file,
@@ -197,9 +197,9 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 def _summary(gateway: dict[str, Any], out: Path, sites: int, seconds: float) -> dict[str, Any]:
     per_site = {}
     for i in range(sites):
-        state_file = out / "sites" / f"site-{i}" / "state.json"
+        state_file = out / "sites" / site_name(i) / "state.json"
         state = json.loads(state_file.read_text()) if state_file.exists() else {}
-        per_site[f"site-{i}"] = {
+        per_site[site_name(i)] = {
             "bytes_sent": state.get("bytes_sent"),
             "bytes_received": state.get("bytes_received"),
         }

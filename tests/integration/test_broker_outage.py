@@ -9,23 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from common.data.medmnist import load_npz
-from common.data.partition import PartitionSpec, partition
-from models.training import LocalTraining, site_name
-from tests.federation import run_federation
-from tests.mosquitto import configure
+from models.training import LocalTraining
+from tests.federation import run_federation, split_sites, start_broker
 
 pytest.importorskip("tensorflow_federated")
 
 
 def test_run_survives_a_broker_restart(tmp_path: Path, breast_npz: Path) -> None:
-    ds = load_npz(breast_npz)
-    sites = [
-        ds.train.subset(p)
-        for p in partition(ds.train.labels, PartitionSpec(sites=2, alpha=1.0, seed=1))
-    ]
-    broker = configure(tmp_path / "broker", [site_name(i) for i in range(2)])
-    broker.start()
+    sites = split_sites(breast_npz, 2, alpha=1.0, seed=1)
+    broker = start_broker(tmp_path / "broker", 2)
     metrics = tmp_path / "run" / "metrics.jsonl"
     restarted = threading.Event()
 

@@ -19,15 +19,13 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from common.data.arrays import LabeledImages
-from common.data.medmnist import load_npz
-from common.data.partition import PartitionSpec, partition
 from common.preprocess import PreprocessSpec, to_model_input
 from common.weights_io import load_weights
 from models.optim import OptimizerName, OptimizerSpec
-from models.training import LocalTraining, site_name
+from models.training import LocalTraining
 from tests.conftest import SUMMARY_KEYS
-from tests.federation import run_federation
-from tests.mosquitto import GATEWAY_USER, Mosquitto, configure
+from tests.federation import run_federation, split_sites, start_broker
+from tests.mosquitto import GATEWAY_USER, Mosquitto
 
 pytest.importorskip("tensorflow_federated")
 
@@ -81,11 +79,8 @@ def federation(
     tmp_path_factory: pytest.TempPathFactory, breast_npz: Path
 ) -> Iterator[FederationRun]:
     root = tmp_path_factory.mktemp("fed")
-    broker = configure(root / "broker", [site_name(i) for i in range(SITES)])
-    broker.start()
-    ds = load_npz(breast_npz)
-    parts = partition(ds.train.labels, PartitionSpec(sites=SITES, alpha=1.0, seed=3))
-    sites = [ds.train.subset(p) for p in parts]
+    broker = start_broker(root / "broker", SITES)
+    sites = split_sites(breast_npz, SITES, alpha=1.0, seed=3)
     spy = Spy(broker)
     try:
         result = run_federation(

@@ -7,11 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from common.data.medmnist import load_npz
-from common.data.partition import PartitionSpec, partition
-from models.training import site_name
-from tests.federation import run_federation
-from tests.mosquitto import configure
+from common.data.partition import PartitionSpec
+from tests.federation import run_federation, split_sites, start_broker
 
 pytest.importorskip("tensorflow_federated")
 
@@ -23,11 +20,9 @@ def test_ten_sites_five_rounds_match_the_simulation(tmp_path: Path, pneumonia_np
     from tff_core.config import SimulationConfig
     from tff_core.simulation import run_simulation
 
-    ds = load_npz(pneumonia_npz)
     spec = PartitionSpec(sites=SITES, alpha=0.5, seed=0)
-    sites = [ds.train.subset(p) for p in partition(ds.train.labels, spec)]
-    broker = configure(tmp_path / "broker", [site_name(i) for i in range(SITES)])
-    broker.start()
+    sites = split_sites(pneumonia_npz, SITES, alpha=spec.alpha, seed=spec.seed)
+    broker = start_broker(tmp_path / "broker", SITES)
     try:
         mqtt = run_federation(
             broker,
