@@ -1,4 +1,8 @@
-"""Crash-safe file writes: readers see the old file or the new one, never a torn mix."""
+"""Crash-safe file writes: readers see the old file or the new one, never a torn mix.
+
+The data is fsynced before the rename and the folder after it, so a write that returned
+survives a power cut, not only a process crash.
+"""
 
 from __future__ import annotations
 
@@ -21,3 +25,13 @@ def write_atomic(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    fsync_dir(path.parent)
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename or unlink in ``folder`` durable."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -79,6 +79,33 @@ class BrokerAddress:
         return f"{self.scheme}://{self.host}:{self.port}"
 
 
+@dataclass(frozen=True)
+class TlsFiles:
+    """The CA that signed the broker's certificate, and this client's certificate and key."""
+
+    ca_file: Path
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+
+def check_transport(broker: BrokerAddress, tls: TlsFiles | None, *, insecure: bool) -> None:
+    """Secure by default: ``mqtts://`` needs the CA; plain ``mqtt://`` needs ``insecure``.
+
+    Raises:
+        InputError: With what to pass instead.
+    """
+    if broker.tls and tls is None:
+        raise InputError(
+            f"{broker} is a TLS broker: pass --identity DIR (from `privadx certs`) so the "
+            "broker's certificate can be checked and this client can present its own"
+        )
+    if not broker.tls and not insecure:
+        raise InputError(
+            f"{broker} is plain MQTT: updates, models and credentials would cross the network "
+            "unencrypted. Use mqtts:// with --identity, or pass --insecure (tests, loopback)"
+        )
+
+
 @dataclass(frozen=True, kw_only=True)
 class LinkConfig:
     """How to connect."""
@@ -86,14 +113,17 @@ class LinkConfig:
     broker: BrokerAddress
     client_id: str
     version: MqttVersion = MqttVersion.V5
-    ca_file: Path | None = None
-    cert_file: Path | None = None
-    key_file: Path | None = None
+    tls: TlsFiles | None = None
+    insecure: bool = False
+    """Allow plain ``mqtt://`` (no TLS)."""
     keepalive: int = 20
     session_expiry: int = 24 * 3600
     max_packet: int = MAX_PACKET
     will: tuple[str, bytes] | None = None
     subscriptions: tuple[str, ...] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        check_transport(self.broker, self.tls, insecure=self.insecure)
 
 
 Message = tuple[str, bytes, bool]
@@ -122,13 +152,19 @@ class MqttLink:
         self._client.reconnect_delay_set(min_delay=1, max_delay=10)
         if config.broker.username:
             self._client.username_pw_set(config.broker.username, config.broker.password)
-        if config.broker.tls:
-            self._client.tls_set(
-                ca_certs=str(config.ca_file) if config.ca_file else None,
-                certfile=str(config.cert_file) if config.cert_file else None,
-                keyfile=str(config.key_file) if config.key_file else None,
-                tls_version=ssl.PROTOCOL_TLS_CLIENT,
-            )
+        if config.broker.tls and config.tls is not None:
+            files = config.tls
+            try:
+                self._client.tls_set(
+                    ca_certs=str(files.ca_file),
+                    certfile=str(files.cert_file) if files.cert_file else None,
+                    keyfile=str(files.key_file) if files.key_file else None,
+                    tls_version=ssl.PROTOCOL_TLS_CLIENT,
+                )
+            except (OSError, ssl.SSLError, ValueError) as exc:
+                raise InputError(
+                    f"cannot use the TLS files in {files.ca_file.parent}: {exc}"
+                ) from exc
         if config.will:
             self._client.will_set(config.will[0], config.will[1], qos=1, retain=True)
         self._client.on_connect = self._handle_connect
@@ -182,8 +218,14 @@ class MqttLink:
         self._client.loop_start()
         if not self.connected.wait(timeout):
             self.stop()
+            hint = (
+                " (with TLS: do the broker's and this client's certificates come from the same "
+                "federation CA, and does the broker certificate name this host?)"
+                if self.config.broker.tls
+                else ""
+            )
             raise TransportError(
-                f"no connection to the broker at {self.config.broker} within {timeout:.0f} s"
+                f"no connection to the broker at {self.config.broker} within {timeout:.0f} s" + hint
             )
 
     def publish(

@@ -19,22 +19,22 @@ from common.deps import require
 from common.fileio import write_atomic
 
 
-def _clean(value: Any) -> Any:
+def json_ready(value: Any) -> Any:
     """JSON-safe copy: NaN and infinities become ``None`` (strict JSON has neither)."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
+        return {str(k): json_ready(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
+        return [json_ready(v) for v in value]
     if hasattr(value, "item"):  # numpy scalars
-        return _clean(value.item())
+        return json_ready(value.item())
     return value
 
 
 def write_json(path: Path, obj: Any) -> None:
     """Write ``obj`` as indented strict JSON, atomically."""
-    write_atomic(path, (json.dumps(_clean(obj), indent=2, sort_keys=True) + "\n").encode())
+    write_atomic(path, (json.dumps(json_ready(obj), indent=2, sort_keys=True) + "\n").encode())
 
 
 class RunFolder:
@@ -49,7 +49,12 @@ class RunFolder:
     def append_metrics(self, record: dict[str, Any]) -> None:
         """Append one record to ``metrics.jsonl`` (flushed at once, so a crash keeps it)."""
         with self.metrics_path.open("a", encoding="utf-8") as fh:
-            fh.write(json.dumps(_clean(record), sort_keys=True) + "\n")
+            fh.write(json.dumps(json_ready(record), sort_keys=True) + "\n")
+
+    def write_metrics(self, records: list[dict[str, Any]]) -> None:
+        """Replace ``metrics.jsonl`` with ``records`` atomically (a resumed run's history)."""
+        text = "".join(json.dumps(json_ready(r), sort_keys=True) + "\n" for r in records)
+        write_atomic(self.metrics_path, text.encode())
 
     def write(self, name: str, obj: Any) -> Path:
         """Write ``obj`` as ``root/name`` (JSON)."""

@@ -21,6 +21,9 @@ from common.data.medmnist import resolve_dataset
 from common.errors import DataError, InputError
 from common.mqtt_link import LinkConfig, MqttLink
 from common.preprocess import PreprocessSpec
+from common.trust.identity import Identity
+from common.trust.manifest import check_signed
+from common.trust.pki import GATEWAY_IDENTITY, TrustError
 from common.wire import envelope as wire
 from common.wire import tensors
 from common.wire.chunks import DEFAULT_CHUNK_SIZE, Reassembler, split
@@ -34,7 +37,7 @@ from common.wire.messages import (
 )
 from common.wire.topics import Topics
 from edge.config import EdgeConfig
-from edge.store import ModelStore
+from edge.store import ONNX_FILE, ModelStore
 from models.spec import ModelSpec
 from models.training import LocalTraining
 
@@ -70,12 +73,21 @@ class EdgeAgent:
         self.data: LabeledImages | None = None
         self._keras: Any = None
         self._keras_spec: str | None = None
+        self.identity = Identity.load(config.identity) if config.identity else None
+        if self.identity is not None and self.identity.name != config.site_id:
+            raise InputError(
+                f"identity {config.identity} belongs to {self.identity.name!r}, "
+                f"not to site {config.site_id!r}"
+            )
+        self.verifier = self.identity.verifier() if self.identity else None
         offline = presence_envelope(Kind.PRESENCE, config.site_id, Presence.OFFLINE)
         self.link = MqttLink(
             LinkConfig(
                 broker=config.broker,
                 client_id=f"privadx-site-{config.site_id}",
                 version=config.mqtt_version,
+                tls=self.identity.tls_files if self.identity else None,
+                insecure=config.insecure,
                 will=(self.topics.presence(config.site_id), wire.to_bytes(offline)),
                 subscriptions=(self.topics.round, self.topics.model("#"), self.topics.onnx("#")),
             ),
@@ -112,9 +124,13 @@ class EdgeAgent:
             self.link.stop()
 
     def _finished(self) -> bool:
-        """The run is over and, if the gateway exported a model, this site holds it."""
+        """A run this site took part in is over and this site holds its exported model.
+
+        A finished run without this site (say, the previous run's retained announcement seen
+        before the gateway of the next run clears it) does not end the agent.
+        """
         a = self.announcement
-        if a is None or a.phase is not Phase.FINISHED:
+        if a is None or a.phase is not Phase.FINISHED or a.run not in self.store.state["submitted"]:
             return False
         return a.onnx_sha256 is None or a.onnx_sha256 == self.onnx_sha
 
@@ -129,13 +145,19 @@ class EdgeAgent:
         try:
             env = wire.from_bytes(payload)
             if topic == self.topics.round:
+                self._check_gateway(env)
                 self.announcement = RoundAnnouncement.from_envelope(env)
             elif topic.startswith(self.topics.model("")):
                 self._on_chunk(env, Kind.MODEL)
             elif topic.startswith(self.topics.onnx("")):
                 self._on_chunk(env, Kind.ONNX)
-        except (WireError, DataError, InputError) as exc:
+        except (WireError, DataError, InputError, TrustError) as exc:
             log.warning("ignored a message on %s: %s", topic, exc)
+
+    def _check_gateway(self, env: Envelope) -> None:
+        """Refuse a message the federation's gateway did not sign (unless running unsigned)."""
+        if self.verifier is not None:
+            self.verifier.verify_envelope(env, GATEWAY_IDENTITY)
 
     def _on_chunk(self, env: Envelope, kind: Kind) -> None:
         if env.kind is not kind or env.sender != "gateway":
@@ -145,12 +167,26 @@ class EdgeAgent:
         whole = self.reassembler.add(env)
         if whole is None:
             return
+        self._check_gateway(whole)
         if kind is Kind.MODEL:
             self._on_model(whole)
         else:
-            self.store.save_onnx(whole.payload, str(whole.meta.get("onnx_sha256")))
-            self.onnx_sha = str(whole.meta["onnx_sha256"])
-            log.info("saved the federation's model.onnx (%d bytes)", len(whole.payload))
+            self._on_onnx(whole)
+
+    def _on_onnx(self, env: Envelope) -> None:
+        signed = env.meta.get("manifest")
+        if self.verifier is not None:
+            check_signed(signed, env.payload, ONNX_FILE, self.verifier)
+        elif signed is None:
+            log.warning("the federation's model.onnx is unsigned (running with --allow-unsigned)")
+        self.store.save_onnx(
+            env.payload,
+            str(env.meta.get("onnx_sha256")),
+            manifest=signed if isinstance(signed, dict) else None,
+            ca_pem=self.identity.ca_file.read_bytes() if self.identity else None,
+        )
+        self.onnx_sha = str(env.meta["onnx_sha256"])
+        log.info("saved the federation's model.onnx (%d bytes)", len(env.payload))
 
     def _on_model(self, env: Envelope) -> None:
         if env.meta.get("model_sha256") != env.meta.get("sha256"):
@@ -169,7 +205,10 @@ class EdgeAgent:
         a, m = self.announcement, self.model
         if a is None or m is None or a.phase is not Phase.TRAINING:
             return
-        if a.model_sha256 != m.sha256 or self.store.submitted(a.run, a.round):
+        if self.store.submitted(a.run, a.round):
+            self._maybe_resend(a)
+            return
+        if a.model_sha256 != m.sha256:
             return
         if time.time() > a.deadline:
             log.warning("round %d: deadline passed before this site could train", a.round)
@@ -193,14 +232,36 @@ class EdgeAgent:
             metrics=metrics,
             base_model=m.sha256,
         )
-        for chunk in split(env, DEFAULT_CHUNK_SIZE):
-            data = wire.to_bytes(chunk)
-            self.link.publish(self.topics.update(self.config.site_id), data)
-            self.store.state["bytes_sent"] += len(data)
+        if self.identity is not None:
+            env = self.identity.signer.sign_envelope(env)
+        # Kept until the round is over: a gateway that lost it asks again (see _maybe_resend).
+        self.store.save_outbox(wire.to_bytes(env), a.run, a.round, a.announcement)
+        self._send(env)
         self.store.mark_submitted(a.run, a.round)
         log.info(
             "round %d: sent update (%d examples, loss %.4f)", a.round, examples, metrics["loss"]
         )
+
+    def _send(self, env: Envelope) -> None:
+        for chunk in split(env, DEFAULT_CHUNK_SIZE):
+            data = wire.to_bytes(chunk)
+            self.link.publish(self.topics.update(self.config.site_id), data)
+            self.store.state["bytes_sent"] += len(data)
+
+    def _maybe_resend(self, a: RoundAnnouncement) -> None:
+        """Send the kept update again if a new announcement of its round does not list it."""
+        if self.config.site_id in a.accepted:
+            return
+        data = self.store.outbox_for(a.run, a.round, a.announcement)
+        if data is None:
+            return
+        self.store.mark_resent(a.announcement)
+        try:
+            self._send(wire.from_bytes(data))
+        except WireError as exc:
+            log.error("round %d: the kept update is unreadable (%s); not resent", a.round, exc)
+            return
+        log.info("round %d: the gateway does not hold this site's update; sent it again", a.round)
 
     def _local_data(
         self, preprocess: PreprocessSpec, class_names: tuple[str, ...]

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common.mqtt_link import BrokerAddress, MqttVersion
+from common.trust.identity import check_security
 from common.wire.topics import check_name
 
 
@@ -20,11 +21,21 @@ class EdgeConfig:
     model_dir: Path
     federation: str = "default"
     mqtt_version: MqttVersion = MqttVersion.V5
+    identity: Path | None = None
+    """Identity folder (``privadx certs``): mutual TLS with the broker, update signing, and the
+    CA against which the gateway's models are verified."""
+    insecure: bool = False
+    """Allow plain ``mqtt://``."""
+    allow_unsigned: bool = False
+    """Run without an identity: accept unsigned models, send unsigned updates."""
     once: bool = False
     """Exit after the run is finished and the ONNX model is saved (instead of serving on)."""
     threads: int = 1
     """TensorFlow threads for local training (devices share cores with other services)."""
 
     def __post_init__(self) -> None:
+        check_security(
+            self.broker, self.identity, insecure=self.insecure, allow_unsigned=self.allow_unsigned
+        )
         check_name("site id", self.site_id)
         check_name("federation name", self.federation)

@@ -59,11 +59,14 @@ def read_model_info(meta: dict[str, str], source: str) -> ModelInfo:
 class OnnxClassifier:
     """An ONNX Runtime session plus the metadata needed to feed it and read its output."""
 
-    def __init__(self, path: Path, *, threads: int | None = None) -> None:
+    def __init__(
+        self, path: Path, *, threads: int | None = None, data: bytes | None = None
+    ) -> None:
+        """Load ``path`` (or ``data``, its bytes as already read and verified)."""
         import onnxruntime as ort
 
         path = Path(path)
-        if not path.is_file():
+        if data is None and not path.is_file():
             raise ModelError(f"{path}: no such model file")
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -72,7 +75,9 @@ class OnnxClassifier:
         options.log_severity_level = 3
         try:
             self.session = ort.InferenceSession(
-                str(path), sess_options=options, providers=["CPUExecutionProvider"]
+                data if data is not None else str(path),
+                sess_options=options,
+                providers=["CPUExecutionProvider"],
             )
         except Exception as exc:  # onnxruntime raises its own untyped errors
             raise ModelError(f"{path.name}: not a loadable ONNX model ({exc})") from exc

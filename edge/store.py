@@ -4,8 +4,12 @@ Files in the model folder, each written atomically (temporary file, fsync, renam
 
 - ``global.npz``: newest global weights (PrivaDx weights format, with the model spec);
 - ``model.onnx`` and ``model.onnx.sha256``: the exported model for ``privadx diagnose``;
+- ``model.onnx.manifest.json``: its manifest as signed by the gateway, and ``ca.pem``, the
+  federation CA ``privadx diagnose`` checks that signature with;
 - ``state.json``: the last round this site sent an update for, per run (so a restart never
-  trains and sends the same round twice), and byte counters.
+  trains and sends the same round twice), and byte counters;
+- ``outbox.pdx``: the last update sent (the signed envelope), kept so it can be sent again
+  without retraining when the gateway announces its round again without it.
 """
 
 from __future__ import annotations
@@ -19,7 +23,10 @@ import numpy as np
 
 from common.errors import DataError
 from common.fileio import write_atomic
+from common.trust.manifest import manifest_path
 from common.weights_io import save_weights
+
+ONNX_FILE = "model.onnx"
 
 
 class ModelStore:
@@ -54,16 +61,58 @@ class ModelStore:
         self.state["submitted"][run] = round_num
         self.save_state()
 
+    def save_outbox(self, envelope: bytes, run: str, round_num: int, announcement: str) -> None:
+        """Keep the update just sent for ``round_num`` (under announcement ``announcement``)."""
+        write_atomic(self.root / "outbox.pdx", envelope)
+        self.state["outbox"] = {"run": run, "round": round_num, "sent_under": [announcement]}
+        self.save_state()
+
+    def outbox_for(self, run: str, round_num: int, announcement: str) -> bytes | None:
+        """The kept update of ``round_num``, if it was not yet sent under ``announcement``."""
+        box = self.state.get("outbox") or {}
+        if box.get("run") != run or box.get("round") != round_num:
+            return None
+        if announcement in box.get("sent_under", []):
+            return None
+        try:
+            return (self.root / "outbox.pdx").read_bytes()
+        except OSError:
+            return None
+
+    def mark_resent(self, announcement: str) -> None:
+        """Record that the kept update was sent under ``announcement``."""
+        self.state["outbox"]["sent_under"].append(announcement)
+        self.save_state()
+
     def save_global(self, weights: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
         """Keep the newest global model."""
         save_weights(self.root / "global.npz", weights, meta)
 
-    def save_onnx(self, data: bytes, sha256: str) -> Path:
-        """Verify and keep the ONNX model; raises :class:`DataError` on a hash mismatch."""
+    def save_onnx(
+        self,
+        data: bytes,
+        sha256: str,
+        *,
+        manifest: dict[str, Any] | None = None,
+        ca_pem: bytes | None = None,
+    ) -> Path:
+        """Keep the ONNX model (with its signed manifest and the CA that checks it).
+
+        Raises:
+            DataError: The model's hash differs from the announced one.
+        """
         actual = hashlib.sha256(data).hexdigest()
         if actual != sha256:
             raise DataError(f"received ONNX model has SHA-256 {actual}, announced {sha256}")
-        path = self.root / "model.onnx"
+        path = self.root / ONNX_FILE
+        if ca_pem is not None:
+            write_atomic(self.root / "ca.pem", ca_pem)
+        # The manifest first: a crash between the writes leaves a manifest that does not
+        # match the old model (refused), never a new model without its manifest.
+        if manifest is not None:
+            write_atomic(
+                manifest_path(path), json.dumps(manifest, indent=2, sort_keys=True).encode()
+            )
         write_atomic(path, data)
-        write_atomic(path.with_name("model.onnx.sha256"), f"{sha256}  model.onnx\n".encode())
+        write_atomic(path.with_name(ONNX_FILE + ".sha256"), f"{sha256}  {ONNX_FILE}\n".encode())
         return path

@@ -8,11 +8,13 @@ from pathlib import Path
 
 from common.errors import InputError
 from common.mqtt_link import BrokerAddress, MqttVersion
+from common.trust.identity import check_security
 from common.wire.chunks import DEFAULT_CHUNK_SIZE
 from common.wire.topics import check_name
 from models.optim import OptimizerName, OptimizerSpec
 from models.spec import Architecture
 from models.training import LocalTraining
+from tff_core.robust import DEFAULT_TRIM, AggregationRule
 
 
 def default_run_id() -> str:
@@ -33,6 +35,13 @@ class GatewayConfig:
     federation: str = "default"
     run_id: str = field(default_factory=default_run_id)
     mqtt_version: MqttVersion = MqttVersion.V5
+    identity: Path | None = None
+    """Identity folder (``privadx certs``): mutual TLS with the broker, model signing, and the
+    CA against which site updates are verified."""
+    insecure: bool = False
+    """Allow plain ``mqtt://``."""
+    allow_unsigned: bool = False
+    """Run without an identity: publish unsigned models and accept unsigned updates."""
     rounds: int = 5
     min_sites: int = 2
     round_timeout: float = 600.0
@@ -44,6 +53,10 @@ class GatewayConfig:
     server_optimizer: OptimizerSpec = field(
         default_factory=lambda: OptimizerSpec(name=OptimizerName.SGD, learning_rate=1.0)
     )
+    aggregation: AggregationRule = AggregationRule.NORM_BOUND
+    """How updates are combined: TFF's robust aggregator by default (see tff_core/robust.py)."""
+    trim: float = DEFAULT_TRIM
+    """Fraction trimmed at each end by ``trimmed-mean``."""
     arch: Architecture = Architecture.CNN
     dropout: float = 0.3
     seed: int = 0
@@ -52,11 +65,16 @@ class GatewayConfig:
     evaluate: bool = True
 
     def __post_init__(self) -> None:
+        check_security(
+            self.broker, self.identity, insecure=self.insecure, allow_unsigned=self.allow_unsigned
+        )
         check_name("federation name", self.federation)
         check_name("run id", self.run_id)
         if self.rounds < 1:
             raise InputError(f"--rounds must be at least 1, got {self.rounds}")
         if self.min_sites < 1:
             raise InputError(f"--min-sites must be at least 1, got {self.min_sites}")
+        if not 0 <= self.trim < 0.5:
+            raise InputError(f"--trim must lie in [0, 0.5), got {self.trim}")
         if not self.round_timeout > 0:
             raise InputError(f"--round-timeout must be positive, got {self.round_timeout}")

@@ -8,14 +8,42 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from common.trust.pki import TrustError
+from common.trust.signing import SIGNATURE_KEY, Verifier
 from common.wire.envelope import Envelope, Kind
 from common.wire.tensors import TensorFormatError, from_bytes
 from common.wire.update_codec import Encoding, decode_update
+
+Verify = Callable[[Envelope, str], "str | None"]
+"""Checks an update's signature: ``None`` if it passes, else the reason."""
+
+
+def signature_check(verifier: Verifier | None, *, allow_unsigned: bool) -> Verify | None:
+    """The gateway's check of site signatures (``None``: no identity, nothing to check with).
+
+    A signed update must verify against the CA with the sending site's own certificate (the
+    signature binds run, round and sender, so replays and forgeries fail); an unsigned one
+    passes only with ``allow_unsigned``.
+    """
+    if verifier is None:
+        return None
+
+    def check(env: Envelope, site: str) -> str | None:
+        if SIGNATURE_KEY not in env.meta:
+            return None if allow_unsigned else "unsigned: update carries no signature"
+        try:
+            verifier.verify_envelope(env, site)
+        except TrustError as exc:
+            return f"bad signature: {exc}"
+        return None
+
+    return check
 
 
 @dataclass(frozen=True)
@@ -44,9 +72,21 @@ class RoundState:
     rejected: Counter[str] = field(default_factory=Counter)
     opened: float = field(default_factory=time.time)
 
-    def offer(self, env: Envelope, site: str, reference: dict[str, np.ndarray]) -> str | None:
-        """Validate and record an update; return ``None`` if accepted, else the reason."""
+    def offer(
+        self,
+        env: Envelope,
+        site: str,
+        reference: dict[str, np.ndarray],
+        *,
+        verify: Verify | None = None,
+    ) -> str | None:
+        """Validate and record an update; return ``None`` if accepted, else the reason.
+
+        ``verify(env, site)`` checks the update's signature (``None`` if it passes, else why).
+        """
         reason = self._check(env, site, reference)
+        if reason is None and verify is not None:
+            reason = verify(env, site)
         if reason is None:
             try:
                 weights = decode_update(from_bytes(env.payload), reference, _encoding(env))

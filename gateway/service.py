@@ -20,7 +20,9 @@ from common.data.medmnist import load_npz, resolve_dataset
 from common.errors import PrivadxError
 from common.mqtt_link import LinkConfig, MqttLink
 from common.preprocess import PreprocessSpec
-from common.runlog import RunFolder
+from common.runlog import RunFolder, json_ready
+from common.trust.identity import Identity
+from common.trust.manifest import build_manifest, write_signed
 from common.weights_io import save_weights
 from common.wire import envelope as wire
 from common.wire.chunks import Reassembler, split
@@ -34,8 +36,9 @@ from common.wire.messages import (
     presence_envelope,
 )
 from common.wire.topics import Channel, Topics
+from gateway.checkpoint import Progress, RunCheckpoint
 from gateway.config import GatewayConfig
-from gateway.rounds import RoundState
+from gateway.rounds import AcceptedUpdate, RoundState, signature_check
 from models.spec import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -59,6 +62,10 @@ class GatewayRun:
     online: dict[str, dict[str, Any]] = field(default_factory=dict)
     published_chunks: dict[Channel, int] = field(default_factory=dict)
     bytes_published: int = 0
+    contributors: set[str] = field(default_factory=set)
+    """Sites with at least one accepted update in this run."""
+    last_updates: int = 0
+    """Updates aggregated in the latest round."""
 
 
 class Gateway:
@@ -82,15 +89,26 @@ class Gateway:
         self.positive_class = info.positive_class if info else 1
         self.reassembler = Reassembler(max_payload=512 * 1024 * 1024, max_partial=256)
         self.folder = RunFolder(config.out)
+        self.checkpoint = RunCheckpoint(config.out / "checkpoint")
+        self.records: list[dict[str, Any]] = []
+        self.identity = Identity.load(config.identity) if config.identity else None
+        self.verify_update = signature_check(
+            self.identity.verifier() if self.identity else None,
+            allow_unsigned=config.allow_unsigned,
+        )
         will = (
             self.topics.gateway_status,
-            wire.to_bytes(presence_envelope(Kind.STATUS, GATEWAY_SENDER, Presence.OFFLINE)),
+            wire.to_bytes(
+                self._sign(presence_envelope(Kind.STATUS, GATEWAY_SENDER, Presence.OFFLINE))
+            ),
         )
         self.link = MqttLink(
             LinkConfig(
                 broker=config.broker,
                 client_id=f"privadx-gateway-{config.federation}",
                 version=config.mqtt_version,
+                tls=self.identity.tls_files if self.identity else None,
+                insecure=config.insecure,
                 will=will,
                 subscriptions=(self.topics.presence("+"), self.topics.update("+")),
             )
@@ -107,31 +125,83 @@ class Gateway:
         started = time.monotonic()
         self.model = build_model(self.model_spec, seed=self.config.seed)
         state = GatewayRun(weights=get_weights(self.model))
+        progress = self.checkpoint.load(self.config.run_id, self._resume_settings())
         self.folder.write("config.json", self._config_record())
         self.link.start()
+        # A previous run's retained "finished" announcement must not end this run's sites.
+        self.link.publish(self.topics.round, b"", retain=True)
         self._publish_status(Presence.ONLINE)
         try:
             with tff_runtime():
-                server = FedAvgServer(state.weights, self.config.server_optimizer)
+                server = FedAvgServer(
+                    state.weights,
+                    self.config.server_optimizer,
+                    self.config.aggregation,
+                    trim=self.config.trim,
+                )
+                pending = self._resume(progress, state, server)
                 self._publish_model(state)
-                self._wait_for_sites(state)
-                final: dict[str, Any] = {}
-                for number in range(1, self.config.rounds + 1):
-                    final = self._run_round(state, server, number)
+                if progress is None:
+                    self._wait_for_sites(state)
+                final: dict[str, Any] = self.records[-1]["test"] if self.records else {}
+                for number in range(state.round + 1, self.config.rounds + 1):
+                    final = self._run_round(state, server, number, pending)
+                    pending = {}
             summary = self._finish(state, final, time.monotonic() - started)
         finally:
             self._publish_status(Presence.OFFLINE)
             self.link.stop()
         return summary
 
-    def _run_round(self, state: GatewayRun, server: Any, number: int) -> dict[str, Any]:
+    def _resume(
+        self, progress: Progress | None, state: GatewayRun, server: Any
+    ) -> dict[str, AcceptedUpdate]:
+        """Continue from the checkpoint, or commit round 0 of a fresh run."""
+        if progress is None:
+            self._commit(state, server)
+            return {}
+        state.weights = progress.weights
+        state.round = progress.round
+        state.contributors = progress.contributors
+        server.restore(progress.server_state)
+        self.records = progress.records
+        self.folder.write_metrics(self.records)
+        log.info(
+            "resuming run %s after round %d with %d accepted updates of round %d",
+            self.config.run_id,
+            progress.round,
+            len(progress.pending),
+            progress.round + 1,
+        )
+        return progress.pending
+
+    def _commit(self, state: GatewayRun, server: Any) -> None:
+        self.checkpoint.commit_round(
+            run_id=self.config.run_id,
+            round_num=state.round,
+            weights=state.weights,
+            server_state=server.state_arrays(),
+            records=self.records,
+            contributors=state.contributors,
+            settings=self._resume_settings(),
+        )
+
+    def _run_round(
+        self,
+        state: GatewayRun,
+        server: Any,
+        number: int,
+        pending: dict[str, AcceptedUpdate],
+    ) -> dict[str, Any]:
         t0 = time.monotonic()
+        accepted = dict(pending)  # accepted updates carry over to a retry of the round
         for attempt in range(1, self.config.max_retries + 2):
-            round_state = self._announce(state, number)
+            round_state = self._announce(state, number, accepted)
             while not round_state.ready():
                 if round_state.expired_without_quorum():
                     break
                 self._process_one(round_state, state)
+            accepted = round_state.accepted
             if round_state.ready():
                 break
             log.warning(
@@ -150,16 +220,20 @@ class Gateway:
         updates = [(u.weights, u.examples) for _, u in sorted(round_state.accepted.items())]
         state.weights = server.aggregate(state.weights, updates)
         state.round = number
+        state.last_updates = len(updates)
         metrics = self._evaluate(state)
-        record = {
+        record: dict[str, Any] = {
             "series": "mqtt",
             "round": number,
             "attempts": attempt,
             "seconds": round(time.monotonic() - t0, 2),
             **round_state.summary(),
+            "aggregation": {"rule": str(self.config.aggregation), **server.last_measurements},
             "test": metrics,
         }
-        self.folder.append_metrics(record)
+        self.records.append(json_ready(record))
+        self._commit(state, server)  # the round is durable from here on
+        self.folder.write_metrics(self.records)
         log.info(
             "round %d/%d closed: %d updates (%d examples), test AUC %s, accuracy %s (%.1f s)",
             number,
@@ -173,7 +247,9 @@ class Gateway:
         self._publish_model(state)
         return metrics
 
-    def _announce(self, state: GatewayRun, number: int) -> RoundState:
+    def _announce(
+        self, state: GatewayRun, number: int, accepted: dict[str, AcceptedUpdate]
+    ) -> RoundState:
         deadline = time.time() + self.config.round_timeout
         announcement = RoundAnnouncement(
             run=self.config.run_id,
@@ -183,6 +259,7 @@ class Gateway:
             min_updates=self.config.min_sites,
             training=self.config.training.to_dict(),
             seed=self.config.seed,
+            accepted=tuple(sorted(accepted)),
         )
         self._publish(self.topics.round, announcement.to_envelope(), retain=True)
         expected = {s for s, p in state.online.items() if p.get("state") == Presence.ONLINE}
@@ -200,6 +277,7 @@ class Gateway:
             deadline=deadline,
             min_updates=self.config.min_sites,
             expected=expected,
+            accepted=dict(accepted),
         )
 
     def _wait_for_sites(self, state: GatewayRun) -> None:
@@ -230,7 +308,7 @@ class Gateway:
             if site is None:
                 raise WireError(f"message on unexpected topic {topic}")
             if topic == self.topics.presence(site):
-                self._on_presence(site, env, state)
+                self._on_presence(site, env, state, round_state)
             elif topic == self.topics.update(site):
                 self._on_update_chunk(site, env, round_state, state)
         except WireError as exc:
@@ -238,13 +316,17 @@ class Gateway:
             if round_state is not None:
                 round_state.rejected["malformed"] += 1
 
-    def _on_presence(self, site: str, env: Envelope, state: GatewayRun) -> None:
+    def _on_presence(
+        self, site: str, env: Envelope, state: GatewayRun, round_state: RoundState | None
+    ) -> None:
         if env.kind is not Kind.PRESENCE or env.sender != site:
             raise WireError(
                 f"presence message from {site} claims to be {env.kind} from {env.sender}"
             )
         previous = state.online.get(site, {}).get("state")
         state.online[site] = dict(env.meta)
+        if round_state is not None and env.meta.get("state") == Presence.ONLINE:
+            round_state.expected.add(site)  # joined during the round: it gets its chance
         if previous != env.meta.get("state"):
             log.info("site %s is %s", site, env.meta.get("state"))
 
@@ -259,8 +341,20 @@ class Gateway:
                 "update from %s for round %d arrived while no round is open", site, whole.round
             )
             return
-        reason = round_state.offer(whole, site, state.weights)
+        reason = round_state.offer(whole, site, state.weights, verify=self.verify_update)
         if reason is None:
+            try:
+                self.checkpoint.save_pending(round_state.number, round_state.accepted[site])
+            except OSError as exc:  # not durable, so not accepted: the site will resend it
+                del round_state.accepted[site]
+                log.error(
+                    "round %d: could not store the update from %s: %s",
+                    round_state.number,
+                    site,
+                    exc,
+                )
+                return
+            state.contributors.add(site)
             log.info(
                 "round %d: update from %s accepted (%d/%d)",
                 round_state.number,
@@ -272,12 +366,15 @@ class Gateway:
             log.warning("round %d: update from %s rejected: %s", round_state.number, site, reason)
 
     # --- outbound messages -----------------------------------------------------------------
+    def _sign(self, env: Envelope) -> Envelope:
+        return self.identity.signer.sign_envelope(env) if self.identity else env
+
     def _publish(self, topic: str, env: Envelope, *, retain: bool = False) -> None:
-        data = wire.to_bytes(env)
+        data = wire.to_bytes(self._sign(env))
         self.link.publish(topic, data, retain=retain)
 
     def _publish_chunked(self, channel: Channel, env: Envelope, state: GatewayRun) -> None:
-        chunks = split(env, self.config.chunk_size)
+        chunks = split(self._sign(env), self.config.chunk_size)
         topic_of = self.topics.model if channel is Channel.MODEL else self.topics.onnx
         for chunk in chunks:
             data = wire.to_bytes(chunk)
@@ -382,17 +479,59 @@ class Gateway:
         set_weights(self.model, state.weights)
         sha = export_onnx(self.model, meta, path)
         verify_parity(self.model, path, self.dataset.test.images[:256], self.preprocess)
+        data = path.read_bytes()
+        signed = None
+        if self.identity is not None:
+            manifest = build_manifest(
+                file_name=path.name, data=data, provenance=self._provenance(meta, state)
+            )
+            signed = write_signed(path, manifest, self.identity.signer)
         env = Envelope(
             kind=Kind.ONNX,
             run=self.config.run_id,
             round=self.config.rounds,
             sender=GATEWAY_SENDER,
-            payload=path.read_bytes(),
-            meta={"onnx_sha256": sha},
+            payload=data,
+            meta={"onnx_sha256": sha, "manifest": signed},
         )
         self._publish_chunked(Channel.ONNX, env, state)
         log.info("published model.onnx (%d bytes) to the sites", len(env.payload))
         return sha
+
+    def _provenance(self, meta: dict[str, Any], state: GatewayRun) -> dict[str, Any]:
+        """What the signed manifest says about where the model came from."""
+        return {
+            "federation": self.config.federation,
+            "run": self.config.run_id,
+            "round": state.round,
+            "dataset": self.dataset.name,
+            "contributors": len(state.contributors),
+            "sites": sorted(state.contributors),
+            "last_round_updates": state.last_updates,
+            "weights_sha256": state.model_sha256,
+            "metrics": meta["provenance"]["test_metrics"],
+            "threshold": meta.get("threshold"),
+            "aggregation": {
+                "rule": str(self.config.aggregation),
+                "server_optimizer": self.config.server_optimizer.to_dict(),
+            },
+            "privacy": {"secure_aggregation": False, "differential_privacy": None},
+        }
+
+    def _resume_settings(self) -> dict[str, Any]:
+        """Settings a resumed run must share with the run it continues."""
+        c = self.config
+        return {
+            "federation": c.federation,
+            "dataset": self.dataset.name,
+            "training": c.training.to_dict(),
+            "server_optimizer": c.server_optimizer.to_dict(),
+            "aggregation": str(c.aggregation),
+            "trim": c.trim,
+            "arch": str(c.arch),
+            "dropout": c.dropout,
+            "seed": c.seed,
+        }
 
     def _config_record(self) -> dict[str, Any]:
         c = self.config
@@ -406,8 +545,13 @@ class Gateway:
             "round_timeout": c.round_timeout,
             "training": c.training.to_dict(),
             "server_optimizer": c.server_optimizer.to_dict(),
+            "aggregation": str(c.aggregation),
+            "trim": c.trim,
             "arch": str(c.arch),
             "seed": c.seed,
+            "identity": str(c.identity) if c.identity else None,
+            "insecure": c.insecure,
+            "allow_unsigned": c.allow_unsigned,
         }
 
 

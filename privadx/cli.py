@@ -2,7 +2,8 @@
 
 Exit codes: 0 success; 1 unexpected error; 2 bad input or usage; 3 data error; 4 download
 error; 5 model error; 6 missing optional dependency; 7 some items of a batch failed;
-8 broker unreachable; 9 too few sites for a round; 130 interrupted.
+8 broker unreachable; 9 too few sites for a round; 10 certificate or signature check
+failed; 130 interrupted.
 """
 
 from __future__ import annotations
@@ -15,11 +16,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from common.errors import InputError, PrivadxError
-from privadx.commands import data, demo, diagnose, edge, export, gateway, simulate
+from privadx.commands import certs, data, demo, diagnose, edge, export, gateway, simulate
 
 log = logging.getLogger("privadx")
 
-SUBCOMMANDS = (data, simulate, export, diagnose, gateway, edge, demo)
+SUBCOMMANDS = (data, simulate, export, diagnose, certs, gateway, edge, demo)
 
 EPILOG = """\
 roles:
@@ -29,7 +30,8 @@ roles:
 
 exit codes: 0 ok, 2 bad input, 3 data error, 4 download error, 5 model error,
 6 missing optional dependency, 7 some files failed, 8 broker unreachable,
-9 too few sites for a round, 130 interrupted
+9 too few sites for a round, 10 certificate or signature check failed,
+130 interrupted
 """
 
 

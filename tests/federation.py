@@ -37,11 +37,12 @@ def split_sites(npz: Path, count: int, *, alpha: float, seed: int) -> list[Label
     return [train.subset(p) for p in partition(train.labels, spec)]
 
 
-def start_broker(folder: Path, sites: int) -> Mosquitto:
-    """A running Mosquitto with the repository config and one account per site."""
-    from tests.mosquitto import configure
+def start_broker(folder: Path, sites: int, *, tls: bool = True) -> Mosquitto:
+    """A running Mosquitto with one identity (mutual TLS) or account (passwords) per site."""
+    from tests.mosquitto import configure, configure_tls
 
-    broker = configure(folder, [site_name(i) for i in range(sites)])
+    names = [site_name(i) for i in range(sites)]
+    broker = configure_tls(folder, names) if tls else configure(folder, names)
     broker.start()
     return broker
 
@@ -59,6 +60,9 @@ def run_federation(
         np.savez(root / f"{name}.npz", images=site.images, labels=site.labels)
     config = GatewayConfig(
         broker=BrokerAddress.parse(broker.url(GATEWAY_USER)),
+        identity=broker.identity(GATEWAY_USER),
+        insecure=not broker.tls,
+        allow_unsigned=not broker.tls,
         out=root / "run",
         min_sites=len(sites),
         round_timeout=600,
@@ -70,6 +74,9 @@ def run_federation(
         EdgeAgent(
             EdgeConfig(
                 broker=BrokerAddress.parse(broker.url(n)),
+                identity=broker.identity(n),
+                insecure=not broker.tls,
+                allow_unsigned=not broker.tls,
                 site_id=n,
                 data=str(root / f"{n}.npz"),
                 model_dir=d,

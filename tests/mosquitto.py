@@ -1,4 +1,5 @@
-"""Start a real Mosquitto on a free port with the repository's own config and ACL files."""
+"""Start a real Mosquitto on a free port: the repository's password config and ACL, or the
+mutual-TLS config `privadx certs init` generates."""
 
 from __future__ import annotations
 
@@ -6,9 +7,11 @@ import os
 import shutil
 import socket
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tests.conftest import REPO
 
@@ -29,14 +32,55 @@ class Mosquitto:
     folder: Path
     passwords: dict[str, str]
     proc: subprocess.Popen[bytes] | None = None
+    config: Path | None = None
+    pki: Path | None = None
+    """With mutual TLS: the `privadx certs init` folder (identities under gateway/, sites/)."""
+
+    @property
+    def tls(self) -> bool:
+        return self.pki is not None
 
     def url(self, user: str) -> str:
+        if self.tls:
+            return f"mqtts://localhost:{self.port}"
         return f"mqtt://{user}:{self.passwords[user]}@127.0.0.1:{self.port}"
+
+    def identity(self, user: str) -> Path | None:
+        """The identity folder of ``user`` (TLS brokers only)."""
+        if self.pki is None:
+            return None
+        return self.pki / ("gateway" if user == GATEWAY_USER else f"sites/{user}")
+
+    def client(self, user: str, client_id: str, *, v5: bool = True) -> Any:
+        """A paho client with ``user``'s credentials (password, or TLS identity), not connected."""
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        c = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
+        )
+        identity = self.identity(user)
+        if identity is not None:
+            c.tls_set(
+                ca_certs=str(identity / "ca.pem"),
+                certfile=str(identity / "tls.pem"),
+                keyfile=str(identity / "tls.key"),
+            )
+        else:
+            c.username_pw_set(user, self.passwords[user])
+        return c
+
+    def connect(self, client: Any) -> None:
+        """Connect ``client`` (from :meth:`client`) to this broker."""
+        client.connect("localhost" if self.tls else "127.0.0.1", self.port)
 
     def start(self) -> None:
         log = (self.folder / "mosquitto.log").open("ab")
+        config = self.config or self.folder / "mosquitto.conf"
         self.proc = subprocess.Popen(
-            ["mosquitto", "-c", str(self.folder / "mosquitto.conf")],
+            ["mosquitto", "-c", str(config)],
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -84,3 +128,61 @@ def configure(folder: Path, users: list[str]) -> Mosquitto:
         text += "\nuser root\n"
     (folder / "mosquitto.conf").write_text(text)
     return Mosquitto(port=port, folder=folder, passwords=passwords)
+
+
+def configure_tls(folder: Path, users: list[str]) -> Mosquitto:
+    """A federation PKI from `privadx certs init` and its broker config, on a free port."""
+    from gateway.certs import init_federation
+
+    if shutil.which("mosquitto") is None:
+        raise RuntimeError("the mosquitto binary is needed (apt-get install mosquitto)")
+    folder.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    pki = init_federation(
+        folder / "pki",
+        federation="default",
+        hosts=["localhost", "127.0.0.1"],
+        port=port,
+        bind="127.0.0.1",
+        sites=users,
+    )
+    if os.geteuid() == 0:
+        with pki.broker_config.open("a") as fh:
+            fh.write("\nuser root\n")
+    return Mosquitto(port=port, folder=folder, passwords={}, config=pki.broker_config, pki=pki.root)
+
+
+class ProbeClient:
+    """A raw paho client for ACL tests: records what it receives and whether it got in."""
+
+    def __init__(self, broker: Mosquitto, client: Any) -> None:
+        self.got: list[tuple[str, bytes]] = []
+        self.connected = threading.Event()
+        self.refused = threading.Event()
+        self.c = client
+        self.c.on_message = lambda c, u, m: self.got.append((m.topic, bytes(m.payload)))
+        self.c.on_connect = lambda c, u, f, rc, p: (
+            self.refused if rc.is_failure else self.connected
+        ).set()
+        try:
+            broker.connect(self.c)
+        except OSError:  # TLS handshake refused outright
+            self.refused.set()
+            return
+        self.c.loop_start()
+
+    @classmethod
+    def of(cls, broker: Mosquitto, user: str) -> ProbeClient:
+        """A client with ``user``'s own credentials."""
+        return cls(broker, broker.client(user, f"t-{user}-{time.time_ns()}"))
+
+    def sub(self, topic: str) -> None:
+        self.c.subscribe(topic, qos=1)
+        time.sleep(0.3)
+
+    def pub(self, topic: str, payload: bytes, retain: bool = False) -> None:
+        self.c.publish(topic, payload, qos=1, retain=retain).wait_for_publish(5)
+
+    def close(self) -> None:
+        self.c.disconnect()
+        self.c.loop_stop()

@@ -2,37 +2,54 @@
 
 The gateway gets each site's trained weights and example count over MQTT. It turns them into
 the same quantities TFF's ``build_weighted_fed_avg`` forms (client delta = global - trained,
-weighted by examples), aggregates them with ``tff.aggregators.MeanFactory`` (the default model
-aggregator of ``build_weighted_fed_avg``) and applies the TFF server optimizer, so one round
-through MQTT reproduces one round of the simulation.
+weighted by examples), aggregates them with the run's model aggregator (a TFF aggregation
+process: ``MeanFactory``, the default of ``build_weighted_fed_avg``, or TFF's robust
+aggregator; or a coordinate-wise rule from :mod:`tff_core.robust`) and applies the TFF server
+optimizer, so one round through MQTT reproduces one round of the simulation.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import numpy as np
 
 from common.deps import require
 from models.optim import OptimizerSpec
 from tff_core.fedavg import build_tff_optimizer
+from tff_core.robust import AggregationRule, coordinate_median, tff_model_aggregator, trimmed_mean
 
 log = logging.getLogger(__name__)
 
 
 class FedAvgServer:
-    """Weighted mean of client deltas (a TFF aggregation process) plus the server optimizer."""
+    """Aggregation of client deltas (TFF process or robust rule) plus the server optimizer."""
 
-    def __init__(self, reference: dict[str, np.ndarray], server_optimizer: OptimizerSpec) -> None:
+    def __init__(
+        self,
+        reference: dict[str, np.ndarray],
+        server_optimizer: OptimizerSpec,
+        rule: AggregationRule = AggregationRule.NORM_BOUND,
+        *,
+        trim: float = 0.1,
+    ) -> None:
         tff = require("tensorflow_federated")
         tf = require("tensorflow")
         self.names = list(reference)
-        value_type = tff.to_type([(np.float32, v.shape) for v in reference.values()])
-        self._mean = tff.aggregators.MeanFactory().create(value_type, tff.TensorType(np.float32))
-        self._mean_state = self._mean.initialize()
+        self.rule = rule
+        self.trim = trim
+        self._process: Any = None
+        self._agg_state: Any = None
+        if rule.in_tff:
+            value_type = tff.to_type([(np.float32, v.shape) for v in reference.values()])
+            factory = tff_model_aggregator(rule)
+            self._process = factory.create(value_type, tff.TensorType(np.float32))
+            self._agg_state = self._process.initialize()
         self._optimizer = build_tff_optimizer(server_optimizer)
         specs = [tf.TensorSpec(v.shape, tf.float32) for v in reference.values()]
         self._opt_state = self._optimizer.initialize(specs)
+        self.last_measurements: dict[str, Any] = {}
 
     def aggregate(
         self,
@@ -45,10 +62,59 @@ class FedAvgServer:
             raise ValueError("cannot aggregate zero updates")
         base = [global_weights[n] for n in self.names]
         deltas = [[b - w[n] for b, n in zip(base, self.names, strict=True)] for w, _ in updates]
-        counts = [np.float32(n) for _, n in updates]
-        output = self._mean.next(self._mean_state, deltas, counts)
-        self._mean_state = output.state
-        mean_delta = [tf.constant(np.asarray(d, np.float32)) for d in output.result]
+        combined = self._combine(deltas, [np.float32(n) for _, n in updates])
+        mean_delta = [tf.constant(np.asarray(d, np.float32)) for d in combined]
         variables = [tf.constant(b) for b in base]
         self._opt_state, new = self._optimizer.next(self._opt_state, variables, mean_delta)
         return {n: np.asarray(v, dtype=np.float32) for n, v in zip(self.names, new, strict=True)}
+
+    def state_arrays(self) -> list[np.ndarray]:
+        """The aggregator's and server optimizer's state as arrays (for a checkpoint)."""
+        tf = require("tensorflow")
+        return [np.asarray(v) for v in tf.nest.flatten(self._state_structure())]
+
+    def restore(self, arrays: list[np.ndarray]) -> None:
+        """Continue from :meth:`state_arrays` of an earlier server with the same settings.
+
+        Raises:
+            ValueError: The arrays do not fit this server's state.
+        """
+        tf = require("tensorflow")
+        template = self._state_structure()
+        flat = tf.nest.flatten(template)
+        if len(flat) != len(arrays):
+            raise ValueError(f"checkpoint holds {len(arrays)} state arrays, expected {len(flat)}")
+        values = [
+            np.asarray(a, dtype=np.asarray(t).dtype).reshape(np.shape(t))
+            for a, t in zip(arrays, flat, strict=True)
+        ]
+        restored = tf.nest.pack_sequence_as(template, values)
+        if self._process is not None:
+            self._agg_state, self._opt_state = restored
+        else:
+            (self._opt_state,) = restored
+
+    def _state_structure(self) -> tuple[Any, ...]:
+        if self._process is not None:
+            return (self._agg_state, self._opt_state)
+        return (self._opt_state,)
+
+    def _combine(self, deltas: list[list[np.ndarray]], counts: list[np.float32]) -> list[Any]:
+        if self.rule is AggregationRule.MEDIAN:
+            return coordinate_median(deltas)
+        if self.rule is AggregationRule.TRIMMED_MEAN:
+            return trimmed_mean(deltas, self.trim)
+        output = self._process.next(self._agg_state, deltas, counts)
+        self._agg_state = output.state
+        self.last_measurements = _plain(output.measurements)
+        return list(output.result)
+
+
+def _plain(value: Any) -> Any:
+    """TFF measurements as JSON-ready Python values."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    array = np.asarray(value)
+    return array.item() if array.ndim == 0 else array.tolist()

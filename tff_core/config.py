@@ -10,6 +10,7 @@ from common.data.partition import PartitionSpec
 from common.errors import InputError
 from models.optim import OptimizerName, OptimizerSpec
 from models.spec import Architecture
+from tff_core.robust import AggregationRule
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -37,6 +38,8 @@ class SimulationConfig:
             name=OptimizerName.SGD, learning_rate=1.0, momentum=0.0
         )
     )
+    aggregation: AggregationRule = AggregationRule.NORM_BOUND
+    """Model aggregator: TFF's robust aggregator (norm bounding) by default, or the plain mean."""
     arch: Architecture = Architecture.CNN
     seed: int = 0
     centralized: bool = False
@@ -44,6 +47,11 @@ class SimulationConfig:
     export_onnx: bool = True
 
     def __post_init__(self) -> None:
+        if not self.aggregation.in_tff:
+            raise InputError(
+                f"--aggregation {self.aggregation} runs in the gateway only; the simulation "
+                "uses TFF's aggregators (mean, norm-bound)"
+            )
         if self.rounds < 1:
             raise InputError(f"--rounds must be at least 1, got {self.rounds}")
         if self.local_epochs < 1:

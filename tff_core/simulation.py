@@ -22,6 +22,7 @@ from models.spec import ModelSpec
 from models.training import local_seed, make_client_dataset, site_name
 from tff_core.config import SimulationConfig
 from tff_core.fedavg import build_fedavg
+from tff_core.robust import tff_model_aggregator
 from tff_core.runtime import tff_runtime
 
 log = logging.getLogger(__name__)
@@ -128,6 +129,7 @@ def _train_federated(
         client_optimizer=config.client_optimizer,
         server_optimizer=config.server_optimizer,
         seed=config.seed,
+        model_aggregator=tff_model_aggregator(config.aggregation),
     )
     state = process.initialize()
     model = build_model(exp.model_spec, seed=config.seed)

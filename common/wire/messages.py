@@ -2,6 +2,10 @@
 
 - ``ROUND`` (gateway, retained): run, round, the SHA-256 of the global model to start from, the
   local training settings, the deadline, the quorum, and the phase (training or finished).
+  Every announcement has its own id and lists the sites whose update the gateway already
+  holds: when a round is announced again (retry below quorum, or a restarted gateway), a
+  site that sent its update but is not listed sends it again, so an update lost in transit
+  or in a crash is recovered without retraining.
 - ``MODEL`` (gateway, retained chunks): global weights as tensors plus what is needed to build
   the model (model spec, preprocessing, class names).
 - ``UPDATE`` (site, chunks): trained weights, example count, local metrics, base model hash.
@@ -12,7 +16,8 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+import uuid
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
@@ -52,6 +57,10 @@ class RoundAnnouncement:
     seed: int
     phase: Phase = Phase.TRAINING
     onnx_sha256: str | None = None
+    announcement: str = field(default_factory=lambda: uuid.uuid4().hex)
+    """Id of this announcement (a new one for every retry or resume of the round)."""
+    accepted: tuple[str, ...] = ()
+    """Sites whose update for this round the gateway already holds."""
 
     def to_envelope(self) -> Envelope:
         """The ``ROUND`` message."""
@@ -68,6 +77,8 @@ class RoundAnnouncement:
                 "seed": self.seed,
                 "phase": str(self.phase),
                 "onnx_sha256": self.onnx_sha256,
+                "announcement": self.announcement,
+                "accepted": list(self.accepted),
             },
         )
 
@@ -88,6 +99,8 @@ class RoundAnnouncement:
                 seed=int(m["seed"]),
                 phase=Phase(m["phase"]),
                 onnx_sha256=m.get("onnx_sha256"),
+                announcement=str(m["announcement"]),
+                accepted=tuple(str(s) for s in m.get("accepted", [])),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise WireError(f"malformed round announcement: {exc}") from exc

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from common.mqtt_link import BrokerAddress, MqttVersion
 
@@ -23,6 +24,27 @@ def add_mqtt_options(p: argparse.ArgumentParser, *, broker_required: bool) -> No
         help="MQTT protocol version (default: 5, or 3.1.1 for the embedded broker)",
     )
     p.add_argument("--federation", default="default", help="federation name (topic root)")
+    add_security_options(p)
+
+
+def add_security_options(p: argparse.ArgumentParser) -> None:
+    """``--identity``, ``--insecure`` and ``--allow-unsigned``."""
+    p.add_argument(
+        "--identity",
+        type=Path,
+        default=None,
+        help="identity folder from `privadx certs` (TLS client certificate, signing key, CA)",
+    )
+    p.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow a plain mqtt:// broker (unencrypted; for tests and loopback only)",
+    )
+    p.add_argument(
+        "--allow-unsigned",
+        action="store_true",
+        help="run without an identity: nothing is signed or verified (test federations only)",
+    )
 
 
 def broker_from_args(args: argparse.Namespace) -> tuple[BrokerAddress, MqttVersion]:

@@ -11,10 +11,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from models.training import site_name
 from privadx.commands._common import add_data_dir, positive_float, positive_int
+
+if TYPE_CHECKING:
+    from gateway.certs import FederationPki
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +29,12 @@ edge agent per site as separate processes, train for R rounds, export the ONNX m
 `privadx diagnose` at one site on a few test images, and print a summary. RUN_DIR gets the
 gateway's run folder files plus summary.json with bytes sent and received per site, the
 sites' model folders and logs.
+
+Every participant gets an identity from a fresh federation CA (RUN_DIR/pki, as from
+`privadx certs init`; or --pki to reuse one): the gateway signs every model and the sites
+sign their updates, and the site's diagnosis checks the model's signature. The embedded
+broker listens on loopback without TLS; a --broker given as mqtt:// needs --insecure, one
+given as mqtts:// must trust the CA in the PKI folder (e.g. run its broker/mosquitto.conf).
 """
 
 
@@ -45,6 +54,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--alpha", type=positive_float, default=0.5, help="Dirichlet concentration")
     p.add_argument("--broker", default=None, help="use this broker instead of an embedded one")
     p.add_argument("--mqtt-version", choices=("5", "3.1.1"), default=None)
+    p.add_argument(
+        "--insecure", action="store_true", help="allow a plain mqtt:// --broker (not loopback)"
+    )
+    p.add_argument(
+        "--pki",
+        type=Path,
+        default=None,
+        help="federation folder from `privadx certs init` (default: create RUN_DIR/pki)",
+    )
     p.add_argument("--round-timeout", type=positive_float, default=600.0)
     p.add_argument(
         "--update-encoding",
@@ -96,24 +114,29 @@ def run(args: argparse.Namespace) -> int:
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     site_files = write_site_data(args, out / "site-data")
+    pki = _federation_pki(args, out)
     with contextlib.ExitStack() as stack:
         if args.broker:
             broker_url, version = args.broker, args.mqtt_version or "5"
+            transport = ["--insecure"] if args.insecure else []
         else:
             broker = stack.enter_context(EmbeddedBroker())
             broker_url, version = str(broker.address), args.mqtt_version or EMBEDDED_VERSION.value
+            transport = ["--insecure"]  # the embedded broker listens on loopback only
         started = time.monotonic()
+        link = _link(broker_url, version, transport)
         edges = [
-            _start_edge(args, out, i, path, broker_url, version, stack)
+            _start_edge(
+                args, out, i, path, [*link, "--identity", str(pki.site(site_name(i)))], stack
+            )
             for i, path in enumerate(site_files)
         ]
         gateway = subprocess.run(
             _cli(
                 "gateway",
-                "--broker",
-                broker_url,
-                "--mqtt-version",
-                version,
+                *_link(broker_url, version, transport),
+                "--identity",
+                str(pki.gateway),
                 "--dataset",
                 args.dataset,
                 *(["--data-dir", str(args.data_dir)] if args.data_dir else []),
@@ -151,13 +174,33 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _federation_pki(args: argparse.Namespace, out: Path) -> FederationPki:
+    """The PKI to use: --pki, or RUN_DIR/pki (created with identities for every site)."""
+    from gateway.certs import FederationPki, init_federation, issue_sites
+
+    names = [site_name(i) for i in range(args.sites)]
+    root = args.pki or out / "pki"
+    if not (root / "ca" / "ca.key").exists():
+        return init_federation(
+            root, federation="default", hosts=["localhost"], port=8883, sites=names
+        )
+    pki = FederationPki(root.resolve())
+    missing = [n for n in names if not pki.site(n).exists()]
+    if missing:
+        issue_sites(pki.root, missing)
+    return pki
+
+
+def _link(broker: str, version: str, transport: list[str]) -> list[str]:
+    return ["--broker", broker, "--mqtt-version", version, *transport]
+
+
 def _start_edge(
     args: argparse.Namespace,
     out: Path,
     i: int,
     data: Path,
-    broker: str,
-    version: str,
+    link: list[str],
     stack: contextlib.ExitStack,
 ) -> subprocess.Popen[bytes]:
     (out / "logs").mkdir(exist_ok=True)
@@ -165,10 +208,7 @@ def _start_edge(
     proc = subprocess.Popen(
         _cli(
             "edge",
-            "--broker",
-            broker,
-            "--mqtt-version",
-            version,
+            *link,
             "--site-id",
             site_name(i),
             "--data",

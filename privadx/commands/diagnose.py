@@ -19,6 +19,11 @@ Classify image files (or every image in the given folders) with an exported Priv
 Images are brought to the model's input with the preprocessing stored in the model; binary
 models decide at the threshold chosen on validation data during training. A file that cannot
 be read is reported and skipped; the exit code is 7 if any file failed, 0 if all succeeded.
+
+The model must carry a valid signature: MODEL.manifest.json beside it, signed by the
+federation's gateway, whose SHA-256 matches the file. It is checked against the federation CA
+(--ca, else $PRIVADX_CA, else ca.pem beside the model, where the edge agent keeps it). A
+tampered or unsigned model is refused (exit 10) unless --allow-unsigned is given.
 """
 
 
@@ -34,6 +39,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("paths", type=Path, nargs="+", metavar="PATH", help="image files or folders")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
+    p.add_argument(
+        "--ca",
+        type=Path,
+        default=None,
+        help="federation CA certificate to check the model's signature "
+        "(default: $PRIVADX_CA, else ca.pem beside the model)",
+    )
+    p.add_argument(
+        "--allow-unsigned",
+        action="store_true",
+        help="use a model without a signed manifest (its origin is then unchecked)",
+    )
     p.set_defaults(subparser=p, run=run)
 
 
@@ -43,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
     from edge.diagnose import diagnose
     from edge.onnx_model import OnnxClassifier
 
-    model = OnnxClassifier(args.model, threads=args.threads)
+    data, manifest = _verified_model(args)
+    model = OnnxClassifier(args.model, threads=args.threads, data=data)
     results = diagnose(model, args.paths)
     if not results:
         raise InputError("no images found in the given paths")
@@ -54,16 +72,48 @@ def run(args: argparse.Namespace) -> int:
                 "model": str(args.model),
                 "class_names": list(model.info.class_names),
                 "threshold": model.info.threshold,
+                "manifest": manifest,
                 "results": [r.to_dict() for r in results],
                 "failed": failed,
             }
         )
     else:
+        _print_provenance(manifest)
         _print_table(results, model.info)
     if failed:
         print(f"privadx: {failed} of {len(results)} images could not be diagnosed", file=sys.stderr)
         return EXIT_PARTIAL
     return 0
+
+
+def _verified_model(args: argparse.Namespace) -> tuple[bytes, dict[str, object] | None]:
+    """The model file's bytes, checked against its signed manifest."""
+    import os
+
+    from common.errors import ModelError
+    from common.trust.manifest import verify_model_file
+
+    try:
+        data = args.model.read_bytes()
+    except OSError as exc:
+        raise ModelError(f"{args.model}: cannot read the model ({exc.strerror})") from exc
+    ca = args.ca or (Path(os.environ["PRIVADX_CA"]) if os.environ.get("PRIVADX_CA") else None)
+    ca = ca or args.model.with_name("ca.pem")
+    manifest = verify_model_file(args.model, data, ca_file=ca, allow_unsigned=args.allow_unsigned)
+    return data, manifest
+
+
+def _print_provenance(manifest: dict[str, object] | None) -> None:
+    if manifest is None:
+        print("model: UNSIGNED (origin and integrity not checked)")
+        return
+    metrics = manifest.get("metrics") or {}
+    auc = metrics.get("auc") if isinstance(metrics, dict) else None
+    print(
+        f"model: signed by the federation gateway; run {manifest.get('run')}, round "
+        f"{manifest.get('round')}, {manifest.get('contributors')} contributing sites"
+        + (f", test AUC {auc:.4f}" if isinstance(auc, float) else "")
+    )
 
 
 def _print_table(results: list[Diagnosis], info: ModelInfo) -> None:

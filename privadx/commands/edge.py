@@ -58,6 +58,9 @@ def run(args: argparse.Namespace) -> int:
     config = EdgeConfig(
         broker=broker,
         mqtt_version=version,
+        identity=args.identity,
+        insecure=args.insecure,
+        allow_unsigned=args.allow_unsigned,
         federation=args.federation,
         site_id=args.site_id,
         data=args.data,

@@ -21,6 +21,8 @@ input 'image', dynamic batch), embed class names, preprocessing, decision thresh
 training provenance as metadata, check it with onnx.checker, write MODEL.onnx.sha256 beside
 it, and verify that ONNX Runtime and Keras agree (max |logit difference| <= 1e-4) on real
 test images of the dataset the weights were trained on (or --verify-data).
+With --identity (the gateway's identity folder from `privadx certs`), it also writes
+MODEL.onnx.manifest.json, the signed manifest `privadx diagnose` checks.
 """
 
 
@@ -41,6 +43,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(default: the dataset named in the weights' provenance)",
     )
     add_data_dir(p)
+    p.add_argument(
+        "--identity",
+        type=Path,
+        default=None,
+        help="sign the model with this identity folder (the federation gateway's)",
+    )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(subparser=p, run=run)
 
@@ -61,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
         "sha256": digest,
         "parity_images": len(images),
         "max_abs_logit_diff": diff,
+        "manifest": _sign(args, meta) if args.identity else None,
     }
     if args.json:
         print_json(result)
@@ -68,6 +77,31 @@ def run(args: argparse.Namespace) -> int:
         print(f"{args.out}  sha256 {digest}")
         print(f"ONNX Runtime vs Keras on {len(images)} images: max |logit diff| {diff:.2e}")
     return 0
+
+
+def _sign(args: argparse.Namespace, meta: dict[str, Any]) -> str:
+    """Write the signed manifest of the exported file; return its path."""
+    from common.trust.identity import Identity
+    from common.trust.manifest import build_manifest, manifest_path, write_signed
+
+    identity = Identity.load(args.identity)
+    provenance = meta.get("provenance", {})
+    sites = provenance.get("sites")  # a count (simulation) or the site ids (gateway)
+    manifest = build_manifest(
+        file_name=args.out.name,
+        data=args.out.read_bytes(),
+        provenance={
+            "run": provenance.get("run"),
+            "round": provenance.get("rounds"),
+            "dataset": provenance.get("dataset"),
+            "contributors": len(sites) if isinstance(sites, list) else sites,
+            "metrics": provenance.get("test_metrics"),
+            "threshold": meta.get("threshold"),
+            "exported_from": args.weights.name,
+        },
+    )
+    write_signed(args.out, manifest, identity.signer)
+    return str(manifest_path(args.out))
 
 
 def _parity_images(

@@ -17,6 +17,10 @@ server optimizer (the same computation as `privadx simulate`), evaluates the new
 dataset's test split and publishes it. After the last round it exports model.onnx and
 publishes it to the sites. RUN_DIR gets metrics.jsonl, summary.json, curves.png, weights.npz
 and model.onnx.
+
+Every accepted update and every finished round is written to RUN_DIR/checkpoint before it
+counts. Started again on the same RUN_DIR after a crash (even kill -9), the gateway resumes
+the run where it stopped: no accepted update is lost and no finished round is repeated.
 """
 
 
@@ -56,6 +60,20 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="how sites send updates: exact float32 weights, or the difference to the "
         "global model as float16 or int8 with a per-tensor scale",
     )
+    p.add_argument(
+        "--aggregation",
+        choices=("norm-bound", "mean", "median", "trimmed-mean"),
+        default="norm-bound",
+        help="norm-bound: TFF's robust aggregator (adaptive zeroing and clipping of update "
+        "norms, then the weighted mean); mean: plain FedAvg; median / trimmed-mean: "
+        "coordinate-wise (default: %(default)s)",
+    )
+    p.add_argument(
+        "--trim",
+        type=float,
+        default=0.1,
+        help="fraction of values dropped at each end by trimmed-mean (default: %(default)s)",
+    )
     p.add_argument("--run-id", default=None, help="run identifier (default: from the time)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -67,20 +85,27 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run the gateway until the run is finished."""
     from common.wire.update_codec import Encoding
+    from gateway.checkpoint import RunCheckpoint
     from gateway.config import GatewayConfig, default_run_id
     from gateway.service import Gateway
     from models.optim import OptimizerName, OptimizerSpec
     from models.training import LocalTraining
+    from tff_core.robust import AggregationRule
 
     broker, version = broker_from_args(args)
+    # A run folder with a checkpoint continues its run (after a crash or kill -9).
+    run_id = args.run_id or RunCheckpoint(args.out / "checkpoint").existing_run_id()
     config = GatewayConfig(
         broker=broker,
         mqtt_version=version,
+        identity=args.identity,
+        insecure=args.insecure,
+        allow_unsigned=args.allow_unsigned,
         federation=args.federation,
         out=args.out,
         dataset=args.dataset,
         data_dir=args.data_dir,
-        run_id=args.run_id or default_run_id(),
+        run_id=run_id or default_run_id(),
         rounds=args.rounds,
         min_sites=args.min_sites,
         round_timeout=args.round_timeout,
@@ -95,6 +120,8 @@ def run(args: argparse.Namespace) -> int:
             encoding=Encoding(args.update_encoding),
         ),
         server_optimizer=OptimizerSpec(name=OptimizerName.SGD, learning_rate=args.server_lr),
+        aggregation=AggregationRule(args.aggregation),
+        trim=args.trim,
     )
     summary = Gateway(config).run()
     if args.json:

@@ -83,6 +83,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--server-lr", type=positive_float, default=1.0)
     p.add_argument("--server-momentum", type=float, default=0.0)
+    p.add_argument(
+        "--aggregation",
+        choices=("norm-bound", "mean"),
+        default="norm-bound",
+        help="TFF model aggregator: robust_aggregator (adaptive zeroing and clipping of update "
+        "norms) or the plain weighted mean (default: %(default)s)",
+    )
     p.add_argument("--arch", choices=("cnn", "mobilenet"), default="cnn")
     p.add_argument(
         "--centralized",
@@ -108,6 +115,7 @@ def build_config(args: argparse.Namespace) -> SimulationConfig:
     from models.optim import OptimizerName, OptimizerSpec
     from models.spec import Architecture
     from tff_core.config import SimulationConfig
+    from tff_core.robust import AggregationRule
 
     return SimulationConfig(
         dataset=args.dataset,
@@ -131,6 +139,7 @@ def build_config(args: argparse.Namespace) -> SimulationConfig:
             momentum=args.server_momentum if args.server_optimizer == "sgd" else 0.0,
             epsilon=1e-7 if args.server_optimizer == "sgd" else 1e-3,
         ),
+        aggregation=AggregationRule(args.aggregation),
         arch=Architecture(args.arch),
         seed=args.seed,
         centralized=args.centralized,

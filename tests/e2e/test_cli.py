@@ -95,6 +95,7 @@ def test_export_then_diagnose_png_dicom_npz(
         str(tmp_path / "b.jpg"),
         str(tmp_path / "ct.dcm"),
         str(tmp_path / "few.npz"),
+        "--allow-unsigned",
         "--json",
     )
     assert proc.returncode == 0, proc.stderr
@@ -110,8 +111,9 @@ def test_diagnose_human_output_and_partial_failure(
 ) -> None:
     Image.fromarray(np.load(breast_npz)["test_images"][0]).save(tmp_path / "ok.png")
     (tmp_path / "bad.png").write_bytes(b"not a png")
-    proc = run_cli("diagnose", str(sim_run / "model.onnx"), str(tmp_path))
+    proc = run_cli("diagnose", str(sim_run / "model.onnx"), str(tmp_path), "--allow-unsigned")
     assert proc.returncode == 7
+    assert "model: UNSIGNED" in proc.stdout
     assert "ok.png" in proc.stdout and "ERROR" in proc.stdout
     assert "decision: malignant when P(malignant) >=" in proc.stdout
     assert "1 of 2 images could not be diagnosed" in proc.stderr
@@ -121,7 +123,7 @@ def test_diagnose_human_output_and_partial_failure(
 @pytest.mark.parametrize(
     ("args", "code", "message"),
     [
-        (["diagnose", "missing.onnx", "x.png"], 5, "no such model file"),
+        (["diagnose", "missing.onnx", "x.png"], 5, "cannot read the model"),
         (["export", "nowhere.npz", "--out", "x.onnx"], 5, "no such weights file"),
         (["simulate", "--dataset", "nosuchset", "--out", "r"], 2, "unknown dataset"),
         (["simulate", "--rounds", "0", "--out", "r"], 2, "expected at least 1"),
@@ -141,7 +143,9 @@ def test_bad_input_gives_clear_error_and_exit_code(
 def test_diagnose_with_a_non_model_file(tmp_path: Path) -> None:
     (tmp_path / "fake.onnx").write_bytes(b"\x08\x01garbage")
     (tmp_path / "x.png").write_bytes(b"x")
-    proc = run_cli("diagnose", str(tmp_path / "fake.onnx"), str(tmp_path / "x.png"))
+    proc = run_cli(
+        "diagnose", str(tmp_path / "fake.onnx"), str(tmp_path / "x.png"), "--allow-unsigned"
+    )
     assert proc.returncode == 5 and "not a loadable ONNX model" in proc.stderr
 
 
@@ -156,3 +160,42 @@ def test_config_file_supplies_defaults_and_flags_win(tmp_path: Path) -> None:
     (tmp_path / "bad.toml").write_text("rounds = 3\nno_such_setting = 1\n")
     proc = run_cli("simulate", "--config", str(tmp_path / "bad.toml"), "--out", str(tmp_path / "r"))
     assert proc.returncode == 2 and "no_such_setting" in proc.stderr
+
+
+def test_signed_export_is_checked_by_diagnose(
+    sim_run: Path, breast_npz: Path, tmp_path: Path
+) -> None:
+    """Signed: diagnosed with its provenance. Unsigned, tampered or foreign CA: exit 10."""
+    from gateway.certs import init_federation
+
+    pki = init_federation(tmp_path / "pki", federation="f", hosts=["h"], port=8883)
+    other = init_federation(tmp_path / "other", federation="f", hosts=["h"], port=8883)
+    model = tmp_path / "model.onnx"
+    proc = run_cli(
+        "export",
+        str(sim_run / "weights.npz"),
+        "--out",
+        str(model),
+        "--verify-data",
+        str(breast_npz),
+        "--identity",
+        str(pki.gateway),
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    Image.fromarray(np.load(breast_npz)["test_images"][0]).save(tmp_path / "a.png")
+    ca = str(pki.gateway / "ca.pem")
+    ok = run_cli("diagnose", str(model), str(tmp_path / "a.png"), "--ca", ca, "--json")
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)["manifest"]["round"] == 2
+    foreign = run_cli(
+        "diagnose", str(model), str(tmp_path / "a.png"), "--ca", str(other.gateway / "ca.pem")
+    )
+    assert foreign.returncode == 10 and "not issued by this federation's CA" in foreign.stderr
+    unsigned = run_cli("diagnose", str(sim_run / "model.onnx"), str(tmp_path / "a.png"))
+    assert unsigned.returncode == 10 and "--allow-unsigned" in unsigned.stderr
+    data = bytearray(model.read_bytes())
+    data[-1] ^= 1  # one flipped bit in the weights
+    model.write_bytes(bytes(data))
+    tampered = run_cli("diagnose", str(model), str(tmp_path / "a.png"), "--ca", ca)
+    assert tampered.returncode == 10 and "was altered" in tampered.stderr
+    assert "Traceback" not in foreign.stderr + unsigned.stderr + tampered.stderr

@@ -1,8 +1,7 @@
-"""The shipped Mosquitto config and ACL confine each site to its own topic subtree."""
+"""The shipped Mosquitto config (passwords) and ACL confine each site to its own subtree."""
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +11,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from common.wire.topics import Topics
-from tests.mosquitto import GATEWAY_USER, Mosquitto, configure
+from tests.mosquitto import GATEWAY_USER, Mosquitto, ProbeClient, configure
 
 T = Topics("acl-test")
 
@@ -25,50 +24,31 @@ def broker(tmp_path: Path) -> Iterator[Mosquitto]:
     b.stop()
 
 
-class Client:
-    def __init__(self, broker: Mosquitto, user: str, password: str | None = None) -> None:
-        self.got: list[tuple[str, bytes]] = []
-        self.connected = threading.Event()
-        self.refused = threading.Event()
-        self.c = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=f"t-{user}-{time.time_ns()}",
-            protocol=mqtt.MQTTv5,
-        )
-        if password is not None or user in broker.passwords:
-            self.c.username_pw_set(
-                user, password if password is not None else broker.passwords[user]
-            )
-        self.c.on_message = lambda c, u, m: self.got.append((m.topic, bytes(m.payload)))
-        self.c.on_connect = lambda c, u, f, rc, p: (
-            self.refused if rc.is_failure else self.connected
-        ).set()
-        self.c.connect("127.0.0.1", broker.port)
-        self.c.loop_start()
-
-    def sub(self, topic: str) -> None:
-        self.c.subscribe(topic, qos=1)
-        time.sleep(0.3)
-
-    def pub(self, topic: str, payload: bytes, retain: bool = False) -> None:
-        self.c.publish(topic, payload, qos=1, retain=retain).wait_for_publish(5)
-
-    def close(self) -> None:
-        self.c.disconnect()
-        self.c.loop_stop()
+def password_client(broker: Mosquitto, user: str, password: str) -> ProbeClient:
+    c = mqtt.Client(
+        CallbackAPIVersion.VERSION2, client_id=f"t-{user}-{time.time_ns()}", protocol=mqtt.MQTTv5
+    )
+    if user:
+        c.username_pw_set(user, password)
+    return ProbeClient(broker, c)
 
 
 def test_anonymous_and_wrong_password_are_refused(broker: Mosquitto) -> None:
-    anon = Client(broker, "nobody", password="")
+    anon = password_client(broker, "", password="")
     assert anon.refused.wait(5) and not anon.connected.is_set()
-    wrong = Client(broker, "site-a", password="wrong")
+    wrong = password_client(broker, "site-a", password="wrong")
     assert wrong.refused.wait(5)
     anon.close()
     wrong.close()
 
 
 def test_sites_are_confined_to_their_subtree(broker: Mosquitto) -> None:
-    gw, a, b = Client(broker, GATEWAY_USER), Client(broker, "site-a"), Client(broker, "site-b")
+    check_confinement(broker)
+
+
+def check_confinement(broker: Mosquitto) -> None:
+    """site-a cannot write b's update, the round or the model; b cannot read a's update."""
+    gw, a, b = (ProbeClient.of(broker, u) for u in (GATEWAY_USER, "site-a", "site-b"))
     assert gw.connected.wait(5) and a.connected.wait(5) and b.connected.wait(5)
     gw.sub("privadx/#")
     b.sub("privadx/#")
@@ -88,3 +68,10 @@ def test_sites_are_confined_to_their_subtree(broker: Mosquitto) -> None:
     assert T.round in b_topics
     for c in (gw, a, b):
         c.close()
+
+
+def test_shipped_acl_is_the_generated_one() -> None:
+    from gateway.mosquitto_config import render_acl
+    from tests.mosquitto import ACL
+
+    assert ACL.read_text() == render_acl()

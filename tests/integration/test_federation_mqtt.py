@@ -14,9 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 
 from common.data.arrays import LabeledImages
 from common.preprocess import PreprocessSpec, to_model_input
@@ -59,12 +57,11 @@ class Spy:
 
     def __init__(self, broker: Mosquitto) -> None:
         self.payloads: list[tuple[str, bytes]] = []
-        self.c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="spy", protocol=mqtt.MQTTv5)
-        self.c.username_pw_set(GATEWAY_USER, broker.passwords[GATEWAY_USER])
+        self.c = broker.client(GATEWAY_USER, "spy")
         self.c.on_message = lambda c, u, m: self.payloads.append((m.topic, bytes(m.payload)))
         ready = threading.Event()
         self.c.on_connect = lambda c, u, f, rc, p: (c.subscribe("privadx/#", qos=1), ready.set())
-        self.c.connect("127.0.0.1", broker.port)
+        broker.connect(self.c)
         self.c.loop_start()
         assert ready.wait(5)
         time.sleep(0.3)
@@ -106,6 +103,7 @@ def _simulate(sites: list[LabeledImages], rounds: int) -> dict[str, np.ndarray]:
     from models.spec import ModelSpec
     from models.training import make_client_dataset
     from tff_core.fedavg import build_fedavg
+    from tff_core.robust import AggregationRule, tff_model_aggregator
     from tff_core.runtime import tff_runtime
 
     pre = PreprocessSpec()
@@ -116,6 +114,7 @@ def _simulate(sites: list[LabeledImages], rounds: int) -> dict[str, np.ndarray]:
             client_optimizer=TRAINING.optimizer,
             server_optimizer=OptimizerSpec(name=OptimizerName.SGD, learning_rate=1.0),
             seed=0,
+            model_aggregator=tff_model_aggregator(AggregationRule.NORM_BOUND),  # both defaults
         )
         state = process.initialize()
         for _ in range(rounds):
@@ -188,3 +187,19 @@ def test_edge_path_imports_no_tff() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True
     )
     assert out.stdout.strip() == "False"
+
+
+def test_published_model_is_signed_and_verifies_at_the_sites(federation: FederationRun) -> None:
+    from common.trust.manifest import verify_model_file
+
+    for d in [federation.out, *federation.site_dirs]:
+        model = d / "model.onnx"
+        manifest = verify_model_file(
+            model,
+            model.read_bytes(),
+            ca_file=federation.site_dirs[0] / "ca.pem",
+            allow_unsigned=False,
+        )
+        assert manifest is not None
+        assert manifest["contributors"] == SITES and manifest["run"] == "parity-run"
+        assert manifest["round"] == ROUNDS

@@ -1,0 +1,149 @@
+"""Create a federation's certificates and its broker configuration (``privadx certs``).
+
+Layout of the folder ``init_federation`` writes::
+
+    ca/ca.pem, ca/ca.key          the federation CA (keep ca.key offline after enrolment)
+    broker/                       the broker's TLS server certificate, mosquitto.conf, acl
+    gateway/                      the gateway's identity (see common.trust.identity)
+    sites/<site>/                 one identity per device: copy this folder to the device
+
+``issue_sites`` adds devices later with the same CA.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from common.errors import InputError
+from common.trust.identity import CA_FILE, write_identity, write_private, write_public
+from common.trust.pki import (
+    GATEWAY_IDENTITY,
+    Issued,
+    Usage,
+    cert_to_pem,
+    create_ca,
+    federation_of,
+    issue,
+    key_to_pem,
+    load_cert,
+    load_key,
+)
+from common.wire.topics import check_name
+from gateway.mosquitto_config import TlsListener, render_acl, render_tls_config
+
+log = logging.getLogger(__name__)
+
+CA_DIR, BROKER_DIR, GATEWAY_DIR, SITES_DIR = "ca", "broker", "gateway", "sites"
+
+
+@dataclass(frozen=True)
+class FederationPki:
+    """Paths of a federation's PKI folder."""
+
+    root: Path
+
+    @property
+    def broker_config(self) -> Path:
+        """The generated ``mosquitto.conf``."""
+        return self.root / BROKER_DIR / "mosquitto.conf"
+
+    @property
+    def gateway(self) -> Path:
+        """The gateway's identity folder."""
+        return self.root / GATEWAY_DIR
+
+    def site(self, site_id: str) -> Path:
+        """A device's identity folder."""
+        return self.root / SITES_DIR / site_id
+
+    def load_ca(self) -> Issued:
+        """The CA key and certificate (needed to issue more devices)."""
+        ca_dir = self.root / CA_DIR
+        if not (ca_dir / "ca.key").is_file():
+            raise InputError(
+                f"{ca_dir}/ca.key not found: is {self.root} a `privadx certs init` folder?"
+            )
+        key = load_key(ca_dir / "ca.key")
+        return Issued(key, load_cert(ca_dir / CA_FILE))
+
+
+def _check_site_ids(sites: Sequence[str]) -> None:
+    for site in sites:
+        check_name("site id", site)
+        if site == GATEWAY_IDENTITY:
+            raise InputError(f"{GATEWAY_IDENTITY!r} is the gateway's identity, not a site id")
+    if len(set(sites)) != len(sites):
+        raise InputError("site ids must be distinct")
+
+
+def init_federation(
+    root: Path,
+    *,
+    federation: str,
+    hosts: Sequence[str],
+    port: int,
+    bind: str = "0.0.0.0",
+    sites: Sequence[str] = (),
+) -> FederationPki:
+    """Create the CA, the broker's certificate and config, the gateway's and the sites' identities.
+
+    Raises:
+        InputError: ``root`` already holds a CA (never overwritten: that would lock every
+            enrolled device out), or a name is invalid.
+    """
+    check_name("federation name", federation)
+    _check_site_ids(sites)
+    if not hosts:
+        raise InputError("give at least one --broker-host the devices will connect to")
+    if not 0 < port < 65536:
+        raise InputError(f"--port must lie in 1..65535, got {port}")
+    pki = FederationPki(Path(root).resolve())
+    if (pki.root / CA_DIR / "ca.key").exists():
+        raise InputError(f"{pki.root} already holds a federation CA; use `privadx certs issue`")
+    ca = create_ca(federation)
+    write_public(pki.root / CA_DIR / CA_FILE, cert_to_pem(ca.cert))
+    write_private(pki.root / CA_DIR / "ca.key", key_to_pem(ca.key))
+
+    broker = pki.root / BROKER_DIR
+    server = issue(ca, hosts[0], Usage.SERVER, federation=federation, hosts=hosts)
+    write_public(broker / CA_FILE, cert_to_pem(ca.cert))
+    write_public(broker / "server.pem", cert_to_pem(server.cert))
+    write_private(broker / "server.key", key_to_pem(server.key))
+    write_public(broker / "acl", render_acl().encode())
+    listener = TlsListener(
+        port=port,
+        bind=bind,
+        ca_file=broker / CA_FILE,
+        cert_file=broker / "server.pem",
+        key_file=broker / "server.key",
+        acl_file=broker / "acl",
+        persistence_dir=broker,
+    )
+    write_public(pki.broker_config, render_tls_config(listener).encode())
+    write_identity(pki.gateway, ca, GATEWAY_IDENTITY, federation=federation)
+    for site in sites:
+        write_identity(pki.site(site), ca, site, federation=federation)
+    log.info(
+        "federation %s: CA, broker, gateway and %d site identities in %s",
+        federation,
+        len(sites),
+        pki.root,
+    )
+    return pki
+
+
+def issue_sites(root: Path, sites: Sequence[str]) -> list[Path]:
+    """Issue identities for more devices with an existing CA (existing ones are kept)."""
+    _check_site_ids(sites)
+    pki = FederationPki(Path(root).resolve())
+    ca = pki.load_ca()
+    federation = federation_of(ca.cert)
+    written = []
+    for site in sites:
+        if pki.site(site).exists():
+            raise InputError(f"{pki.site(site)} exists; remove it first to re-issue {site!r}")
+        written.append(write_identity(pki.site(site), ca, site, federation=federation))
+    return written

@@ -1,0 +1,80 @@
+"""`privadx certs init`'s broker config: mutual TLS, identity from the certificate, the ACL."""
+
+from __future__ import annotations
+
+import ssl
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from gateway.certs import init_federation
+from tests.integration.test_broker_acl import check_confinement
+from tests.mosquitto import Mosquitto, ProbeClient, configure_tls
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    b = configure_tls(tmp_path / "broker", ["site-a", "site-b"])
+    b.start()
+    yield b
+    b.stop()
+
+
+def _tls_client(ca: Path, cert: Path | None = None, key: Path | None = None) -> mqtt.Client:
+    c = mqtt.Client(
+        CallbackAPIVersion.VERSION2, client_id=f"t-{time.time_ns()}", protocol=mqtt.MQTTv5
+    )
+    c.tls_set(
+        ca_certs=str(ca),
+        certfile=str(cert) if cert else None,
+        keyfile=str(key) if key else None,
+        tls_version=ssl.PROTOCOL_TLS_CLIENT,
+    )
+    return c
+
+
+def _refused(probe: ProbeClient) -> bool:
+    """The client never got a successful CONNACK within a few seconds."""
+    got_in = probe.connected.wait(3)
+    probe.close()
+    return not got_in
+
+
+def test_own_identity_connects(broker: Mosquitto) -> None:
+    probe = ProbeClient.of(broker, "site-a")
+    assert probe.connected.wait(5)
+    probe.close()
+
+
+def test_client_without_certificate_is_refused(broker: Mosquitto) -> None:
+    assert broker.pki is not None
+    probe = ProbeClient(broker, _tls_client(broker.pki / "ca" / "ca.pem"))
+    assert _refused(probe)
+
+
+def test_plain_tcp_is_refused(broker: Mosquitto) -> None:
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="plain", protocol=mqtt.MQTTv5)
+    c.username_pw_set("site-a", "anything")
+    probe = ProbeClient(broker, c)
+    assert _refused(probe)
+
+
+def test_certificate_from_another_ca_is_refused(broker: Mosquitto, tmp_path: Path) -> None:
+    assert broker.pki is not None
+    rogue = init_federation(
+        tmp_path / "rogue", federation="default", hosts=["localhost"], port=8883, sites=["site-a"]
+    )
+    site = rogue.site("site-a")
+    # It trusts the real broker (so only the broker's check of the client can stop it).
+    probe = ProbeClient(
+        broker, _tls_client(broker.pki / "ca" / "ca.pem", site / "tls.pem", site / "tls.key")
+    )
+    assert _refused(probe)
+
+
+def test_devices_are_confined_to_their_subtree(broker: Mosquitto) -> None:
+    check_confinement(broker)
