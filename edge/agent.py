@@ -296,6 +296,7 @@ class EdgeAgent:
             self._keras = build_model(ModelSpec.from_json(m.info["model_spec"]))
             self._keras_spec = m.info["model_spec"]
         set_weights(self._keras, m.weights)
+        log.info("round %d: training on %d local images", a.round, len(data))
         seed = local_seed(a.seed, a.round, self.config.site_id)
         t0 = time.monotonic()
         metrics = train_locally(self._keras, data, preprocess, settings, seed=seed)

@@ -149,9 +149,17 @@ def train_locally(
     """Train ``model`` in place on a site's images; return the mean loss and accuracy.
 
     Uses the same input pipeline and update rule as TFF's client work in the simulation, so a
-    device without TFF computes the update the simulation would.
+    device without TFF computes the update the simulation would. The TF random state (dropout
+    masks) is seeded from ``seed`` too, so the update depends only on the global model, the
+    data and the seed, not on what the process did before: a restarted device recomputes the
+    update it would have sent.
     """
     tf = require("tensorflow")
+    tf.random.set_seed(seed)
+    # Keras draws a layer's dropout seed on its first call: fresh layers after set_seed make
+    # the masks depend on ``seed`` alone (measured: reusing the layers moved weights by 1e-2).
+    target, model = model, tf.keras.models.clone_model(model)
+    model.set_weights(target.get_weights())
     dataset = make_client_dataset(
         data,
         spec,
@@ -190,6 +198,7 @@ def train_locally(
         total_loss += float(loss)
         total_correct += float(correct)
         seen += int(batch["y"].shape[0])
+    target.set_weights(model.get_weights())
     return {
         "loss": total_loss / max(seen, 1),
         "accuracy": total_correct / max(seen, 1),

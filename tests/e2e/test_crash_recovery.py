@@ -1,9 +1,17 @@
-"""Nothing lost: the real gateway and edge processes over a mutual-TLS Mosquitto, disturbed.
+"""Nothing lost: real gateway and edge processes over a mutual-TLS Mosquitto, disturbed.
 
-The gateway is killed with SIGKILL in the middle of round 2, after it accepted two of three
-updates and while the third site is paused; the paused site then sends its update into the
-dead gateway's persistent session. The restarted gateway resumes from its checkpoint, and the
-run's final model is compared with an undisturbed run of the same seed.
+Each disturbance happens in round 2 of a 3-round run of 3 sites on BreastMNIST; the run must
+finish, and where the disturbance loses no update its final model must equal the undisturbed
+run's (same seed: local training is deterministic per site and round, and the gateway
+aggregates in site order).
+
+- gateway ``kill -9`` after accepting two of three updates, while the third site is paused
+  (it then sends into the dead gateway's persistent session): the restarted gateway resumes;
+- broker restart in the middle of the round;
+- a device killed in the round with a quorum of 3: the round is retried at its deadline, not
+  averaged over two sites, and the restarted device completes it;
+- a straggler with a quorum of 2: the round closes at its deadline with two updates, and the
+  late update is rejected in the next round with its reason.
 """
 
 from __future__ import annotations
@@ -11,7 +19,9 @@ from __future__ import annotations
 import json
 import os
 import signal
-from collections.abc import Iterator
+import subprocess
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -35,69 +45,153 @@ pytest.importorskip("tensorflow_federated")
 
 SITES = 3
 ROUNDS = 3
-GATEWAY_ARGS = (
-    "--rounds", str(ROUNDS), "--min-sites", str(SITES), "--local-epochs", "1",
-    "--round-timeout", "300", "--seed", "0",
-)  # fmt: skip
 
 
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Mosquitto]:
-    b = configure_tls(tmp_path / "broker", [site_name(i) for i in range(SITES)])
-    b.start()
-    yield b
-    b.stop()
+@dataclass
+class Federation:
+    broker: Mosquitto
+    root: Path
+    dataset: Path
+    sites: list[Path]
+    out: Path = Path()
+    gateway_args: tuple[str, ...] = ()
+    gateway: subprocess.Popen[bytes] | None = None
+    edges: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def start_edge(self, i: int) -> subprocess.Popen[bytes]:
+        return start_edge(self.broker, site_name(i), self.sites[i], self.out.parent / f"m{i}")
+
+    def start_gateway(self, log_name: str = "gateway.log") -> None:
+        self.gateway = start_gateway(
+            self.broker, self.out, self.dataset, *self.gateway_args, log_name=log_name
+        )
+
+    def log(self) -> str:
+        return "".join(p.read_text() for p in sorted(self.out.parent.glob("run-*.log")))
+
+    def records(self) -> list[dict]:
+        lines = (self.out / "metrics.jsonl").read_text().splitlines()
+        return [json.loads(line) for line in lines]
 
 
-def _site_files(root: Path, breast_npz: Path) -> list[Path]:
-    paths = []
-    for i, site in enumerate(split_sites(breast_npz, SITES, alpha=1.0, seed=3)):
-        path = root / f"{site_name(i)}.npz"
-        np.savez(path, images=site.images, labels=site.labels)
-        paths.append(path)
-    return paths
+def _args(*, min_sites: int = SITES, timeout: int = 300) -> tuple[str, ...]:
+    return ("--rounds", str(ROUNDS), "--min-sites", str(min_sites), "--local-epochs", "1",
+            "--round-timeout", str(timeout), "--seed", "0")  # fmt: skip
 
 
-def _run(broker: Mosquitto, root: Path, breast_npz: Path, sites: list[Path], run_id: str,
-         disturb: bool) -> Path:  # fmt: skip
-    out = root / "run"
-    edges = [
-        start_edge(broker, site_name(i), path, root / f"model-{site_name(i)}")
-        for i, path in enumerate(sites)
-    ]
-    gateway = start_gateway(broker, out, breast_npz, *GATEWAY_ARGS, "--run-id", run_id)
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory, medmnist_dir: Path) -> Iterator[Federation]:
+    root = tmp_path_factory.mktemp("crash")
+    broker = configure_tls(root / "broker", [site_name(i) for i in range(SITES)])
+    broker.start()
+    dataset = medmnist_dir / "breastmnist.npz"
+    sites = []
+    for i, site in enumerate(split_sites(dataset, SITES, alpha=1.0, seed=3)):
+        sites.append(root / f"{site_name(i)}.npz")
+        np.savez(sites[-1], images=site.images, labels=site.labels)
+    yield Federation(broker, root, dataset, sites)
+    broker.stop()
+
+
+def run(setup: Federation, name: str, disturb: Callable[[Federation], None] | None = None,
+        args: tuple[str, ...] = _args()) -> Federation:  # fmt: skip
+    fed = Federation(setup.broker, setup.root / name, setup.dataset, setup.sites)
+    fed.out, fed.gateway_args = fed.root / "run", (*args, "--run-id", name)
+    fed.edges = [fed.start_edge(i) for i in range(SITES)]
+    fed.start_gateway()
     try:
-        if disturb:
-            wait_for(lambda: committed_round(out) == 1, 180, "round 1 to be committed")
-            os.kill(edges[2].pid, signal.SIGSTOP)  # site-2 cannot send its round-2 update yet
-            wait_for(lambda: len(pending_updates(out, 2)) == 2, 180, "two round-2 updates")
-            kill_hard(gateway)
-            assert committed_round(out) == 1, "round 2 must still be open at the crash"
-            assert pending_updates(out, 2) == ["site-0", "site-1"]
-            os.kill(edges[2].pid, signal.SIGCONT)  # it sends while no gateway is connected
-            gateway = start_gateway(broker, out, breast_npz, *GATEWAY_ARGS, log_name="resumed.log")
-        assert gateway.wait(600) == 0, (root / "run-gateway.log").read_text()[-3000:]
-        for edge in edges:
+        if disturb is not None:
+            disturb(fed)
+        assert fed.gateway is not None
+        assert fed.gateway.wait(600) == 0, fed.log()[-3000:]
+        for edge in fed.edges:
             assert edge.wait(120) == 0
     finally:
-        for proc in [gateway, *edges]:
-            stop(proc)
-    return out
+        for proc in [fed.gateway, *fed.edges]:
+            if proc is not None:
+                stop(proc)
+    return fed
+
+
+@pytest.fixture(scope="module")
+def calm(setup: Federation) -> Federation:
+    return run(setup, "calm")
+
+
+def assert_same_model(a: Federation, b: Federation) -> None:
+    wa, _ = load_weights(a.out / "weights.npz")
+    wb, _ = load_weights(b.out / "weights.npz")
+    diff = max(float(np.max(np.abs(wa[k] - wb[k]))) for k in wa)
+    assert diff <= 1e-6, f"disturbed run differs from the undisturbed one by {diff:.2e}"
+    sa, sb = (json.loads((f.out / "summary.json").read_text()) for f in (a, b))
+    assert (sa["accuracy"], sa["auc"]) == (sb["accuracy"], sb["auc"])
+
+
+def _round_1_done_pause_site_2(fed: Federation) -> None:
+    wait_for(lambda: committed_round(fed.out) == 1, 180, "round 1 to be committed")
+    os.kill(fed.edges[2].pid, signal.SIGSTOP)  # site-2 cannot send its round-2 update yet
+    wait_for(lambda: len(pending_updates(fed.out, 2)) == 2, 180, "two round-2 updates")
+    assert committed_round(fed.out) == 1 and pending_updates(fed.out, 2) == ["site-0", "site-1"]
 
 
 def test_gateway_killed_mid_round_resumes_and_loses_nothing(
-    broker: Mosquitto, tmp_path: Path, breast_npz: Path
+    setup: Federation, calm: Federation
 ) -> None:
-    sites = _site_files(tmp_path, breast_npz)
-    calm = _run(broker, tmp_path / "calm", breast_npz, sites, "calm-run", disturb=False)
-    hit = _run(broker, tmp_path / "hit", breast_npz, sites, "hit-run", disturb=True)
-    records = [json.loads(x) for x in (hit / "metrics.jsonl").read_text().splitlines()]
-    assert [r["round"] for r in records] == list(range(1, ROUNDS + 1))  # none lost or repeated
-    assert all(r["updates"] == SITES for r in records)
-    calm_w, _ = load_weights(calm / "weights.npz")
-    hit_w, _ = load_weights(hit / "weights.npz")
-    diff = max(float(np.max(np.abs(calm_w[k] - hit_w[k]))) for k in calm_w)
-    assert diff <= 1e-6, f"disturbed run differs from the undisturbed one by {diff:.2e}"
-    calm_sum = json.loads((calm / "summary.json").read_text())
-    hit_sum = json.loads((hit / "summary.json").read_text())
-    assert hit_sum["accuracy"] == calm_sum["accuracy"] and hit_sum["auc"] == calm_sum["auc"]
+    def crash(fed: Federation) -> None:
+        _round_1_done_pause_site_2(fed)
+        assert fed.gateway is not None
+        kill_hard(fed.gateway)
+        assert committed_round(fed.out) == 1, "round 2 must still be open at the crash"
+        os.kill(fed.edges[2].pid, signal.SIGCONT)  # it sends while no gateway is connected
+        fed.start_gateway(log_name="resumed.log")
+
+    hit = run(setup, "gateway-kill", crash)
+    assert [r["round"] for r in hit.records()] == [1, 2, 3]  # none lost, none repeated
+    assert all(r["updates"] == SITES for r in hit.records())
+    assert "resuming run gateway-kill after round 1 with 2 accepted updates" in hit.log()
+    assert_same_model(calm, hit)
+
+
+def test_broker_restart_mid_round(setup: Federation, calm: Federation) -> None:
+    def restart(fed: Federation) -> None:
+        _round_1_done_pause_site_2(fed)
+        fed.broker.stop()
+        os.kill(fed.edges[2].pid, signal.SIGCONT)  # trains and queues its update offline
+        fed.broker.start()
+
+    hit = run(setup, "broker-restart", restart)
+    assert [r["updates"] for r in hit.records()] == [SITES] * ROUNDS
+    assert_same_model(calm, hit)
+
+
+def test_device_killed_below_quorum_round_is_retried(setup: Federation, calm: Federation) -> None:
+    def kill_device(fed: Federation) -> None:
+        _round_1_done_pause_site_2(fed)
+        kill_hard(fed.edges[2])
+        retry = "round 2: 2 of 3 required updates by the deadline (attempt 1); retrying"
+        wait_for(lambda: retry in fed.log(), 120, "round 2 to be retried at its deadline")
+        assert committed_round(fed.out) == 1  # not averaged over the two sites left
+        fed.edges[2] = fed.start_edge(2)  # the device comes back (same model folder)
+
+    # Deadlines long enough for round 1 (the processes start TensorFlow on 2 shared cores).
+    hit = run(setup, "device-kill", kill_device, _args(timeout=40))
+    assert [r["updates"] for r in hit.records()] == [SITES] * ROUNDS
+    assert hit.records()[1]["attempts"] == 2
+    assert_same_model(calm, hit)
+
+
+def test_straggler_update_is_rejected_after_the_deadline(setup: Federation) -> None:
+    def straggle(fed: Federation) -> None:
+        site_log = fed.out.parent / "m2.log"
+        wait_for(
+            lambda: "round 2: training" in site_log.read_text(), 180, "site-2 to train round 2"
+        )
+        os.kill(fed.edges[2].pid, signal.SIGSTOP)  # paused in the middle of its training
+        wait_for(lambda: "round 3/3 announced" in fed.log(), 60, "round 2 to close")
+        os.kill(fed.edges[2].pid, signal.SIGCONT)  # its round-2 update arrives in round 3
+
+    hit = run(setup, "straggler", straggle, _args(min_sites=2, timeout=40))
+    first, second, third = hit.records()
+    assert (first["updates"], second["updates"]) == (3, 2)
+    assert second["attempts"] == 1 and third["rejected"].get("wrong round") == 1
+    assert third["updates"] == 3  # the straggler trains round 3 and is counted there
