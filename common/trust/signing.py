@@ -24,7 +24,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from common.trust.pki import TrustError, Usage, cert_from_pem, cert_to_pem, check_issued
-from common.wire.envelope import Envelope
+from common.wire.envelope import Envelope, routing_fields
 
 ALGORITHM = "ed25519"
 SIGNATURE_KEY = "signature"
@@ -40,12 +40,7 @@ def envelope_digest_input(env: Envelope) -> bytes:
     """The bytes an envelope's signature covers."""
     return _canonical(
         {
-            "kind": str(env.kind),
-            "run": env.run,
-            "round": env.round,
-            "sender": env.sender,
-            "message_id": env.message_id,
-            "created_at": env.created_at,
+            **routing_fields(env),
             "schema": env.schema,
             "meta": {k: v for k, v in env.meta.items() if k not in TRANSPORT_KEYS},
             "payload_sha256": hashlib.sha256(env.payload).hexdigest(),

@@ -58,20 +58,22 @@ class Envelope:
         return replace(self, meta={**self.meta, **extra})
 
 
+def routing_fields(env: Envelope) -> dict[str, Any]:
+    """The envelope's header fields other than ``meta``, as they go on the wire."""
+    return {
+        "kind": str(env.kind),
+        "run": env.run,
+        "round": env.round,
+        "sender": env.sender,
+        "message_id": env.message_id,
+        "created_at": env.created_at,
+    }
+
+
 def to_bytes(env: Envelope) -> bytes:
     """Serialise an envelope."""
     header = json.dumps(
-        {
-            "kind": str(env.kind),
-            "run": env.run,
-            "round": env.round,
-            "sender": env.sender,
-            "message_id": env.message_id,
-            "created_at": env.created_at,
-            "meta": env.meta,
-        },
-        separators=(",", ":"),
-        sort_keys=True,
+        {**routing_fields(env), "meta": env.meta}, separators=(",", ":"), sort_keys=True
     ).encode()
     return _HEAD.pack(MAGIC, env.schema, len(header)) + header + env.payload
 
