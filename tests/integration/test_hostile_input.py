@@ -1,0 +1,97 @@
+"""A site with a valid certificate floods its own update topic with broken and forged messages
+during a run: each is rejected with a counted reason, and the run completes as if they had
+not been sent."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from common.trust.identity import Identity
+from common.wire import envelope as wire
+from common.wire.chunks import split
+from common.wire.envelope import Envelope, Kind
+from common.wire.messages import RoundAnnouncement, update_envelope
+from common.wire.topics import Topics
+from common.wire.update_codec import Encoding
+from models.training import LocalTraining
+from tests.federation import run_federation, split_sites, start_broker
+from tests.mosquitto import Mosquitto, ProbeClient
+
+pytest.importorskip("tensorflow_federated")
+
+FEDERATION = "hostile"
+
+
+def _attack_messages(broker: Mosquitto, round_env: Envelope) -> list[bytes]:
+    """What the attacker sends on site-1's topic, each a different way of being wrong."""
+    a = RoundAnnouncement.from_envelope(round_env)
+    assert broker.pki is not None
+    me = Identity.load(broker.pki / "sites" / "site-1")
+    base = {"w": np.zeros(3, np.float32)}
+
+    def update(site: str, **meta: object) -> Envelope:
+        env = update_envelope(run=a.run, round_num=a.round, site=site, weights=base, base=base,
+                              encoding=Encoding.FLOAT32, examples=10, metrics={},
+                              base_model=a.model_sha256)  # fmt: skip
+        return env.with_meta(**meta) if meta else env
+
+    signed = me.signer.sign_envelope(update("site-1"))
+    oversize = {**signed.meta, "chunk": {"index": 0, "count": 1, "sha256": "0", "total_sha256":
+                "0", "total_size": 10**12}}  # fmt: skip
+    return [
+        b"\x00garbage that is no envelope",
+        b"PDX\x09" + b"\x00" * 40,  # unknown schema version
+        *(wire.to_bytes(c) for c in split(update("site-1"), 64)),  # unsigned
+        *(wire.to_bytes(c) for c in split(me.signer.sign_envelope(update("site-0")), 64)),
+        *(wire.to_bytes(c) for c in split(signed, 64)[:-1]),  # truncated: never completes
+        wire.to_bytes(
+            Envelope(kind=Kind.UPDATE, run=a.run, round=a.round, sender="site-1", meta=oversize)
+        ),
+    ]
+
+
+def test_broken_and_forged_messages_are_counted_and_harmless(
+    tmp_path: Path, breast_npz: Path
+) -> None:
+    sites = split_sites(breast_npz, 2, alpha=1.0, seed=2)
+    broker = start_broker(tmp_path / "broker", 2)
+    topics = Topics(FEDERATION)
+    attacker = ProbeClient.of(broker, "site-1")
+    sent = threading.Event()
+
+    def attack() -> None:
+        attacker.connected.wait(10)
+        attacker.sub(topics.round)
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            rounds = [p for t, p in attacker.got if t == topics.round and p]
+            if rounds:
+                for message in _attack_messages(broker, wire.from_bytes(rounds[-1])):
+                    attacker.pub(topics.update("site-1"), message)
+                sent.set()
+                return
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=attack, daemon=True)
+    thread.start()
+    try:
+        run_federation(
+            broker, tmp_path, sites, dataset=str(breast_npz), rounds=1, seed=0,
+            federation=FEDERATION, training=LocalTraining(local_epochs=1), export_onnx=False,
+            join_delay=4.0,
+        )  # fmt: skip
+    finally:
+        attacker.close()
+        broker.stop()
+    assert sent.is_set()
+    (record,) = [
+        json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert record["updates"] == 2
+    assert record["rejected"] == {"malformed": 3, "unsigned": 1, "sender mismatch": 1}
