@@ -1,0 +1,82 @@
+"""The edge agent trains on and keeps only what the federation's gateway signed."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from common.mqtt_link import BrokerAddress
+from common.trust.identity import Identity
+from common.trust.manifest import build_manifest
+from common.wire import envelope as wire
+from common.wire.chunks import split
+from common.wire.envelope import Envelope, Kind
+from common.wire.messages import GATEWAY_SENDER, model_envelope
+from common.wire.topics import Topics
+from edge.agent import EdgeAgent
+from edge.config import EdgeConfig
+from gateway.certs import FederationPki, init_federation
+
+INFO = {"model_spec": "{}", "preprocess": "{}", "class_names": ["a", "b"], "positive_class": 1}
+WEIGHTS = {"w": np.ones((2, 2), np.float32)}
+
+
+@pytest.fixture
+def pki(tmp_path: Path) -> FederationPki:
+    return init_federation(tmp_path / "pki", federation="default", hosts=["h"], port=1,
+                           sites=["s1", "s2"])  # fmt: skip
+
+
+def _agent(pki: FederationPki, tmp_path: Path) -> EdgeAgent:
+    config = EdgeConfig(
+        broker=BrokerAddress.parse("mqtts://localhost:1"),
+        identity=pki.site("s1"),
+        site_id="s1",
+        data=str(tmp_path / "none.npz"),
+        model_dir=tmp_path / "model",
+    )
+    return EdgeAgent(config)
+
+
+def _deliver(agent: EdgeAgent, topic_of, env: Envelope) -> None:  # type: ignore[no-untyped-def]
+    for chunk in split(env, 64):
+        agent.link.inbox.put((topic_of(chunk.meta["chunk"]["index"]), wire.to_bytes(chunk), True))
+        agent._process_one()
+
+
+def test_model_signed_by_a_site_is_ignored(pki: FederationPki, tmp_path: Path) -> None:
+    agent = _agent(pki, tmp_path)
+    forged = Identity.load(pki.site("s2")).signer.sign_envelope(
+        model_envelope("r", 1, WEIGHTS, INFO)
+    )
+    _deliver(agent, Topics().model, forged)
+    assert agent.model is None and not (tmp_path / "model" / "global.npz").exists()
+    _deliver(agent, Topics().model, model_envelope("r", 1, WEIGHTS, INFO))  # unsigned
+    assert agent.model is None
+    genuine = Identity.load(pki.gateway).signer.sign_envelope(model_envelope("r", 1, WEIGHTS, INFO))
+    _deliver(agent, Topics().model, genuine)
+    assert agent.model is not None and (tmp_path / "model" / "global.npz").exists()
+
+
+def test_onnx_must_match_its_signed_manifest(pki: FederationPki, tmp_path: Path) -> None:
+    agent = _agent(pki, tmp_path)
+    gateway = Identity.load(pki.gateway).signer
+    manifest = gateway.sign_document(
+        build_manifest(file_name="model.onnx", data=b"real model", provenance={"round": 3})
+    )
+
+    def onnx(data: bytes) -> Envelope:
+        env = Envelope(kind=Kind.ONNX, run="r", round=3, sender=GATEWAY_SENDER, payload=data,
+                       meta={"onnx_sha256": hashlib.sha256(data).hexdigest(),
+                             "manifest": manifest})  # fmt: skip
+        return gateway.sign_envelope(env)
+
+    _deliver(agent, Topics().onnx, onnx(b"swapped model"))  # signed envelope, wrong manifest
+    assert not (tmp_path / "model" / "model.onnx").exists()
+    _deliver(agent, Topics().onnx, onnx(b"real model"))
+    assert (tmp_path / "model" / "model.onnx").read_bytes() == b"real model"
+    assert (tmp_path / "model" / "model.onnx.manifest.json").exists()
+    assert (tmp_path / "model" / "ca.pem").exists()
