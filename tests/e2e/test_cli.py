@@ -199,3 +199,19 @@ def test_signed_export_is_checked_by_diagnose(
     tampered = run_cli("diagnose", str(model), str(tmp_path / "a.png"), "--ca", ca)
     assert tampered.returncode == 10 and "was altered" in tampered.stderr
     assert "Traceback" not in foreign.stderr + unsigned.stderr + tampered.stderr
+
+
+def test_certs_init_and_issue(tmp_path: Path) -> None:
+    pki = tmp_path / "pki"
+    proc = run_cli("certs", "init", "--out", str(pki), "--sites", "site-a", "--json")
+    assert proc.returncode == 0, proc.stderr
+    written = json.loads(proc.stdout)
+    assert Path(written["sites"]["site-a"], "sign.key").stat().st_mode & 0o077 == 0
+    conf = Path(written["broker_config"]).read_text()
+    assert "require_certificate true" in conf and "use_identity_as_username true" in conf
+    assert run_cli("certs", "issue", "--pki", str(pki), "site-b").returncode == 0
+    again = run_cli("certs", "init", "--out", str(pki))
+    assert again.returncode == 2 and "already holds a federation CA" in again.stderr
+    plain = run_cli("edge", "--broker", "mqtt://localhost:1", "--site-id", "a", "--data", "x")
+    assert plain.returncode == 2 and "--insecure" in plain.stderr
+    assert "Traceback" not in again.stderr + plain.stderr
