@@ -57,6 +57,9 @@ class GatewayConfig:
     """How updates are combined: TFF's robust aggregator by default (see tff_core/robust.py)."""
     trim: float = DEFAULT_TRIM
     """Fraction trimmed at each end by ``trimmed-mean``."""
+    max_weight_ratio: float = 10.0
+    """A site's example count (its weight) is capped at this multiple of the round's median
+    reported count; 0 turns the cap off."""
     arch: Architecture = Architecture.CNN
     dropout: float = 0.3
     seed: int = 0
@@ -74,6 +77,8 @@ class GatewayConfig:
             raise InputError(f"--rounds must be at least 1, got {self.rounds}")
         if self.min_sites < 1:
             raise InputError(f"--min-sites must be at least 1, got {self.min_sites}")
+        if not self.max_weight_ratio >= 0:
+            raise InputError(f"--max-weight-ratio must be 0 or more, got {self.max_weight_ratio}")
         if not 0 <= self.trim < 0.5:
             raise InputError(f"--trim must lie in [0, 0.5), got {self.trim}")
         if not self.round_timeout > 0:

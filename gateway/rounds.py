@@ -161,3 +161,16 @@ def _encoding(env: Envelope) -> Encoding:
         return Encoding(value)
     except ValueError:
         raise TensorFormatError(f"unknown encoding: {value!r}") from None
+
+
+def cap_example_counts(counts: dict[str, int], max_ratio: float) -> dict[str, int]:
+    """Limit each site's weight to ``max_ratio`` times the median reported example count.
+
+    Example counts are reported by the sites themselves: without a cap, one site claiming
+    a huge count would dominate the weighted mean whatever its update's norm. ``0`` turns
+    the cap off.
+    """
+    if max_ratio <= 0 or not counts:
+        return dict(counts)
+    cap = max(1, int(np.ceil(max_ratio * float(np.median(list(counts.values()))))))
+    return {site: min(n, cap) for site, n in counts.items()}

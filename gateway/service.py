@@ -38,7 +38,7 @@ from common.wire.messages import (
 from common.wire.topics import Channel, Topics
 from gateway.checkpoint import Progress, RunCheckpoint
 from gateway.config import GatewayConfig
-from gateway.rounds import AcceptedUpdate, RoundState, signature_check
+from gateway.rounds import AcceptedUpdate, RoundState, cap_example_counts, signature_check
 from models.spec import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -217,7 +217,14 @@ class Gateway:
                 f"{self.config.max_retries + 1} attempts"
             )
         # Sorted by site: the aggregate must not depend on the order updates happened to arrive.
-        updates = [(u.weights, u.examples) for _, u in sorted(round_state.accepted.items())]
+        ordered = sorted(round_state.accepted.items())
+        counts = cap_example_counts(
+            {s: u.examples for s, u in ordered}, self.config.max_weight_ratio
+        )
+        capped = {s: u.examples for s, u in ordered if counts[s] < u.examples}
+        if capped:
+            log.warning("round %d: example counts capped for %s", number, sorted(capped))
+        updates = [(u.weights, counts[s]) for s, u in ordered]
         state.weights = server.aggregate(state.weights, updates)
         state.round = number
         state.last_updates = len(updates)
@@ -228,6 +235,7 @@ class Gateway:
             "attempts": attempt,
             "seconds": round(time.monotonic() - t0, 2),
             **round_state.summary(),
+            "capped_examples": capped,
             "aggregation": {"rule": str(self.config.aggregation), **server.last_measurements},
             "test": metrics,
         }
@@ -528,6 +536,7 @@ class Gateway:
             "server_optimizer": c.server_optimizer.to_dict(),
             "aggregation": str(c.aggregation),
             "trim": c.trim,
+            "max_weight_ratio": c.max_weight_ratio,
             "arch": str(c.arch),
             "dropout": c.dropout,
             "seed": c.seed,

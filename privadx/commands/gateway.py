@@ -74,6 +74,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=0.1,
         help="fraction of values dropped at each end by trimmed-mean (default: %(default)s)",
     )
+    p.add_argument(
+        "--max-weight-ratio",
+        type=float,
+        default=10.0,
+        help="cap each site's example count (its weight) at this multiple of the round's "
+        "median, so no site can claim its way to dominance; 0 turns it off (default: %(default)s)",
+    )
     p.add_argument("--run-id", default=None, help="run identifier (default: from the time)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -122,6 +129,7 @@ def run(args: argparse.Namespace) -> int:
         server_optimizer=OptimizerSpec(name=OptimizerName.SGD, learning_rate=args.server_lr),
         aggregation=AggregationRule(args.aggregation),
         trim=args.trim,
+        max_weight_ratio=args.max_weight_ratio,
     )
     summary = Gateway(config).run()
     if args.json:

@@ -98,3 +98,13 @@ def test_unknown_encoding_is_rejected_with_reason() -> None:
     env = _update()
     env = env.with_meta(encoding="zip")
     assert "unknown encoding" in _state().offer(env, "s1", REF)
+
+
+def test_claimed_example_counts_are_capped_at_a_multiple_of_the_median() -> None:
+    from gateway.rounds import cap_example_counts
+
+    honest = {"s1": 100, "s2": 300, "s3": 50}
+    assert cap_example_counts(honest, 10.0) == honest
+    claimed = {**honest, "liar": 10**8}
+    assert cap_example_counts(claimed, 10.0) == {**honest, "liar": 2000}  # median 200
+    assert cap_example_counts(claimed, 0) == claimed
