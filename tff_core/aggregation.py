@@ -84,10 +84,7 @@ class FedAvgServer:
         flat = tf.nest.flatten(template)
         if len(flat) != len(arrays):
             raise ValueError(f"checkpoint holds {len(arrays)} state arrays, expected {len(flat)}")
-        values = [
-            np.asarray(a, dtype=np.asarray(t).dtype).reshape(np.shape(t))
-            for a, t in zip(arrays, flat, strict=True)
-        ]
+        values = [_like(t, a) for a, t in zip(arrays, flat, strict=True)]
         restored = tf.nest.pack_sequence_as(template, values)
         if self._process is not None:
             self._agg_state, self._opt_state = restored
@@ -108,6 +105,23 @@ class FedAvgServer:
         self._agg_state = output.state
         self.last_measurements = _plain(output.measurements)
         return list(output.result)
+
+
+def _like(template: Any, array: np.ndarray) -> Any:
+    """``array`` as the same kind of value as ``template`` (tensor, numpy, Python scalar).
+
+    The server optimizer computes with exactly the types it created, so a restored server
+    continues bit for bit like the one that was saved.
+    """
+    tf = require("tensorflow")
+    value = np.asarray(array, dtype=np.asarray(template).dtype).reshape(np.shape(template))
+    if isinstance(template, tf.Tensor):
+        return tf.constant(value, dtype=template.dtype)
+    if isinstance(template, bool | int | float):
+        return type(template)(value.item())
+    if isinstance(template, np.generic):
+        return value[()]
+    return value
 
 
 def _plain(value: Any) -> Any:
