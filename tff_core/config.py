@@ -10,6 +10,7 @@ from common.data.partition import PartitionSpec
 from common.errors import InputError
 from models.optim import OptimizerName, OptimizerSpec
 from models.spec import Architecture
+from tff_core.privacy import DpSpec
 from tff_core.robust import AggregationRule
 
 
@@ -38,6 +39,8 @@ class SimulationConfig:
             name=OptimizerName.SGD, learning_rate=1.0, momentum=0.0
         )
     )
+    dp: DpSpec | None = None
+    """Client-level differential privacy (replaces ``aggregation`` when set)."""
     aggregation: AggregationRule = AggregationRule.NORM_BOUND
     """Model aggregator: TFF's robust aggregator (norm bounding) by default, or the plain mean."""
     arch: Architecture = Architecture.CNN

@@ -72,10 +72,19 @@ def build_fedavg(
         client_optimizer: Local optimizer on each site.
         server_optimizer: Optimizer applied to the averaged update (SGD 1.0 = plain FedAvg).
         seed: Seed of the initial weights.
-        model_aggregator: A ``tff.aggregators`` factory; the default is the weighted mean.
+        model_aggregator: A ``tff.aggregators`` factory; the default is the weighted mean. An
+            unweighted factory (differential privacy) gives unweighted FedAvg.
     """
     tff = require("tensorflow_federated")
     kwargs = {} if model_aggregator is None else {"model_aggregator": model_aggregator}
+    if isinstance(model_aggregator, tff.aggregators.UnweightedAggregationFactory):
+        # Differential privacy: every site counts the same, whatever it reports.
+        return tff.learning.algorithms.build_unweighted_fed_avg(
+            tff_model_fn(model_spec, preprocess, seed),
+            client_optimizer_fn=build_tff_optimizer(client_optimizer),
+            server_optimizer_fn=build_tff_optimizer(server_optimizer),
+            **kwargs,
+        )
     return tff.learning.algorithms.build_weighted_fed_avg(
         tff_model_fn(model_spec, preprocess, seed),
         client_optimizer_fn=build_tff_optimizer(client_optimizer),

@@ -22,6 +22,7 @@ from models.spec import ModelSpec
 from models.training import local_seed, make_client_dataset, site_name
 from tff_core.config import SimulationConfig
 from tff_core.fedavg import build_fedavg
+from tff_core.privacy import affordable_rounds, epsilon, privacy_record, tff_dp_aggregator
 from tff_core.robust import tff_model_aggregator
 from tff_core.runtime import tff_runtime
 
@@ -76,7 +77,12 @@ def run_simulation(config: SimulationConfig) -> dict[str, Any]:
     """
     tf = require("tensorflow")
     tf.keras.utils.set_random_seed(config.seed)
-    tf.config.experimental.enable_op_determinism()
+    if config.dp is None:
+        tf.config.experimental.enable_op_determinism()
+    else:
+        # DP noise must not be predictable; TFF draws it from unseeded random ops, which op
+        # determinism forbids. A DP run is therefore not bit-reproducible, by design.
+        log.info("differential privacy on: the run is not bit-reproducible (fresh noise)")
     started = time.monotonic()
     exp = prepare(config)
     run = RunFolder(config.out)
@@ -95,17 +101,22 @@ def run_simulation(config: SimulationConfig) -> dict[str, Any]:
         model, final = _train_federated(config, exp, run)
     fed_seconds = time.monotonic() - started
     meta = weights_metadata(config, exp, final)
+    rounds_run = len(run.read_metrics())
+    meta["provenance"]["rounds"] = rounds_run
+    if config.dp:
+        meta["provenance"]["privacy"] = privacy_record(config.dp, rounds_run)
     from models.weights import get_weights
 
     save_weights(config.out / WEIGHTS_FILE, get_weights(model), meta)
     summary: dict[str, Any] = {
         **{k: final[k] for k in ("accuracy", "auc", "sensitivity", "specificity") if k in final},
         "threshold": final.get("threshold"),
-        "rounds": config.rounds,
+        "rounds": rounds_run,
         "sites": config.partition.sites,
         "dataset": exp.dataset.name,
         "seconds": round(fed_seconds, 1),
         "test": final,
+        "privacy": meta["provenance"].get("privacy"),
     }
     if config.centralized:
         from tff_core.centralized import train_centralized
@@ -129,12 +140,23 @@ def _train_federated(
         client_optimizer=config.client_optimizer,
         server_optimizer=config.server_optimizer,
         seed=config.seed,
-        model_aggregator=tff_model_aggregator(config.aggregation),
+        model_aggregator=(
+            tff_dp_aggregator(config.dp) if config.dp else tff_model_aggregator(config.aggregation)
+        ),
     )
     state = process.initialize()
     model = build_model(exp.model_spec, seed=config.seed)
     final: dict[str, Any] = {}
-    for round_num in range(1, config.rounds + 1):
+    rounds = affordable_rounds(config.dp, config.rounds) if config.dp else config.rounds
+    if rounds < config.rounds:
+        log.warning(
+            "--target-epsilon %s allows %d of the %d rounds; stopping after round %d",
+            config.dp.target_epsilon if config.dp else None,
+            rounds,
+            config.rounds,
+            rounds,
+        )
+    for round_num in range(1, rounds + 1):
         t0 = time.monotonic()
         chosen = sample_sites(config, round_num)
         datasets = [
@@ -159,7 +181,7 @@ def _train_federated(
             positive_class=exp.positive_class,
             threshold=threshold,
         )
-        record = {
+        record: dict[str, Any] = {
             "series": "federated",
             "round": round_num,
             "seconds": round(time.monotonic() - t0, 2),
@@ -168,15 +190,23 @@ def _train_federated(
             "test": final,
             "sites": _per_site(model, exp, threshold),
         }
+        eps = epsilon(config.dp, round_num) if config.dp else None
+        if config.dp:
+            record["privacy"] = {
+                "epsilon": eps,
+                "delta": config.dp.delta,
+                "clip": _clip_norm(output.metrics),
+            }
         run.append_metrics(record)
         log.info(
-            "round %d/%d: test AUC %.4f, accuracy %.4f, train loss %.4f (%.1f s)",
+            "round %d/%d: test AUC %.4f, accuracy %.4f, train loss %.4f (%.1f s)%s",
             round_num,
             config.rounds,
             final["auc"],
             final["accuracy"],
             train["loss"],
             record["seconds"],
+            f", epsilon {eps:.3f}" if eps is not None else "",
         )
     return model, final
 
@@ -248,3 +278,11 @@ def _export(
     sha = export_onnx(model, meta, path)
     diff = verify_parity(model, path, exp.dataset.test.images[:256], exp.preprocess)
     return {"path": ONNX_FILE, "sha256": sha, "max_abs_logit_diff": diff}
+
+
+def _clip_norm(metrics: Any) -> float | None:
+    """The DP aggregator's current clipping norm, from TFF's round measurements."""
+    try:
+        return float(metrics["aggregator"]["dp"]["dp_query_metrics"]["clip"])
+    except (KeyError, TypeError):
+        return None

@@ -1,0 +1,127 @@
+"""Client-level differential privacy: DP-FedAvg and its privacy accounting.
+
+DP-FedAvg (McMahan et al., "Learning Differentially Private Recurrent Language Models",
+ICLR 2018): each site's update is clipped to L2 norm C and Gaussian noise of standard
+deviation z * C is added once, to the sum; the updates are averaged unweighted (a site's
+influence must not depend on the example count it reports). With ``adaptive`` clipping
+(Andrew et al., "Differentially Private Learning with Adaptive Clipping", NeurIPS 2021) C
+follows a privately estimated quantile of the update norms; TFF then splits the noise between
+the sum and the quantile estimate so that z is still the noise multiplier of the whole.
+
+The aggregator is TFF's (``DifferentiallyPrivateFactory.gaussian_adaptive`` or
+``gaussian_fixed``). The accountant is ``dp-accounting``'s RDP
+accountant over ``rounds`` compositions of a Gaussian mechanism with Poisson sampling at rate
+q = sites per round / sites (the usual approximation for fixed-size sampling without
+replacement; with every site in every round, q = 1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from common.deps import require
+from common.errors import InputError
+
+DEFAULT_DELTA = 1e-5
+
+
+@dataclass(frozen=True, kw_only=True)
+class DpSpec:
+    """DP-FedAvg settings of a run."""
+
+    noise_multiplier: float
+    clients_per_round: int
+    total_clients: int
+    clip: float = 0.1
+    """Clipping norm (the initial one with ``adaptive``)."""
+    adaptive: bool = True
+    target_quantile: float = 0.5
+    delta: float = DEFAULT_DELTA
+    target_epsilon: float | None = None
+    """Stop before the round that would push epsilon past this."""
+
+    def __post_init__(self) -> None:
+        if not self.noise_multiplier > 0 or not self.clip > 0:
+            raise InputError("--dp-noise and --dp-clip must be positive")
+        if not 1 <= self.clients_per_round <= self.total_clients:
+            raise InputError("sites per round must lie in [1, number of sites]")
+        if not 0 < self.delta < 1 or not 0 < self.target_quantile < 1:
+            raise InputError("delta and the target quantile must lie in (0, 1)")
+        if self.adaptive and 0.05 * self.clients_per_round * 2 <= self.noise_multiplier:
+            # TFF gives the clipped-count estimate noise 0.05 * k and needs 2 * that > z to
+            # leave noise for the sum: adaptive clipping needs k > 10 z sites per round.
+            raise InputError(
+                f"adaptive clipping at noise {self.noise_multiplier} needs more than "
+                f"{10 * self.noise_multiplier:g} sites per round (got {self.clients_per_round}); "
+                "use --dp-fixed-clip or more sites per round"
+            )
+        if self.target_epsilon is not None and not self.target_epsilon > 0:
+            raise InputError(f"--target-epsilon must be positive, got {self.target_epsilon}")
+
+    @property
+    def sampling_rate(self) -> float:
+        """q: the chance that a given site takes part in a round."""
+        return self.clients_per_round / self.total_clients
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready record (run folder, model manifest)."""
+        return {
+            "mechanism": "DP-FedAvg, Gaussian, client level",
+            "noise_multiplier": self.noise_multiplier,
+            "clip": self.clip,
+            "adaptive_clipping": self.adaptive,
+            "target_quantile": self.target_quantile if self.adaptive else None,
+            "sampling_rate": self.sampling_rate,
+            "delta": self.delta,
+            "accountant": "RDP (dp-accounting), Poisson sampling",
+        }
+
+
+def epsilon(spec: DpSpec, rounds: int) -> float:
+    """Epsilon at ``spec.delta`` after ``rounds`` rounds (0 rounds: 0)."""
+    if rounds <= 0:
+        return 0.0
+    dp = require("dp_accounting")
+    event = dp.GaussianDpEvent(spec.noise_multiplier)
+    if spec.sampling_rate < 1:
+        event = dp.PoissonSampledDpEvent(spec.sampling_rate, event)
+    accountant = dp.rdp.RdpAccountant()
+    accountant.compose(event, rounds)
+    return float(accountant.get_epsilon(spec.delta))
+
+
+def affordable_rounds(spec: DpSpec, wanted: int) -> int:
+    """How many of ``wanted`` rounds fit under ``spec.target_epsilon`` (all without one)."""
+    if spec.target_epsilon is None:
+        return wanted
+    low, high = 0, wanted  # epsilon grows with the rounds: binary search the last fit
+    while low < high:
+        mid = (low + high + 1) // 2
+        if epsilon(spec, mid) <= spec.target_epsilon:
+            low = mid
+        else:
+            high = mid - 1
+    return low
+
+
+def tff_dp_aggregator(spec: DpSpec) -> Any:
+    """TFF's unweighted DP aggregation factory for ``spec``."""
+    tff = require("tensorflow_federated")
+    if spec.adaptive:
+        return tff.aggregators.DifferentiallyPrivateFactory.gaussian_adaptive(
+            noise_multiplier=spec.noise_multiplier,
+            clients_per_round=spec.clients_per_round,
+            initial_l2_norm_clip=spec.clip,
+            target_unclipped_quantile=spec.target_quantile,
+        )
+    return tff.aggregators.DifferentiallyPrivateFactory.gaussian_fixed(
+        noise_multiplier=spec.noise_multiplier,
+        clients_per_round=spec.clients_per_round,
+        clip=spec.clip,
+    )
+
+
+def privacy_record(spec: DpSpec, rounds: int) -> dict[str, Any]:
+    """The guarantee after ``rounds`` rounds, with the settings that give it."""
+    return {**spec.to_dict(), "rounds": rounds, "epsilon": epsilon(spec, rounds)}
