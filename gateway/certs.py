@@ -12,17 +12,27 @@ Layout of the folder ``init_federation`` writes::
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from common.errors import InputError
-from common.trust.identity import CA_FILE, write_identity, write_private, write_public
+from common.trust.identity import (
+    CA_FILE,
+    CRL_FILE,
+    SIGN_CERT,
+    TLS_CERT,
+    write_identity,
+    write_private,
+    write_public,
+)
 from common.trust.pki import (
     GATEWAY_IDENTITY,
     Issued,
     Usage,
+    build_crl,
     cert_to_pem,
     create_ca,
     federation_of,
@@ -113,17 +123,20 @@ def init_federation(
     write_public(broker / "server.pem", cert_to_pem(server.cert))
     write_private(broker / "server.key", key_to_pem(server.key))
     write_public(broker / "acl", render_acl().encode())
+    _publish_crl(pki, ca, [])
     listener = TlsListener(
         port=port,
         bind=bind,
         ca_file=broker / CA_FILE,
         cert_file=broker / "server.pem",
         key_file=broker / "server.key",
+        crl_file=broker / CRL_FILE,
         acl_file=broker / "acl",
         persistence_dir=broker,
     )
     write_public(pki.broker_config, render_tls_config(listener).encode())
     write_identity(pki.gateway, ca, GATEWAY_IDENTITY, federation=federation)
+    _publish_crl(pki, ca, [])
     for site in sites:
         write_identity(pki.site(site), ca, site, federation=federation)
     log.info(
@@ -147,3 +160,35 @@ def issue_sites(root: Path, sites: Sequence[str]) -> list[Path]:
             raise InputError(f"{pki.site(site)} exists; remove it first to re-issue {site!r}")
         written.append(write_identity(pki.site(site), ca, site, federation=federation))
     return written
+
+
+def _publish_crl(pki: FederationPki, ca: Issued, serials: list[int]) -> None:
+    """Write the CRL for the broker (TLS) and the gateway (update signatures)."""
+    crl = build_crl(ca, serials)
+    for folder in (pki.root / CA_DIR, pki.root / BROKER_DIR, pki.gateway):
+        if folder.is_dir():
+            write_public(folder / CRL_FILE, crl)
+
+
+def revoke_sites(root: Path, sites: Sequence[str]) -> list[int]:
+    """Revoke the devices' TLS and signing certificates; return every revoked serial.
+
+    The site folders are renamed (``<site>.revoked``) so the ids can be issued again. The
+    broker must be restarted (or sent SIGHUP) and the gateway restarted to load the new list.
+    """
+    _check_site_ids(sites)
+    pki = FederationPki(Path(root).resolve())
+    ca = pki.load_ca()
+    record = pki.root / CA_DIR / "revoked.json"
+    serials: list[int] = json.loads(record.read_text()) if record.exists() else []
+    for site in sites:
+        folder = pki.site(site)
+        if not folder.is_dir():
+            raise InputError(f"no identity for {site!r} in {pki.root / SITES_DIR}")
+        serials += [load_cert(folder / name).serial_number for name in (TLS_CERT, SIGN_CERT)]
+    write_public(record, json.dumps(sorted(set(serials))).encode())
+    _publish_crl(pki, ca, serials)
+    for site in sites:
+        pki.site(site).rename(pki.site(site).with_name(f"{site}.revoked"))
+    log.info("revoked %s; restart the broker and the gateway to apply", ", ".join(sites))
+    return sorted(set(serials))

@@ -66,6 +66,7 @@ class TlsListener:
     ca_file: Path
     cert_file: Path
     key_file: Path
+    crl_file: Path
     acl_file: Path
     persistence_dir: Path
 
@@ -81,6 +82,8 @@ listener {listener.port} {listener.bind}
 cafile {listener.ca_file}
 certfile {listener.cert_file}
 keyfile {listener.key_file}
+# Revoked devices (`privadx certs revoke` rewrites it; restart or SIGHUP the broker after).
+crlfile {listener.crl_file}
 tls_version tlsv1.2
 # Only clients holding a certificate from the federation CA get in; the certificate's common
 # name is the MQTT username the ACL sees (the site id, or {GATEWAY_IDENTITY}).

@@ -34,12 +34,14 @@ from common.trust.pki import (
     key_to_pem,
     load_cert,
     load_key,
+    revoked_serials,
 )
 from common.trust.signing import Signer, Verifier
 
 CA_FILE = "ca.pem"
 TLS_CERT, TLS_KEY = "tls.pem", "tls.key"
 SIGN_CERT, SIGN_KEY = "sign.pem", "sign.key"
+CRL_FILE = "crl.pem"
 
 
 def write_private(path: Path, data: bytes) -> None:
@@ -76,6 +78,8 @@ class Identity:
     name: str
     ca_cert: x509.Certificate
     signer: Signer
+    revoked: frozenset[int] = frozenset()
+    """Revoked serial numbers, from ``crl.pem`` in the folder if there is one."""
 
     @property
     def ca_file(self) -> Path:
@@ -98,8 +102,8 @@ class Identity:
         return TlsFiles(self.ca_file, self.cert_file, self.key_file)
 
     def verifier(self) -> Verifier:
-        """A verifier anchored at this identity's CA."""
-        return Verifier(self.ca_cert)
+        """A verifier anchored at this identity's CA (honouring its revocation list)."""
+        return Verifier(self.ca_cert, self.revoked)
 
     @classmethod
     def load(cls, folder: Path) -> Identity:
@@ -134,7 +138,17 @@ class Identity:
         tls_key = load_key(folder / TLS_KEY)
         if tls_key.public_key() != tls_cert.public_key():
             raise TrustError(f"{folder / TLS_KEY} does not belong to {folder / TLS_CERT}")
-        return cls(folder=folder, name=name, ca_cert=ca_cert, signer=Signer(key, sign_cert))
+        crl = folder / CRL_FILE
+        revoked = (
+            revoked_serials(crl.read_bytes(), ca_cert, str(crl)) if crl.is_file() else frozenset()
+        )
+        return cls(
+            folder=folder,
+            name=name,
+            ca_cert=ca_cert,
+            signer=Signer(key, sign_cert),
+            revoked=revoked,
+        )
 
 
 def check_security(

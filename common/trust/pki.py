@@ -227,6 +227,46 @@ def check_issued(
         )
 
 
+# --- revocation ----------------------------------------------------------------------------
+CRL_DAYS = 365
+"""Validity of a certificate revocation list: TLS libraries refuse every client once it has
+expired, so ``privadx certs revoke`` (which rewrites it) must run again within this time."""
+
+
+def build_crl(ca: Issued, serials: Sequence[int], *, days: int = CRL_DAYS) -> bytes:
+    """A PEM certificate revocation list, signed by the CA, revoking ``serials``."""
+    now = _now()
+    builder = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(ca.cert.subject)
+        .last_update(now - dt.timedelta(minutes=5))
+        .next_update(now + dt.timedelta(days=days))
+    )
+    for serial in sorted(set(serials)):
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder()
+            .serial_number(serial)
+            .revocation_date(now - dt.timedelta(minutes=5))
+            .build()
+        )
+    return builder.sign(ca.key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+
+
+def revoked_serials(data: bytes, ca_cert: x509.Certificate, origin: str) -> frozenset[int]:
+    """The serial numbers a PEM CRL revokes, after checking the CA signed it.
+
+    Raises:
+        TrustError: Not a CRL, or not signed by this CA.
+    """
+    try:
+        crl = x509.load_pem_x509_crl(data)
+    except ValueError as exc:
+        raise TrustError(f"{origin}: not a PEM revocation list ({exc})") from exc
+    if not crl.is_signature_valid(ca_cert.public_key()):  # type: ignore[arg-type]
+        raise TrustError(f"{origin}: revocation list not signed by this federation's CA")
+    return frozenset(r.serial_number for r in crl)
+
+
 # --- PEM files ---------------------------------------------------------------------------
 def cert_to_pem(cert: x509.Certificate) -> bytes:
     """PEM text of a certificate."""

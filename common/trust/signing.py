@@ -78,8 +78,10 @@ class Signer:
 class Verifier:
     """Checks signatures against the federation CA (certificates are cached once checked)."""
 
-    def __init__(self, ca_cert: x509.Certificate) -> None:
+    def __init__(self, ca_cert: x509.Certificate, revoked: frozenset[int] = frozenset()) -> None:
         self.ca_cert = ca_cert
+        self.revoked = revoked
+        """Serial numbers of revoked certificates (from the federation's CRL)."""
         self._checked: dict[tuple[str, str], ed25519.Ed25519PublicKey] = {}
 
     def _public_key(self, cert_pem: object, identity: str) -> ed25519.Ed25519PublicKey:
@@ -90,6 +92,8 @@ class Verifier:
             return cached
         cert = cert_from_pem(cert_pem.encode(), f"certificate of {identity!r}")
         check_issued(cert, self.ca_cert, Usage.SIGNING, identity=identity)
+        if cert.serial_number in self.revoked:
+            raise TrustError(f"the signing certificate of {identity!r} was revoked")
         key = cert.public_key()
         if not isinstance(key, ed25519.Ed25519PublicKey):
             raise TrustError(f"signing certificate of {identity!r} does not hold an Ed25519 key")

@@ -13,6 +13,10 @@ init   creates a federation CA, a TLS server certificate for the broker with a M
        config (mutual TLS required, username from the certificate, ACL confining each device
        to its own topics), and identities for the gateway and the given sites.
 issue  adds device identities with the existing CA.
+revoke revokes devices: their TLS and signing certificates go on the federation's revocation
+       list (broker/crl.pem for Mosquitto, gateway/crl.pem for update signatures); restart
+       the broker and the gateway to apply it. The list is valid for 365 days: run any
+       revoke again before then, or TLS refuses every client.
 
 Copy sites/<site>/ to the device and start it with `privadx edge --identity <folder>`;
 the gateway runs with `--identity <pki>/gateway`. Keep ca/ca.key offline once enrolled.
@@ -48,6 +52,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     more.add_argument("sites", nargs="+", metavar="SITE", help="site ids to enrol")
     more.add_argument("--json", action="store_true", help="print the written paths as JSON")
     more.set_defaults(subparser=more, run=run_issue)
+    revoke = actions.add_parser(
+        "revoke", help="revoke sites' certificates (then restart the broker and the gateway)"
+    )
+    revoke.add_argument("--pki", type=Path, required=True, help="folder made by `certs init`")
+    revoke.add_argument("sites", nargs="+", metavar="SITE", help="site ids to revoke")
+    revoke.set_defaults(subparser=revoke, run=run_revoke)
 
 
 def run_init(args: argparse.Namespace) -> int:
@@ -85,4 +95,14 @@ def run_issue(args: argparse.Namespace) -> int:
     else:
         for site, folder in zip(args.sites, folders, strict=True):
             print(f"site {site}: {folder}")
+    return 0
+
+
+def run_revoke(args: argparse.Namespace) -> int:
+    """Revoke sites."""
+    from gateway.certs import revoke_sites
+
+    serials = revoke_sites(args.pki, args.sites)
+    print(f"revoked {', '.join(args.sites)}; {len(serials)} certificates on the list")
+    print("restart (or SIGHUP) the broker and restart the gateway to apply it")
     return 0

@@ -78,3 +78,32 @@ def test_certificate_from_another_ca_is_refused(broker: Mosquitto, tmp_path: Pat
 
 def test_devices_are_confined_to_their_subtree(broker: Mosquitto) -> None:
     check_confinement(broker)
+
+
+def test_revoked_device_is_refused_by_broker_and_gateway(broker: Mosquitto) -> None:
+    from common.trust.identity import Identity
+    from common.trust.pki import TrustError
+    from gateway.certs import revoke_sites
+    from tests.unit.test_rounds import _update
+
+    assert broker.pki is not None
+    gateway = Identity.load(broker.pki / "gateway")
+    b = Identity.load(broker.pki / "sites" / "site-b")
+    signed = b.signer.sign_envelope(_update(site="site-b"))
+    gateway.verifier().verify_envelope(signed, "site-b")  # valid before
+    revoke_sites(broker.pki, ["site-b"])
+    with pytest.raises(TrustError, match="revoked"):
+        Identity.load(broker.pki / "gateway").verifier().verify_envelope(signed, "site-b")
+    broker.stop()
+    broker.start()  # loads the new crl.pem
+    revoked_folder = broker.pki / "sites" / "site-b.revoked"
+    probe = ProbeClient(
+        broker,
+        _tls_client(
+            broker.pki / "ca" / "ca.pem", revoked_folder / "tls.pem", revoked_folder / "tls.key"
+        ),
+    )
+    assert _refused(probe)
+    still = ProbeClient.of(broker, "site-a")
+    assert still.connected.wait(5)
+    still.close()
