@@ -26,22 +26,11 @@ def _link(broker: Mosquitto, user: str) -> list[str]:
     return ["--broker", broker.url(user), "--identity", str(identity), "--federation", "proc"]
 
 
-def start_gateway(
-    broker: Mosquitto, out: Path, dataset: Path, *extra: str, log_name: str = "gateway.log"
-) -> subprocess.Popen[bytes]:
-    out.mkdir(parents=True, exist_ok=True)
-    log = (out.parent / f"{out.name}-{log_name}").open("ab")
+def _spawn(args: list[str], log_path: Path) -> subprocess.Popen[bytes]:
+    """Run ``privadx ARGS`` with its output appended to ``log_path``."""
+    log = log_path.open("ab")
     return subprocess.Popen(
-        _cli(
-            "gateway",
-            *_link(broker, GATEWAY_USER),
-            "--dataset",
-            str(dataset),
-            "--out",
-            str(out),
-            "--json",
-            *extra,
-        ),
+        _cli(*args),
         stdout=log,
         stderr=subprocess.STDOUT,
         cwd=REPO,
@@ -49,27 +38,21 @@ def start_gateway(
     )
 
 
+def start_gateway(
+    broker: Mosquitto, out: Path, dataset: Path, *extra: str, log_name: str = "gateway.log"
+) -> subprocess.Popen[bytes]:
+    out.mkdir(parents=True, exist_ok=True)
+    args = ["gateway", *_link(broker, GATEWAY_USER), "--dataset", str(dataset), "--out", str(out)]
+    return _spawn([*args, "--json", *extra], out.parent / f"{out.name}-{log_name}")
+
+
 def start_edge(
     broker: Mosquitto, site: str, data: Path, model_dir: Path
 ) -> subprocess.Popen[bytes]:
     model_dir.mkdir(parents=True, exist_ok=True)
-    log = (model_dir.parent / f"{model_dir.name}.log").open("ab")
-    return subprocess.Popen(
-        _cli(
-            "edge",
-            *_link(broker, site),
-            "--site-id",
-            site,
-            "--data",
-            str(data),
-            "--model-dir",
-            str(model_dir),
-            "--once",
-        ),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=REPO,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    args = ["edge", *_link(broker, site), "--site-id", site, "--data", str(data)]
+    return _spawn(
+        [*args, "--model-dir", str(model_dir), "--once"], model_dir.parent / f"{model_dir.name}.log"
     )
 
 
