@@ -88,13 +88,13 @@ class TlsFiles:
     key_file: Path | None = None
 
 
-def check_transport(broker: BrokerAddress, tls: TlsFiles | None, *, insecure: bool) -> None:
+def check_transport(broker: BrokerAddress, *, has_tls: bool, insecure: bool) -> None:
     """Secure by default: ``mqtts://`` needs the CA; plain ``mqtt://`` needs ``insecure``.
 
     Raises:
         InputError: With what to pass instead.
     """
-    if broker.tls and tls is None:
+    if broker.tls and not has_tls:
         raise InputError(
             f"{broker} is a TLS broker: pass --identity DIR (from `privadx certs`) so the "
             "broker's certificate can be checked and this client can present its own"
@@ -123,7 +123,7 @@ class LinkConfig:
     subscriptions: tuple[str, ...] = field(default_factory=tuple)
 
     def __post_init__(self) -> None:
-        check_transport(self.broker, self.tls, insecure=self.insecure)
+        check_transport(self.broker, has_tls=self.tls is not None, insecure=self.insecure)
 
 
 Message = tuple[str, bytes, bool]

@@ -27,8 +27,8 @@ def json_ready(value: Any) -> Any:
         return {str(k): json_ready(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [json_ready(v) for v in value]
-    if hasattr(value, "item"):  # numpy scalars
-        return json_ready(value.item())
+    if hasattr(value, "tolist"):  # numpy scalars and arrays
+        return json_ready(value.tolist())
     return value
 
 

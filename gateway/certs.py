@@ -123,7 +123,6 @@ def init_federation(
     write_public(broker / "server.pem", cert_to_pem(server.cert))
     write_private(broker / "server.key", key_to_pem(server.key))
     write_public(broker / "acl", render_acl().encode())
-    _publish_crl(pki, ca, [])
     listener = TlsListener(
         port=port,
         bind=bind,

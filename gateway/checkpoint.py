@@ -3,7 +3,7 @@
 ``RUN_DIR/checkpoint/``::
 
     run.json                     the commit point: run id, completed rounds, their metrics
-                                 records, contributors, the state file to load, the settings
+                                 records, the state file to load, the settings
     state-<round>.npz            global weights and the aggregator's and server optimizer's
                                  state after that round
     pending/round-<n>/<site>.npz every update accepted in the open round, written before the
@@ -43,13 +43,10 @@ _META = "__meta__"
 class Progress:
     """What a resumed gateway continues from."""
 
-    run_id: str
     round: int
     weights: dict[str, np.ndarray]
     server_state: list[np.ndarray]
     records: list[dict[str, Any]]
-    contributors: set[str]
-    settings: dict[str, Any]
     pending: dict[str, AcceptedUpdate] = field(default_factory=dict)
 
 
@@ -104,7 +101,6 @@ class RunCheckpoint:
         weights: dict[str, np.ndarray],
         server_state: list[np.ndarray],
         records: list[dict[str, Any]],
-        contributors: set[str],
         settings: dict[str, Any],
     ) -> None:
         """Make ``round_num`` durable: its state file, then ``run.json`` pointing at it."""
@@ -122,7 +118,6 @@ class RunCheckpoint:
             "round": round_num,
             "state_file": state_file,
             "records": records,
-            "contributors": sorted(contributors),
             "settings": settings,
         }
         write_atomic(self.run_file, json.dumps(doc, indent=1, sort_keys=True).encode())
@@ -163,13 +158,10 @@ class RunCheckpoint:
         arrays, meta = _load_arrays(self.folder / doc["state_file"])
         round_num = int(doc["round"])
         return Progress(
-            run_id=run_id,
             round=round_num,
             weights={k: arrays[f"w/{k}"] for k in meta["order"]},
             server_state=[arrays[f"s/{i}"] for i in range(int(meta["server_arrays"]))],
             records=list(doc["records"]),
-            contributors=set(doc["contributors"]),
-            settings=doc["settings"],
             pending=self._pending(round_num + 1),
         )
 

@@ -62,10 +62,6 @@ class GatewayRun:
     online: dict[str, dict[str, Any]] = field(default_factory=dict)
     published_chunks: dict[Channel, int] = field(default_factory=dict)
     bytes_published: int = 0
-    contributors: set[str] = field(default_factory=set)
-    """Sites with at least one accepted update in this run."""
-    last_updates: int = 0
-    """Updates aggregated in the latest round."""
 
 
 class Gateway:
@@ -162,7 +158,6 @@ class Gateway:
             return {}
         state.weights = progress.weights
         state.round = progress.round
-        state.contributors = progress.contributors
         server.restore(progress.server_state)
         self.records = progress.records
         self.folder.write_metrics(self.records)
@@ -182,7 +177,6 @@ class Gateway:
             weights=state.weights,
             server_state=server.state_arrays(),
             records=self.records,
-            contributors=state.contributors,
             settings=self._resume_settings(),
         )
 
@@ -227,7 +221,6 @@ class Gateway:
         updates = [(u.weights, counts[s]) for s, u in ordered]
         state.weights = server.aggregate(state.weights, updates)
         state.round = number
-        state.last_updates = len(updates)
         metrics = self._evaluate(state)
         record: dict[str, Any] = {
             "series": "mqtt",
@@ -362,7 +355,6 @@ class Gateway:
                     exc,
                 )
                 return
-            state.contributors.add(site)
             log.info(
                 "round %d: update from %s accepted (%d/%d)",
                 round_state.number,
@@ -508,14 +500,15 @@ class Gateway:
 
     def _provenance(self, meta: dict[str, Any], state: GatewayRun) -> dict[str, Any]:
         """What the signed manifest says about where the model came from."""
+        contributors = sorted({s for r in self.records for s in r["update_bytes"]})
         return {
             "federation": self.config.federation,
             "run": self.config.run_id,
             "round": state.round,
             "dataset": self.dataset.name,
-            "contributors": len(state.contributors),
-            "sites": sorted(state.contributors),
-            "last_round_updates": state.last_updates,
+            "contributors": len(contributors),
+            "sites": contributors,
+            "last_round_updates": self.records[-1]["updates"] if self.records else 0,
             "weights_sha256": state.model_sha256,
             "metrics": meta["provenance"]["test_metrics"],
             "threshold": meta.get("threshold"),
@@ -545,19 +538,13 @@ class Gateway:
     def _config_record(self) -> dict[str, Any]:
         c = self.config
         return {
+            **self._resume_settings(),
             "broker": str(c.broker),
-            "federation": c.federation,
             "run_id": c.run_id,
             "dataset": c.dataset,
             "rounds": c.rounds,
             "min_sites": c.min_sites,
             "round_timeout": c.round_timeout,
-            "training": c.training.to_dict(),
-            "server_optimizer": c.server_optimizer.to_dict(),
-            "aggregation": str(c.aggregation),
-            "trim": c.trim,
-            "arch": str(c.arch),
-            "seed": c.seed,
             "identity": str(c.identity) if c.identity else None,
             "insecure": c.insecure,
             "allow_unsigned": c.allow_unsigned,

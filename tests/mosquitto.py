@@ -102,12 +102,22 @@ class Mosquitto:
         self.proc = None
 
 
-def configure(folder: Path, users: list[str]) -> Mosquitto:
-    """Write the repository config with this test's port, password file and persistence folder."""
+def _prepare(folder: Path) -> int:
+    """Check for the broker binary, create ``folder``; return a free port."""
     if shutil.which("mosquitto") is None:
         raise RuntimeError("the mosquitto binary is needed (apt-get install mosquitto)")
     folder.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    return free_port()
+
+
+def _as_root(config_text: str) -> str:
+    """Tests run as root: the broker stays root so it can read the test's private files."""
+    return config_text + "\nuser root\n" if os.geteuid() == 0 else config_text
+
+
+def configure(folder: Path, users: list[str]) -> Mosquitto:
+    """Write the repository config with this test's port, password file and persistence folder."""
+    port = _prepare(folder)
     passwords = {u: f"pw-{u}" for u in [GATEWAY_USER, *users]}
     passwd = folder / "passwd"
     passwd.write_text("")
@@ -123,10 +133,7 @@ def configure(folder: Path, users: list[str]) -> Mosquitto:
     for old, new in replacements.items():
         assert old in text, f"the repository config no longer contains {old!r}"
         text = text.replace(old, new)
-    if os.geteuid() == 0:
-        # Tests run as root: stay root so the broker can read the test's private files.
-        text += "\nuser root\n"
-    (folder / "mosquitto.conf").write_text(text)
+    (folder / "mosquitto.conf").write_text(_as_root(text))
     return Mosquitto(port=port, folder=folder, passwords=passwords)
 
 
@@ -134,10 +141,7 @@ def configure_tls(folder: Path, users: list[str]) -> Mosquitto:
     """A federation PKI from `privadx certs init` and its broker config, on a free port."""
     from gateway.certs import init_federation
 
-    if shutil.which("mosquitto") is None:
-        raise RuntimeError("the mosquitto binary is needed (apt-get install mosquitto)")
-    folder.mkdir(parents=True, exist_ok=True)
-    port = free_port()
+    port = _prepare(folder)
     pki = init_federation(
         folder / "pki",
         federation="default",
@@ -146,9 +150,7 @@ def configure_tls(folder: Path, users: list[str]) -> Mosquitto:
         bind="127.0.0.1",
         sites=users,
     )
-    if os.geteuid() == 0:
-        with pki.broker_config.open("a") as fh:
-            fh.write("\nuser root\n")
+    pki.broker_config.write_text(_as_root(pki.broker_config.read_text()))
     return Mosquitto(port=port, folder=folder, passwords={}, config=pki.broker_config, pki=pki.root)
 
 

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from common.deps import require
+from common.runlog import json_ready
 from models.optim import OptimizerSpec
 from tff_core.fedavg import build_tff_optimizer
 from tff_core.robust import AggregationRule, coordinate_median, tff_model_aggregator, trimmed_mean
@@ -103,7 +104,7 @@ class FedAvgServer:
             return trimmed_mean(deltas, self.trim)
         output = self._process.next(self._agg_state, deltas, counts)
         self._agg_state = output.state
-        self.last_measurements = _plain(output.measurements)
+        self.last_measurements = json_ready(output.measurements)
         return list(output.result)
 
 
@@ -122,13 +123,3 @@ def _like(template: Any, array: np.ndarray) -> Any:
     if isinstance(template, np.generic):
         return value[()]
     return value
-
-
-def _plain(value: Any) -> Any:
-    """TFF measurements as JSON-ready Python values."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    array = np.asarray(value)
-    return array.item() if array.ndim == 0 else array.tolist()

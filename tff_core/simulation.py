@@ -97,11 +97,18 @@ def run_simulation(config: SimulationConfig) -> dict[str, Any]:
         config.rounds,
         config.local_epochs,
     )
+    rounds_run = affordable_rounds(config.dp, config.rounds) if config.dp else config.rounds
+    if rounds_run < config.rounds:
+        log.warning(
+            "--target-epsilon allows %d of the %d rounds; stopping after round %d",
+            rounds_run,
+            config.rounds,
+            rounds_run,
+        )
     with tff_runtime():
-        model, final = _train_federated(config, exp, run)
+        model, final = _train_federated(config, exp, run, rounds_run)
     fed_seconds = time.monotonic() - started
     meta = weights_metadata(config, exp, final)
-    rounds_run = len(run.read_metrics())
     meta["provenance"]["rounds"] = rounds_run
     if config.dp:
         meta["provenance"]["privacy"] = privacy_record(config.dp, rounds_run)
@@ -130,7 +137,7 @@ def run_simulation(config: SimulationConfig) -> dict[str, Any]:
 
 
 def _train_federated(
-    config: SimulationConfig, exp: Experiment, run: RunFolder
+    config: SimulationConfig, exp: Experiment, run: RunFolder, rounds: int
 ) -> tuple[Any, dict[str, Any]]:
     from models.architectures import build_model
 
@@ -147,15 +154,6 @@ def _train_federated(
     state = process.initialize()
     model = build_model(exp.model_spec, seed=config.seed)
     final: dict[str, Any] = {}
-    rounds = affordable_rounds(config.dp, config.rounds) if config.dp else config.rounds
-    if rounds < config.rounds:
-        log.warning(
-            "--target-epsilon %s allows %d of the %d rounds; stopping after round %d",
-            config.dp.target_epsilon if config.dp else None,
-            rounds,
-            config.rounds,
-            rounds,
-        )
     for round_num in range(1, rounds + 1):
         t0 = time.monotonic()
         chosen = sample_sites(config, round_num)

@@ -162,7 +162,7 @@ def check_security(
     Raises:
         InputError: With the option to pass.
     """
-    check_transport(broker, TlsFiles(Path(".")) if identity else None, insecure=insecure)
+    check_transport(broker, has_tls=identity is not None, insecure=insecure)
     if identity is None and not allow_unsigned:
         raise InputError(
             "no --identity: models and updates could be neither signed nor verified. "

@@ -22,7 +22,6 @@ def _commit(cp: RunCheckpoint, round_num: int, scale: float = 1.0) -> None:
         weights={k: v * scale for k, v in W.items()},
         server_state=[np.array(3, np.int64), np.array([0.5, 2.0], np.float64)],
         records=[{"round": i} for i in range(1, round_num + 1)],
-        contributors={"s1", "s2"},
         settings=SETTINGS,
     )
 
