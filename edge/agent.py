@@ -70,6 +70,8 @@ class EdgeAgent:
         self.model: GlobalModel | None = None
         self.announcement: RoundAnnouncement | None = None
         self.onnx_sha: str | None = None
+        self._skipped: str | None = None
+        """The announcement this agent decided not to train for."""
         self.data: LabeledImages | None = None
         self._keras: Any = None
         self._keras_spec: str | None = None
@@ -208,17 +210,19 @@ class EdgeAgent:
         if self.store.submitted(a.run, a.round):
             self._maybe_resend(a)
             return
-        if a.model_sha256 != m.sha256:
+        if a.model_sha256 != m.sha256 or a.announcement == self._skipped:
             return
+        # Skipping is per announcement, not per round: a stale announcement (say, queued in
+        # this site's session while it was down) must not cost it the round's retry.
         if time.time() > a.deadline:
             log.warning("round %d: deadline passed before this site could train", a.round)
-            self.store.mark_submitted(a.run, a.round)
+            self._skipped = a.announcement
             return
         try:
             settings = LocalTraining.from_dict(a.training)
         except InputError as exc:
             log.warning("round %d: unusable training settings, round skipped: %s", a.round, exc)
-            self.store.mark_submitted(a.run, a.round)
+            self._skipped = a.announcement
             return
         weights, examples, metrics = self._train(m, a, settings)
         env = update_envelope(
