@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -101,6 +102,12 @@ def run_federation(
     return result
 
 
+def _cut(value: float, digits: int = 4) -> str:
+    """``value`` truncated (never rounded up) to ``digits`` decimals."""
+    scale = 10**digits
+    return f"{math.trunc(value * scale) / scale:.{digits}f}"
+
+
 def markdown(results: list[dict[str, Any]]) -> str:
     clean = {r["rule"]: r for r in results if r["attack"] == "none"}
     reference = clean["mean"]["accuracy"]
@@ -110,8 +117,10 @@ def markdown(results: list[dict[str, Any]]) -> str:
     ]
     for r in results:
         delta = 100 * (r["accuracy"] - reference)
+        sign = "+" if delta >= 0 else "-"
         lines.append(
-            f"| {r['attack']} | {r['rule']} | {r['accuracy']:.4f} | {r['auc']:.4f} | {delta:+.2f} |"
+            f"| {r['attack']} | {r['rule']} | {_cut(r['accuracy'])} | {_cut(r['auc'])} "
+            f"| {sign}{_cut(abs(delta), 2)} |"
         )
     return "\n".join(lines) + "\n"
 
