@@ -7,6 +7,7 @@ its client work, and edge devices train with :func:`train_locally` without TFF.
 from __future__ import annotations
 
 import collections
+import threading
 import zlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -138,6 +139,10 @@ class LocalTraining:
         )
 
 
+_GLOBAL_SEED = threading.Lock()
+"""Serialises local training within one process (the global TF seed is shared)."""
+
+
 def train_locally(
     model: tf.keras.Model,
     data: LabeledImages,
@@ -154,6 +159,17 @@ def train_locally(
     data and the seed, not on what the process did before: a restarted device recomputes the
     update it would have sent.
     """
+    with _GLOBAL_SEED:  # TF's seed is per process: trainers sharing one take turns
+        return _train_seeded(model, data, spec, settings, seed)
+
+
+def _train_seeded(
+    model: tf.keras.Model,
+    data: LabeledImages,
+    spec: PreprocessSpec,
+    settings: LocalTraining,
+    seed: int,
+) -> dict[str, float]:
     tf = require("tensorflow")
     tf.random.set_seed(seed)
     # Keras draws a layer's dropout seed on its first call: fresh layers after set_seed make
