@@ -21,6 +21,8 @@ from common.data.medmnist import resolve_dataset
 from common.errors import DataError, InputError
 from common.mqtt_link import LinkConfig, MqttLink
 from common.preprocess import PreprocessSpec
+from common.secagg.protocol import SecAggError
+from common.secagg.vector import flatten_delta
 from common.trust.identity import Identity
 from common.trust.manifest import check_signed
 from common.trust.pki import GATEWAY_IDENTITY, TrustError
@@ -29,14 +31,17 @@ from common.wire import tensors
 from common.wire.chunks import DEFAULT_CHUNK_SIZE, Reassembler, split
 from common.wire.envelope import Envelope, Kind, WireError
 from common.wire.messages import (
+    GATEWAY_SENDER,
     Phase,
     Presence,
     RoundAnnouncement,
     presence_envelope,
     update_envelope,
 )
+from common.wire.secure import Step
 from common.wire.topics import Topics
 from edge.config import EdgeConfig
+from edge.secure_participant import SecureParticipant
 from edge.store import ONNX_FILE, ModelStore
 from models.spec import ModelSpec
 from models.training import LocalTraining
@@ -46,6 +51,8 @@ log = logging.getLogger(__name__)
 POLL = 0.2
 MODEL_INFO_KEYS = ("model_spec", "preprocess", "class_names", "positive_class")
 MAX_MODEL_BYTES = 512 * 1024 * 1024
+TrainingResult = tuple[dict[str, np.ndarray], int, dict[str, float]]
+"""Trained weights, local example count, local metrics."""
 
 
 @dataclass
@@ -82,6 +89,10 @@ class EdgeAgent:
                 f"not to site {config.site_id!r}"
             )
         self.verifier = self.identity.verifier() if self.identity else None
+        self.secure = SecureParticipant(config.site_id, self.verifier)
+        self._trained: tuple[tuple[str, int, str], TrainingResult] | None = None
+        """The last local training: (run, round, base model) and its result, kept so a
+        retried secure round reuses it instead of training again."""
         offline = presence_envelope(Kind.PRESENCE, config.site_id, Presence.OFFLINE)
         self.link = MqttLink(
             LinkConfig(
@@ -91,7 +102,13 @@ class EdgeAgent:
                 tls=self.identity.tls_files if self.identity else None,
                 insecure=config.insecure,
                 will=(self.topics.presence(config.site_id), wire.to_bytes(offline)),
-                subscriptions=(self.topics.round, self.topics.model("#"), self.topics.onnx("#")),
+                subscriptions=(
+                    self.topics.round,
+                    self.topics.model("#"),
+                    self.topics.onnx("#"),
+                    self.topics.secagg,
+                    self.topics.inbox(config.site_id),
+                ),
             ),
             on_connect=self._announce_online,
         )
@@ -153,8 +170,12 @@ class EdgeAgent:
                 self._on_chunk(env, Kind.MODEL)
             elif topic.startswith(self.topics.onnx("")):
                 self._on_chunk(env, Kind.ONNX)
+            elif topic in (self.topics.secagg, self.topics.inbox(self.config.site_id)):
+                self._on_chunk(env, Kind.SECAGG)
         except (WireError, DataError, InputError, TrustError) as exc:
             log.warning("ignored a message on %s: %s", topic, exc)
+        except SecAggError as exc:
+            log.warning("secure aggregation attempt abandoned: %s", exc)
 
     def _check_gateway(self, env: Envelope) -> None:
         """Refuse a message the federation's gateway did not sign (unless running unsigned)."""
@@ -162,7 +183,7 @@ class EdgeAgent:
             self.verifier.verify_envelope(env, GATEWAY_IDENTITY)
 
     def _on_chunk(self, env: Envelope, kind: Kind) -> None:
-        if env.kind is not kind or env.sender != "gateway":
+        if env.kind is not kind or env.sender != GATEWAY_SENDER:
             raise WireError(
                 f"expected a {kind} chunk from the gateway, got {env.kind} from {env.sender}"
             )
@@ -172,8 +193,18 @@ class EdgeAgent:
         self._check_gateway(whole)
         if kind is Kind.MODEL:
             self._on_model(whole)
-        else:
+        elif kind is Kind.ONNX:
             self._on_onnx(whole)
+        else:
+            self._on_secagg(whole)
+
+    def _on_secagg(self, env: Envelope) -> None:
+        reply = self.secure.on_message(env)
+        if reply is None:
+            return
+        self._send(self._sign(reply), self.topics.site_secagg(self.config.site_id))
+        if reply.meta.get("step") == Step.MASKED:
+            self.store.mark_submitted(reply.run, reply.round)
 
     def _on_onnx(self, env: Envelope) -> None:
         signed = env.meta.get("manifest")
@@ -207,11 +238,13 @@ class EdgeAgent:
         a, m = self.announcement, self.model
         if a is None or m is None or a.phase is not Phase.TRAINING:
             return
-        if self.store.submitted(a.run, a.round):
+        if a.secure is None and self.store.submitted(a.run, a.round):
             self._maybe_resend(a)
             return
         if a.model_sha256 != m.sha256 or a.announcement == self._skipped:
             return
+        if a.secure is not None and self.secure.attempt_id == a.announcement:
+            return  # this attempt is under way
         # Skipping is per announcement, not per round: a stale announcement (say, queued in
         # this site's session while it was down) must not cost it the round's retry.
         if time.time() > a.deadline:
@@ -224,7 +257,13 @@ class EdgeAgent:
             log.warning("round %d: unusable training settings, round skipped: %s", a.round, exc)
             self._skipped = a.announcement
             return
-        weights, examples, metrics = self._train(m, a, settings)
+        weights, examples, metrics = self._trained_update(m, a, settings)
+        if a.secure is not None:
+            delta = flatten_delta(m.weights, weights)
+            env = self.secure.begin(a, delta, examples, np.random.default_rng())
+            self._send(self._sign(env), self.topics.site_secagg(self.config.site_id))
+            log.info("round %d: trained; joining secure aggregation", a.round)
+            return
         env = update_envelope(
             run=a.run,
             round_num=a.round,
@@ -236,20 +275,31 @@ class EdgeAgent:
             metrics=metrics,
             base_model=m.sha256,
         )
-        if self.identity is not None:
-            env = self.identity.signer.sign_envelope(env)
+        env = self._sign(env)
         # Kept until the round is over: a gateway that lost it asks again (see _maybe_resend).
         self.store.save_outbox(wire.to_bytes(env), a.run, a.round, a.announcement)
-        self._send(env)
+        self._send(env, self.topics.update(self.config.site_id))
         self.store.mark_submitted(a.run, a.round)
         log.info(
             "round %d: sent update (%d examples, loss %.4f)", a.round, examples, metrics["loss"]
         )
 
-    def _send(self, env: Envelope) -> None:
+    def _trained_update(
+        self, m: GlobalModel, a: RoundAnnouncement, settings: LocalTraining
+    ) -> TrainingResult:
+        """Train on the global model once per (run, round, model); a retry reuses it."""
+        key = (a.run, a.round, m.sha256)
+        if self._trained is None or self._trained[0] != key:
+            self._trained = (key, self._train(m, a, settings))
+        return self._trained[1]
+
+    def _sign(self, env: Envelope) -> Envelope:
+        return self.identity.signer.sign_envelope(env) if self.identity is not None else env
+
+    def _send(self, env: Envelope, topic: str) -> None:
         for chunk in split(env, DEFAULT_CHUNK_SIZE):
             data = wire.to_bytes(chunk)
-            self.link.publish(self.topics.update(self.config.site_id), data)
+            self.link.publish(topic, data)
             self.store.state["bytes_sent"] += len(data)
 
     def _maybe_resend(self, a: RoundAnnouncement) -> None:
@@ -261,7 +311,7 @@ class EdgeAgent:
             return
         self.store.mark_resent(a.announcement)
         try:
-            self._send(wire.from_bytes(data))
+            self._send(wire.from_bytes(data), self.topics.update(self.config.site_id))
         except WireError as exc:
             log.error("round %d: the kept update is unreadable (%s); not resent", a.round, exc)
             return
@@ -288,7 +338,7 @@ class EdgeAgent:
 
     def _train(
         self, m: GlobalModel, a: RoundAnnouncement, settings: LocalTraining
-    ) -> tuple[dict[str, np.ndarray], int, dict[str, float]]:
+    ) -> TrainingResult:
         from models.architectures import build_model
         from models.training import local_seed, train_locally
         from models.weights import get_weights, set_weights

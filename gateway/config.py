@@ -10,6 +10,7 @@ from common.errors import InputError
 from common.mqtt_link import BrokerAddress, MqttVersion
 from common.trust.identity import check_security
 from common.wire.chunks import DEFAULT_CHUNK_SIZE
+from common.wire.secure import SecureSettings
 from common.wire.topics import check_name
 from models.optim import OptimizerName, OptimizerSpec
 from models.spec import Architecture
@@ -57,6 +58,8 @@ class GatewayConfig:
     """How updates are combined: TFF's robust aggregator by default (see tff_core/robust.py)."""
     trim: float = DEFAULT_TRIM
     """Fraction trimmed at each end by ``trimmed-mean``."""
+    secure: SecureSettings | None = None
+    """Secure aggregation: the gateway sees only the sum of the sites' clipped updates."""
     max_weight_ratio: float = 10.0
     """A site's example count (its weight) is capped at this multiple of the round's median
     reported count; 0 turns the cap off."""
@@ -79,6 +82,12 @@ class GatewayConfig:
             raise InputError(f"--min-sites must be at least 1, got {self.min_sites}")
         if not self.max_weight_ratio >= 0:
             raise InputError(f"--max-weight-ratio must be 0 or more, got {self.max_weight_ratio}")
+        if self.secure is not None and self.aggregation is not AggregationRule.MEAN:
+            raise InputError(
+                f"--aggregation {self.aggregation} needs each site's update, which secure "
+                "aggregation hides; use --aggregation mean (sites clip their updates to "
+                "--secagg-clip before the secure sum)"
+            )
         if not 0 <= self.trim < 0.5:
             raise InputError(f"--trim must lie in [0, 0.5), got {self.trim}")
         if not self.round_timeout > 0:

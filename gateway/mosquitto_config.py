@@ -19,7 +19,7 @@ from common.wire.topics import PREFIX, Channel
 ACL_HEADER = """\
 # PrivaDx topic permissions (Mosquitto acl_file).
 # Topic tree: privadx/<federation>/{round, model/<i>, onnx/<i>, gateway/status,
-#                                   site/<site>/presence, site/<site>/update}
+#                                   secagg, site/<site>/{presence, update, secagg, inbox}}
 """
 
 
@@ -34,13 +34,17 @@ user {GATEWAY_IDENTITY}
 topic readwrite {PREFIX}/#
 
 # Every other user is a site whose username is its site id (%u, a whole topic level):
-# it reads rounds, models and the gateway's status, and writes only its own subtree.
+# it reads rounds, models, the gateway's status, secure-aggregation steps and its own
+# inbox, and writes only its own subtree.
 pattern read {PREFIX}/+/{Channel.ROUND}
 pattern read {PREFIX}/+/{Channel.MODEL}/#
 pattern read {PREFIX}/+/{Channel.ONNX}/#
 pattern read {PREFIX}/+/{Channel.GATEWAY}/{Channel.STATUS}
+pattern read {PREFIX}/+/{Channel.SECAGG}
+pattern read {site}/{Channel.INBOX}
 pattern write {site}/{Channel.PRESENCE}
 pattern write {site}/{Channel.UPDATE}
+pattern write {site}/{Channel.SECAGG}
 """
     )
 

@@ -21,6 +21,8 @@ from common.errors import PrivadxError
 from common.mqtt_link import LinkConfig, MqttLink
 from common.preprocess import PreprocessSpec
 from common.runlog import RunFolder, json_ready
+from common.secagg.protocol import SecAggError
+from common.secagg.vector import unflatten, vector_length
 from common.trust.identity import Identity
 from common.trust.manifest import build_manifest, write_signed
 from common.weights_io import save_weights
@@ -39,6 +41,7 @@ from common.wire.topics import Channel, Topics
 from gateway.checkpoint import Progress, RunCheckpoint
 from gateway.config import GatewayConfig
 from gateway.rounds import AcceptedUpdate, RoundState, cap_example_counts, signature_check
+from gateway.secure_round import SecureRound
 from models.spec import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -87,6 +90,8 @@ class Gateway:
         self.folder = RunFolder(config.out)
         self.checkpoint = RunCheckpoint(config.out / "checkpoint")
         self.records: list[dict[str, Any]] = []
+        self.secure_round: SecureRound | None = None
+        """The open secure-aggregation attempt, if any."""
         self.identity = Identity.load(config.identity) if config.identity else None
         self.verify_update = signature_check(
             self.identity.verifier() if self.identity else None,
@@ -106,7 +111,11 @@ class Gateway:
                 tls=self.identity.tls_files if self.identity else None,
                 insecure=config.insecure,
                 will=will,
-                subscriptions=(self.topics.presence("+"), self.topics.update("+")),
+                subscriptions=(
+                    self.topics.presence("+"),
+                    self.topics.update("+"),
+                    self.topics.site_secagg("+"),
+                ),
             )
         )
 
@@ -188,6 +197,45 @@ class Gateway:
         pending: dict[str, AcceptedUpdate],
     ) -> dict[str, Any]:
         t0 = time.monotonic()
+        if self.config.secure is None:
+            attempts, facts = self._plain_round(state, server, number, pending)
+        else:
+            attempts, facts = self._secure_round(state, server, number)
+        state.round = number
+        metrics = self._evaluate(state)
+        record: dict[str, Any] = {
+            "series": "mqtt",
+            "round": number,
+            "attempts": attempts,
+            "seconds": round(time.monotonic() - t0, 2),
+            **facts,
+            "aggregation": {"rule": str(self.config.aggregation), **server.last_measurements},
+            "test": metrics,
+        }
+        self.records.append(json_ready(record))
+        self._commit(state, server)  # the round is durable from here on
+        self.folder.write_metrics(self.records)
+        log.info(
+            "round %d/%d closed: %d updates (%d examples), test AUC %s, accuracy %s (%.1f s)",
+            number,
+            self.config.rounds,
+            record["updates"],
+            record["examples"],
+            _fmt(metrics.get("auc")),
+            _fmt(metrics.get("accuracy")),
+            record["seconds"],
+        )
+        self._publish_model(state)
+        return metrics
+
+    def _plain_round(
+        self,
+        state: GatewayRun,
+        server: Any,
+        number: int,
+        pending: dict[str, AcceptedUpdate],
+    ) -> tuple[int, dict[str, Any]]:
+        """Collect plain updates until the quorum; aggregate them. Returns (attempts, facts)."""
         accepted = dict(pending)  # accepted updates carry over to a retry of the round
         for attempt in range(1, self.config.max_retries + 2):
             round_state = self._announce(state, number, accepted)
@@ -220,66 +268,125 @@ class Gateway:
             log.warning("round %d: example counts capped for %s", number, sorted(capped))
         updates = [(u.weights, counts[s]) for s, u in ordered]
         state.weights = server.aggregate(state.weights, updates)
-        state.round = number
-        metrics = self._evaluate(state)
-        record: dict[str, Any] = {
-            "series": "mqtt",
-            "round": number,
-            "attempts": attempt,
-            "seconds": round(time.monotonic() - t0, 2),
-            **round_state.summary(),
-            "capped_examples": capped,
-            "aggregation": {"rule": str(self.config.aggregation), **server.last_measurements},
-            "test": metrics,
+        return attempt, {**round_state.summary(), "capped_examples": capped}
+
+    def _secure_round(
+        self, state: GatewayRun, server: Any, number: int
+    ) -> tuple[int, dict[str, Any]]:
+        """Secure aggregation until one attempt recovers the sum; then the server step.
+
+        The gateway learns ``sum_i n_i * clip(delta_i)`` and ``sum_i n_i`` over the sites
+        whose masked input arrived, i.e. the weighted mean of their clipped deltas, and runs
+        the TFF server step (mean of one, server optimizer) on it.
+        """
+        failures: list[str] = []
+        for attempt in range(1, self.config.max_retries + 2):
+            secure = self._announce_secure(state, number)
+            self.secure_round = secure
+            try:
+                values, weight = self._secure_steps(secure, state)
+                break
+            except SecAggError as exc:
+                failures.append(str(exc))
+                log.warning(
+                    "round %d: secure aggregation attempt %d failed: %s; announcing it again",
+                    number,
+                    attempt,
+                    exc,
+                )
+            finally:
+                self.secure_round = None
+        else:
+            raise QuorumError(
+                f"round {number}: secure aggregation failed {self.config.max_retries + 1} "
+                f"times: {failures[-1]}"
+            )
+        mean = unflatten(values / weight, state.weights)
+        averaged = {n: state.weights[n] - mean[n] for n in state.weights}
+        state.weights = server.aggregate(state.weights, [(averaged, weight)])
+        u3 = sorted(secure.masked)
+        return attempt, {
+            "updates": len(u3),
+            "expected": len(secure.expected),
+            "examples": weight,
+            "rejected": dict(secure.rejected),
+            "update_bytes": {s: secure.nbytes[s] for s in u3},
+            "secure_aggregation": {**secure.summary(), "failed_attempts": failures},
         }
-        self.records.append(json_ready(record))
-        self._commit(state, server)  # the round is durable from here on
-        self.folder.write_metrics(self.records)
-        log.info(
-            "round %d/%d closed: %d updates (%d examples), test AUC %s, accuracy %s (%.1f s)",
-            number,
-            self.config.rounds,
-            record["updates"],
-            record["examples"],
-            _fmt(metrics.get("auc")),
-            _fmt(metrics.get("accuracy")),
-            record["seconds"],
-        )
-        self._publish_model(state)
-        return metrics
+
+    def _secure_steps(self, secure: SecureRound, state: GatewayRun) -> tuple[np.ndarray, int]:
+        """Drive one attempt through its steps; raises SecAggError when it cannot finish."""
+        self._collect(secure, state)
+        self._publish_secagg(self.topics.secagg, secure.close_advertising())
+        log.info("round %d: %d sites advertised keys", secure.number, len(secure.u1))
+        self._collect(secure, state)
+        for site, env in secure.close_sharing().items():
+            self._publish_secagg(self.topics.inbox(site), env)
+        self._collect(secure, state)
+        self._publish_secagg(self.topics.secagg, secure.close_masking())
+        log.info("round %d: %d masked inputs arrived", secure.number, len(secure.masked))
+        self._collect(secure, state)
+        return secure.result()
+
+    def _collect(self, secure: SecureRound, state: GatewayRun) -> None:
+        while not secure.complete() and not secure.expired():
+            self._process_one(None, state)
 
     def _announce(
         self, state: GatewayRun, number: int, accepted: dict[str, AcceptedUpdate]
     ) -> RoundState:
-        deadline = time.time() + self.config.round_timeout
-        announcement = RoundAnnouncement(
-            run=self.config.run_id,
-            round=number,
-            model_sha256=state.model_sha256,
-            deadline=deadline,
-            min_updates=self.config.min_sites,
-            training=self.config.training.to_dict(),
-            seed=self.config.seed,
-            accepted=tuple(sorted(accepted)),
-        )
-        self._publish(self.topics.round, announcement.to_envelope(), retain=True)
-        expected = {s for s, p in state.online.items() if p.get("state") == Presence.ONLINE}
-        log.info(
-            "round %d/%d announced to %d online sites (deadline in %.0f s)",
-            number,
-            self.config.rounds,
-            len(expected),
-            self.config.round_timeout,
-        )
+        a, expected = self._announce_round(state, number, accepted=tuple(sorted(accepted)))
         return RoundState(
             run=self.config.run_id,
             number=number,
             model_sha256=state.model_sha256,
-            deadline=deadline,
+            deadline=a.deadline,
             min_updates=self.config.min_sites,
             expected=expected,
             accepted=dict(accepted),
         )
+
+    def _announce_secure(self, state: GatewayRun, number: int) -> SecureRound:
+        a, expected = self._announce_round(state, number)
+        assert self.config.secure is not None
+        return SecureRound(
+            run=self.config.run_id,
+            number=number,
+            attempt=a.announcement,
+            settings=self.config.secure,
+            length=vector_length(state.weights) + 1,
+            min_updates=self.config.min_sites,
+            expected=expected,
+            deadline=a.deadline,
+            verify=self.verify_update,
+        )
+
+    def _announce_round(
+        self, state: GatewayRun, number: int, *, accepted: tuple[str, ...] = ()
+    ) -> tuple[RoundAnnouncement, set[str]]:
+        """Publish round ``number``'s announcement; return it and the sites online now."""
+        announcement = RoundAnnouncement(
+            run=self.config.run_id,
+            round=number,
+            model_sha256=state.model_sha256,
+            deadline=time.time() + self.config.round_timeout,
+            min_updates=self.config.min_sites,
+            training=self.config.training.to_dict(),
+            seed=self.config.seed,
+            accepted=accepted,
+            secure=self.config.secure,
+        )
+        self._publish(self.topics.round, announcement.to_envelope(), retain=True)
+        expected = {s for s, p in state.online.items() if p.get("state") == Presence.ONLINE}
+        log.info(
+            "round %d/%d announced to %d online sites (deadline in %.0f s%s)",
+            number,
+            self.config.rounds,
+            len(expected),
+            self.config.round_timeout,
+            ", secure aggregation" if self.config.secure else "",
+        )
+        return announcement, expected
 
     def _wait_for_sites(self, state: GatewayRun) -> None:
         deadline = time.monotonic() + self.config.start_timeout
@@ -312,10 +419,14 @@ class Gateway:
                 self._on_presence(site, env, state, round_state)
             elif topic == self.topics.update(site):
                 self._on_update_chunk(site, env, round_state, state)
+            elif topic == self.topics.site_secagg(site):
+                self._on_secagg_chunk(site, env, len(payload))
         except WireError as exc:
             log.warning("rejected a message from %s: %s", site or topic, exc)
             if round_state is not None:
                 round_state.rejected["malformed"] += 1
+            if self.secure_round is not None:
+                self.secure_round.rejected["malformed"] += 1
 
     def _on_presence(
         self, site: str, env: Envelope, state: GatewayRun, round_state: RoundState | None
@@ -365,6 +476,28 @@ class Gateway:
         elif reason != "duplicate":
             log.warning("round %d: update from %s rejected: %s", round_state.number, site, reason)
 
+    def _on_secagg_chunk(self, site: str, env: Envelope, nbytes: int) -> None:
+        secure = self.secure_round
+        if secure is not None:
+            secure.nbytes[site] += nbytes  # every byte the site sent, chunk headers included
+        whole = self.reassembler.add(env)
+        if whole is None:
+            return
+        if secure is None:
+            log.info("secure-aggregation message from %s while no secure round is open", site)
+            return
+        reason = secure.offer(whole, site)
+        if reason is None:
+            log.debug("round %d: %s from %s", secure.number, whole.meta.get("step"), site)
+        elif reason != "duplicate":
+            secure.rejected[reason.split(":")[0]] += 1
+            log.warning(
+                "round %d: secure-aggregation message from %s rejected: %s",
+                secure.number,
+                site,
+                reason,
+            )
+
     # --- outbound messages -----------------------------------------------------------------
     def _sign(self, env: Envelope) -> Envelope:
         return self.identity.signer.sign_envelope(env) if self.identity else env
@@ -383,6 +516,10 @@ class Gateway:
         for stale in range(len(chunks), state.published_chunks.get(channel, 0)):
             self.link.publish(topic_of(stale), b"", retain=True)  # clear leftovers
         state.published_chunks[channel] = len(chunks)
+
+    def _publish_secagg(self, topic: str, env: Envelope) -> None:
+        for chunk in split(self._sign(env), self.config.chunk_size):
+            self.link.publish(topic, wire.to_bytes(chunk))
 
     def _publish_model(self, state: GatewayRun) -> None:
         env = model_envelope(self.config.run_id, state.round, state.weights, self._model_info())
@@ -516,7 +653,10 @@ class Gateway:
                 "rule": str(self.config.aggregation),
                 "server_optimizer": self.config.server_optimizer.to_dict(),
             },
-            "privacy": {"secure_aggregation": False, "differential_privacy": None},
+            "privacy": {
+                "secure_aggregation": self.config.secure.to_dict() if self.config.secure else None,
+                "differential_privacy": None,
+            },
         }
 
     def _resume_settings(self) -> dict[str, Any]:
@@ -530,6 +670,7 @@ class Gateway:
             "aggregation": str(c.aggregation),
             "trim": c.trim,
             "max_weight_ratio": c.max_weight_ratio,
+            "secure_aggregation": c.secure.to_dict() if c.secure else None,
             "arch": str(c.arch),
             "dropout": c.dropout,
             "seed": c.seed,

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,12 +49,23 @@ def start_broker(folder: Path, sites: int, *, tls: bool = True) -> Mosquitto:
     return broker
 
 
+class SiteCrashError(Exception):
+    """Raised inside an edge agent thread to make the site vanish as a crash would."""
+
+
+def _serve(agent: EdgeAgent) -> None:
+    # A crashed agent's link is closed by run()'s cleanup: the site is simply gone.
+    with contextlib.suppress(SiteCrashError):
+        agent.run(max_seconds=1200)
+
+
 def run_federation(
     broker: Mosquitto,
     root: Path,
     sites: list[LabeledImages],
     *,
     join_delay: float = 2.0,
+    agent_class: Callable[[EdgeConfig], EdgeAgent] = EdgeAgent,
     **gateway_kw: Any,
 ) -> FederationResult:
     names = [site_name(i) for i in range(len(sites))]
@@ -71,7 +84,7 @@ def run_federation(
     )
     site_dirs = [root / f"model-{n}" for n in names]
     agents = [
-        EdgeAgent(
+        agent_class(
             EdgeConfig(
                 broker=BrokerAddress.parse(broker.url(n)),
                 identity=broker.identity(n),
@@ -87,7 +100,8 @@ def run_federation(
         for n, d in zip(names, site_dirs, strict=True)
     ]
     threads = [
-        threading.Thread(target=a.run, kwargs={"max_seconds": 1200}, daemon=True) for a in agents
+        threading.Thread(target=_serve, args=(a,), daemon=True, name=n)
+        for a, n in zip(agents, names, strict=True)
     ]
 
     def start_sites() -> None:

@@ -33,6 +33,7 @@ class Kind(StrEnum):
     ONNX = "onnx"
     PRESENCE = "presence"
     STATUS = "status"
+    SECAGG = "secagg"
 
 
 class WireError(InputError):

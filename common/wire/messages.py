@@ -10,6 +10,8 @@
   the model (model spec, preprocessing, class names).
 - ``UPDATE`` (site, chunks): trained weights, example count, local metrics, base model hash.
 - ``ONNX`` (gateway, retained chunks): the exported model file.
+- ``SECAGG``: the steps of a secure round (:mod:`common.wire.secure`); a round announced
+  with ``secure`` settings gets no plain ``UPDATE``.
 - ``PRESENCE`` / ``STATUS`` (retained, also the last will): online/offline.
 """
 
@@ -25,6 +27,7 @@ import numpy as np
 
 from common.wire import tensors
 from common.wire.envelope import Envelope, Kind, WireError
+from common.wire.secure import SecureSettings
 from common.wire.update_codec import Encoding, encode_update
 
 GATEWAY_SENDER = "gateway"
@@ -61,6 +64,8 @@ class RoundAnnouncement:
     """Id of this announcement (a new one for every retry or resume of the round)."""
     accepted: tuple[str, ...] = ()
     """Sites whose update for this round the gateway already holds."""
+    secure: SecureSettings | None = None
+    """Set when the round's updates are summed by secure aggregation (no plain update)."""
 
     def to_envelope(self) -> Envelope:
         """The ``ROUND`` message."""
@@ -79,6 +84,7 @@ class RoundAnnouncement:
                 "onnx_sha256": self.onnx_sha256,
                 "announcement": self.announcement,
                 "accepted": list(self.accepted),
+                "secure": self.secure.to_dict() if self.secure else None,
             },
         )
 
@@ -101,6 +107,7 @@ class RoundAnnouncement:
                 onnx_sha256=m.get("onnx_sha256"),
                 announcement=str(m["announcement"]),
                 accepted=tuple(str(s) for s in m.get("accepted", [])),
+                secure=SecureSettings.from_dict(m["secure"]) if m.get("secure") else None,
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise WireError(f"malformed round announcement: {exc}") from exc

@@ -8,6 +8,9 @@
     privadx/<federation>/gateway/status            gateway: online/offline (retained, last will)
     privadx/<federation>/site/<site>/presence      site: online/offline (retained, last will)
     privadx/<federation>/site/<site>/update        site: its model update (chunks)
+    privadx/<federation>/secagg                    gateway: secure-aggregation step to all sites
+    privadx/<federation>/site/<site>/secagg        site: its secure-aggregation messages
+    privadx/<federation>/site/<site>/inbox         gateway: the encrypted key shares for a site
 
 Each site's identity is one whole topic level, so a broker ACL pattern such as
 ``privadx/+/site/%u/#`` confines a device to its own subtree (see ``deploy/mosquitto``).
@@ -36,6 +39,8 @@ class Channel(StrEnum):
     SITE = "site"
     PRESENCE = "presence"
     UPDATE = "update"
+    SECAGG = "secagg"
+    INBOX = "inbox"
 
 
 def check_name(kind: str, value: str) -> str:
@@ -86,6 +91,19 @@ class Topics:
     def update(self, site: str) -> str:
         """A site's model updates (``"+"`` for all sites)."""
         return f"{self.root}/{Channel.SITE}/{site}/{Channel.UPDATE}"
+
+    @property
+    def secagg(self) -> str:
+        """Secure-aggregation steps the gateway addresses to every site."""
+        return f"{self.root}/{Channel.SECAGG}"
+
+    def site_secagg(self, site: str) -> str:
+        """A site's secure-aggregation messages to the gateway (``"+"`` for all sites)."""
+        return f"{self.root}/{Channel.SITE}/{site}/{Channel.SECAGG}"
+
+    def inbox(self, site: str) -> str:
+        """What the gateway routes to one site alone (its encrypted key shares)."""
+        return f"{self.root}/{Channel.SITE}/{site}/{Channel.INBOX}"
 
     def site_of(self, topic: str) -> str | None:
         """The site id a ``site/<site>/...`` topic belongs to, else ``None``."""

@@ -63,10 +63,51 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--aggregation",
         choices=("norm-bound", "mean", "median", "trimmed-mean"),
-        default="norm-bound",
+        default=None,
         help="norm-bound: TFF's robust aggregator (adaptive zeroing and clipping of update "
         "norms, then the weighted mean); mean: plain FedAvg; median / trimmed-mean: "
-        "coordinate-wise (default: %(default)s)",
+        "coordinate-wise (default: norm-bound; mean with --secure-aggregation)",
+    )
+    secure = p.add_argument_group(
+        "secure aggregation",
+        "Sites mask their clipped, quantized updates (Bonawitz et al. 2017) so the gateway and "
+        "the broker see only their sum. Sites that drop out after sending are tolerated as "
+        "long as a majority of the round's sites (and at least --secagg-threshold) remain.",
+    )
+    secure.add_argument(
+        "--secure-aggregation", action="store_true", help="sum updates by secure aggregation"
+    )
+    secure.add_argument(
+        "--secagg-clip",
+        type=positive_float,
+        default=10.0,
+        help="L2 norm each site clips its update to before masking (default: %(default)s)",
+    )
+    secure.add_argument(
+        "--secagg-bits",
+        type=positive_int,
+        default=16,
+        help="quantization bits per coordinate (default: %(default)s)",
+    )
+    secure.add_argument(
+        "--secagg-max-examples",
+        type=positive_int,
+        default=1 << 16,
+        help="most training examples of all sites of a round together; fixes the modulus so "
+        "the sum cannot wrap (default: %(default)s, modulus 2^32 with 16 bits)",
+    )
+    secure.add_argument(
+        "--secagg-timeout",
+        type=positive_float,
+        default=120.0,
+        help="seconds to wait for each secure-aggregation step (default: %(default)s)",
+    )
+    secure.add_argument(
+        "--secagg-threshold",
+        type=positive_int,
+        default=2,
+        help="least number of surviving sites needed to unmask (raised to a majority of the "
+        "round's sites; default: %(default)s)",
     )
     p.add_argument(
         "--trim",
@@ -91,6 +132,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the gateway until the run is finished."""
+    from common.wire.secure import SecureSettings
     from common.wire.update_codec import Encoding
     from gateway.checkpoint import RunCheckpoint
     from gateway.config import GatewayConfig, default_run_id
@@ -127,7 +169,18 @@ def run(args: argparse.Namespace) -> int:
             encoding=Encoding(args.update_encoding),
         ),
         server_optimizer=OptimizerSpec(name=OptimizerName.SGD, learning_rate=args.server_lr),
-        aggregation=AggregationRule(args.aggregation),
+        aggregation=AggregationRule(
+            args.aggregation or ("mean" if args.secure_aggregation else "norm-bound")
+        ),
+        secure=SecureSettings(
+            clip=args.secagg_clip,
+            bits=args.secagg_bits,
+            max_examples=args.secagg_max_examples,
+            step_timeout=args.secagg_timeout,
+            min_threshold=args.secagg_threshold,
+        )
+        if args.secure_aggregation
+        else None,
         trim=args.trim,
         max_weight_ratio=args.max_weight_ratio,
     )

@@ -47,7 +47,8 @@ def test_sites_are_confined_to_their_subtree(broker: Mosquitto) -> None:
 
 
 def check_confinement(broker: Mosquitto) -> None:
-    """site-a cannot write b's update, the round or the model; b cannot read a's update."""
+    """site-a cannot write b's update, the round, the model or secure-aggregation steps;
+    b cannot read a's update, secure-aggregation messages or inbox; b reads its own inbox."""
     gw, a, b = (ProbeClient.of(broker, u) for u in (GATEWAY_USER, "site-a", "site-b"))
     assert gw.connected.wait(5) and a.connected.wait(5) and b.connected.wait(5)
     gw.sub("privadx/#")
@@ -56,15 +57,26 @@ def check_confinement(broker: Mosquitto) -> None:
     a.pub(T.update("site-b"), b"forged update for b")
     a.pub(T.round, b"forged round", retain=True)
     a.pub(T.model(0), b"forged model", retain=True)
+    a.pub(T.site_secagg("site-a"), b"own masked input")
+    a.pub(T.secagg, b"forged unmask request")
+    a.pub(T.inbox("site-b"), b"forged shares for b")
     gw.pub(T.round, b"real round", retain=True)
+    gw.pub(T.inbox("site-a"), b"shares for a")
+    gw.pub(T.inbox("site-b"), b"shares for b")
     time.sleep(1.0)
     gw_topics = {t: p for t, p in gw.got}
     assert gw_topics.get(T.update("site-a")) == b"own update"
     assert b"forged update for b" not in gw_topics.values()
     assert gw_topics.get(T.round) == b"real round"
     assert T.model(0) not in gw_topics
+    assert gw_topics.get(T.site_secagg("site-a")) == b"own masked input"
+    assert T.secagg not in gw_topics
+    assert b"forged shares for b" not in gw_topics.values()
     b_topics = [t for t, _ in b.got]
     assert T.update("site-a") not in b_topics, "a site must not read another site's update"
+    assert T.site_secagg("site-a") not in b_topics
+    assert T.inbox("site-a") not in b_topics, "a site must not read another site's shares"
+    assert (T.inbox("site-b"), b"shares for b") in b.got
     assert T.round in b_topics
     for c in (gw, a, b):
         c.close()

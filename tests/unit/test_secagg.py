@@ -10,7 +10,7 @@ from common.secagg import shamir
 from common.secagg.protocol import SecAggClient, SecAggError, SecAggServer
 from common.secagg.quantize import QuantSpec, dequantize_sum, quantize
 
-SPEC = QuantSpec(clip=1.0, bits=16, max_sites=16)
+SPEC = QuantSpec(clip=1.0, bits=16, max_weight=16)
 LENGTH = 2000
 
 
@@ -22,7 +22,7 @@ def _updates(n: int) -> list[np.ndarray]:
 def _setup(n: int, threshold: int, round_num: int = 1):  # type: ignore[no-untyped-def]
     names = [f"site-{i}" for i in range(n)]
     clients = {s: SecAggClient(s, "run", round_num, threshold, SPEC.modulus_bits) for s in names}
-    server = SecAggServer(threshold, SPEC.modulus_bits, LENGTH)
+    server = SecAggServer(threshold, SPEC.modulus_bits, LENGTH + 1)  # + the weight
     server.advertised = {s: c.advertise() for s, c in clients.items()}
     return clients, server
 
@@ -49,7 +49,8 @@ def test_sum_survives_dropouts_before_and_after_masking() -> None:
     total = server.unmask(masked, u2, responses)
     plain = sum(quantized[s].astype(np.int64) for s in u3)
     np.testing.assert_array_equal(total.astype(np.int64), plain)  # exact: no wrap-around
-    recovered = dequantize_sum(total, len(u3), SPEC)
+    recovered, weight = dequantize_sum(total, SPEC)
+    assert weight == len(u3)
     truth = sum(x for s, x in zip(clients, xs, strict=True) if s in masked)
     assert np.abs(recovered - truth).max() <= len(u3) * SPEC.step
 
@@ -75,7 +76,7 @@ def test_fewer_than_threshold_survivors_fail_cleanly() -> None:
     clients, server = _setup(5, threshold=4)
     u2 = sorted(clients)
     _share(clients, u2)
-    x = np.zeros(LENGTH, np.uint64)
+    x = np.zeros(LENGTH + 1, np.uint64)
     masked = {s: clients[s].masked_input(x, u2) for s in u2[:3]}
     with pytest.raises(SecAggError, match="need 4"):
         clients["site-0"].unmask(sorted(masked))
@@ -103,7 +104,7 @@ def test_unmasking_never_reveals_both_secrets_of_a_site() -> None:
     u2 = sorted(clients)
     _share(clients, u2)
     for s in u2[:3]:
-        clients[s].masked_input(np.zeros(LENGTH, np.uint64), u2)
+        clients[s].masked_input(np.zeros(LENGTH + 1, np.uint64), u2)
     answer = clients["site-0"].unmask(u2[:3])
     assert {p: kind for p, (kind, _, _) in answer.items()} == {
         "site-0": "b", "site-1": "b", "site-2": "b", "site-3": "s"
@@ -116,7 +117,32 @@ def test_shamir_threshold_and_quantization_bounds() -> None:
     assert shamir.combine({x: shares[x] for x in (2, 4, 5)}, 3, 32) == secret
     with pytest.raises(InputError):
         shamir.combine({1: shares[1], 2: shares[2]}, 3, 32)
-    top = np.full(4, SPEC.levels, np.uint64) * np.uint64(SPEC.max_sites)
-    assert int(top.max()) < 1 << SPEC.modulus_bits  # max_sites maximal inputs cannot wrap
+    top = np.full(4, SPEC.levels, np.uint64) * np.uint64(SPEC.max_weight)
+    assert int(top.max()) < 1 << SPEC.modulus_bits  # inputs of total weight max_weight cannot wrap
     with pytest.raises(InputError):
-        QuantSpec(clip=1.0, bits=32, max_sites=1 << 40)
+        QuantSpec(clip=1.0, bits=32, max_weight=1 << 40)
+
+
+def test_weighted_inputs_sum_to_the_weighted_mean_without_wrapping() -> None:
+    spec = QuantSpec(clip=1.0, bits=16, max_weight=1 << 16)
+    assert spec.modulus_bits == 32 and spec.wire_dtype == np.uint32
+    rng = np.random.default_rng(4)
+    weights = [30_000, 20_000, 15_536]  # total exactly max_weight, every value at the top
+    top = np.zeros(LENGTH)
+    top[0] = spec.clip  # a coordinate at +clip maps to weight * levels, the largest input
+    inputs = [quantize(top, spec, rng, weight=w) for w in weights]
+    total = sum(x for x in inputs) & np.uint64((1 << spec.modulus_bits) - 1)
+    assert int(total[0]) == spec.levels * sum(weights) < 1 << spec.modulus_bits  # not wrapped
+    values, weight = dequantize_sum(total, spec)
+    assert weight == sum(weights)
+    assert np.abs(values / weight - top).max() <= len(weights) * spec.step / weight
+    xs = _updates(3)
+    mixed = [quantize(x, spec, rng, weight=w) for x, w in zip(xs, (100, 7, 40), strict=True)]
+    values, weight = dequantize_sum(sum(x for x in mixed), spec)
+    mean = sum(w * x for x, w in zip(xs, (100, 7, 40), strict=True)) / 147
+    assert weight == 147
+    assert np.abs(values / weight - mean).max() <= 3 * spec.step / 147
+    with pytest.raises(InputError, match="weight"):
+        quantize(xs[0], spec, rng, weight=0)
+    with pytest.raises(InputError, match="NaN"):
+        quantize(np.array([np.nan]), spec, rng)
