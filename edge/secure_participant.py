@@ -70,8 +70,8 @@ class SecureParticipant:
         if settings is None:
             raise ValueError("round is not a secure round")
         spec = settings.quant_spec
-        weight = min(examples, spec.max_weight)
-        if weight < examples:
+        weight = min(examples, spec.max_weight) if settings.weighted else 1
+        if settings.weighted and weight < examples:
             log.warning("round %d: example count capped at %d for the secure sum", a.round, weight)
         client = SecAggClient(self.site, a.run, a.round, settings.min_threshold, spec.modulus_bits)
         x = quantize(delta, spec, rng, weight=weight)

@@ -15,6 +15,7 @@ from common.wire.topics import check_name
 from models.optim import OptimizerName, OptimizerSpec
 from models.spec import Architecture
 from models.training import LocalTraining
+from tff_core.privacy import DpSpec
 from tff_core.robust import DEFAULT_TRIM, AggregationRule
 
 
@@ -60,6 +61,9 @@ class GatewayConfig:
     """Fraction trimmed at each end by ``trimmed-mean``."""
     secure: SecureSettings | None = None
     """Secure aggregation: the gateway sees only the sum of the sites' clipped updates."""
+    dp: DpSpec | None = None
+    """DP-FedAvg: clipping and Gaussian noise on the sum (TFF's aggregator on plain updates;
+    sites clip and the gateway adds the noise to a secure sum)."""
     max_weight_ratio: float = 10.0
     """A site's example count (its weight) is capped at this multiple of the round's median
     reported count; 0 turns the cap off."""
@@ -82,6 +86,7 @@ class GatewayConfig:
             raise InputError(f"--min-sites must be at least 1, got {self.min_sites}")
         if not self.max_weight_ratio >= 0:
             raise InputError(f"--max-weight-ratio must be 0 or more, got {self.max_weight_ratio}")
+        self._check_privacy()
         if self.secure is not None and self.aggregation is not AggregationRule.MEAN:
             raise InputError(
                 f"--aggregation {self.aggregation} needs each site's update, which secure "
@@ -92,3 +97,21 @@ class GatewayConfig:
             raise InputError(f"--trim must lie in [0, 0.5), got {self.trim}")
         if not self.round_timeout > 0:
             raise InputError(f"--round-timeout must be positive, got {self.round_timeout}")
+
+    def _check_privacy(self) -> None:
+        if self.dp is None:
+            return
+        if self.aggregation is not AggregationRule.MEAN:
+            raise InputError(
+                f"--aggregation {self.aggregation} cannot be combined with differential privacy: "
+                "DP-FedAvg clips every update and averages them unweighted (use mean)"
+            )
+        if self.secure is None:
+            return
+        if self.dp.adaptive:
+            raise InputError(
+                "differential privacy on a secure sum needs --dp-fixed-clip: adaptive clipping "
+                "would need every site's update norm"
+            )
+        if self.secure.weighted or self.secure.clip != self.dp.clip:
+            raise InputError("with DP the secure sum must be unweighted and clip at --dp-clip")

@@ -135,6 +135,12 @@ class SecureRound:
         """Take one reassembled message from ``site``; ``None`` if kept, else the reason."""
         if env.kind is not Kind.SECAGG or env.sender != site:
             return "sender mismatch"
+        if (
+            env.run == self.run
+            and env.round == self.number - 1
+            and env.meta.get("step") == Step.UNMASK
+        ):
+            return "late"  # the last round was unmasked without this answer: it is not needed
         if (env.run, env.round) != (self.run, self.number):
             return "wrong round"
         if env.meta.get("attempt") != self.attempt:

@@ -17,7 +17,7 @@ import numpy as np
 
 from common.data.catalog import CATALOG
 from common.data.medmnist import load_npz, resolve_dataset
-from common.errors import PrivadxError
+from common.errors import InputError, PrivadxError
 from common.mqtt_link import LinkConfig, MqttLink
 from common.preprocess import PreprocessSpec
 from common.runlog import RunFolder, json_ready
@@ -92,6 +92,8 @@ class Gateway:
         self.records: list[dict[str, Any]] = []
         self.secure_round: SecureRound | None = None
         """The open secure-aggregation attempt, if any."""
+        self.rounds = self._privacy_budget()
+        """Rounds this run trains: all asked for, or as many as --target-epsilon affords."""
         self.identity = Identity.load(config.identity) if config.identity else None
         self.verify_update = signature_check(
             self.identity.verifier() if self.identity else None,
@@ -103,6 +105,8 @@ class Gateway:
                 self._sign(presence_envelope(Kind.STATUS, GATEWAY_SENDER, Presence.OFFLINE))
             ),
         )
+        self._noise = np.random.default_rng()
+        """Source of the DP noise added to secure sums (fresh entropy, never seeded)."""
         self.link = MqttLink(
             LinkConfig(
                 broker=config.broker,
@@ -143,13 +147,15 @@ class Gateway:
                     self.config.server_optimizer,
                     self.config.aggregation,
                     trim=self.config.trim,
+                    # On a secure sum the gateway adds the noise itself (_secure_round).
+                    dp=self.config.dp if self.config.secure is None else None,
                 )
                 pending = self._resume(progress, state, server)
                 self._publish_model(state)
                 if progress is None:
                     self._wait_for_sites(state)
                 final: dict[str, Any] = self.records[-1]["test"] if self.records else {}
-                for number in range(state.round + 1, self.config.rounds + 1):
+                for number in range(state.round + 1, self.rounds + 1):
                     final = self._run_round(state, server, number, pending)
                     pending = {}
             summary = self._finish(state, final, time.monotonic() - started)
@@ -157,6 +163,27 @@ class Gateway:
             self._publish_status(Presence.OFFLINE)
             self.link.stop()
         return summary
+
+    def _privacy_budget(self) -> int:
+        dp = self.config.dp
+        if dp is None:
+            return self.config.rounds
+        from tff_core.privacy import affordable_rounds, epsilon
+
+        rounds = affordable_rounds(dp, self.config.rounds)
+        if rounds == 0:
+            raise InputError(
+                f"--target-epsilon {dp.target_epsilon} is exceeded by a single round "
+                f"(epsilon {epsilon(dp, 1):.3f}); raise the noise or the target"
+            )
+        if rounds < self.config.rounds:
+            log.warning(
+                "privacy budget: --target-epsilon %g allows %d of %d rounds",
+                dp.target_epsilon,
+                rounds,
+                self.config.rounds,
+            )
+        return rounds
 
     def _resume(
         self, progress: Progress | None, state: GatewayRun, server: Any
@@ -212,18 +239,21 @@ class Gateway:
             "aggregation": {"rule": str(self.config.aggregation), **server.last_measurements},
             "test": metrics,
         }
+        if self.config.dp is not None:
+            record["privacy"] = self._privacy(number)
         self.records.append(json_ready(record))
         self._commit(state, server)  # the round is durable from here on
         self.folder.write_metrics(self.records)
         log.info(
-            "round %d/%d closed: %d updates (%d examples), test AUC %s, accuracy %s (%.1f s)",
+            "round %d/%d closed: %d updates (%d examples), test AUC %s, accuracy %s (%.1f s)%s",
             number,
-            self.config.rounds,
+            self.rounds,
             record["updates"],
             record["examples"],
             _fmt(metrics.get("auc")),
             _fmt(metrics.get("accuracy")),
             record["seconds"],
+            f", epsilon {record['privacy']['epsilon']:.3f}" if "privacy" in record else "",
         )
         self._publish_model(state)
         return metrics
@@ -301,7 +331,12 @@ class Gateway:
                 f"round {number}: secure aggregation failed {self.config.max_retries + 1} "
                 f"times: {failures[-1]}"
             )
-        mean = unflatten(values / weight, state.weights)
+        if self.config.dp is not None:  # values: the unweighted sum of clipped deltas
+            from tff_core.privacy import noised_mean
+
+            mean = unflatten(noised_mean(values, self.config.dp, self._noise), state.weights)
+        else:
+            mean = unflatten(values / weight, state.weights)
         averaged = {n: state.weights[n] - mean[n] for n in state.weights}
         state.weights = server.aggregate(state.weights, [(averaged, weight)])
         u3 = sorted(secure.masked)
@@ -313,6 +348,27 @@ class Gateway:
             "update_bytes": {s: secure.nbytes[s] for s in u3},
             "secure_aggregation": {**secure.summary(), "failed_attempts": failures},
         }
+
+    def _privacy_facts(self, rounds: int) -> dict[str, Any]:
+        """What protects the sites' updates in this run (model metadata and manifest)."""
+        c = self.config
+        return {
+            "secure_aggregation": c.secure.to_dict() if c.secure else None,
+            "differential_privacy": self._privacy(rounds) if c.dp else None,
+        }
+
+    def _privacy(self, rounds: int) -> dict[str, Any]:
+        """The guarantee after ``rounds`` rounds.
+
+        The accountant is a function of the settings and the rounds done, so a resumed run's
+        checkpoint (its round number, settings checked on resume) restores it exactly.
+        """
+        from tff_core.privacy import privacy_record
+
+        assert self.config.dp is not None
+        record = privacy_record(self.config.dp, rounds)
+        record["noise_added_by"] = "gateway, to the secure sum" if self.config.secure else "TFF"
+        return record
 
     def _secure_steps(self, secure: SecureRound, state: GatewayRun) -> tuple[np.ndarray, int]:
         """Drive one attempt through its steps; raises SecAggError when it cannot finish."""
@@ -381,7 +437,7 @@ class Gateway:
         log.info(
             "round %d/%d announced to %d online sites (deadline in %.0f s%s)",
             number,
-            self.config.rounds,
+            self.rounds,
             len(expected),
             self.config.round_timeout,
             ", secure aggregation" if self.config.secure else "",
@@ -487,9 +543,11 @@ class Gateway:
             log.info("secure-aggregation message from %s while no secure round is open", site)
             return
         reason = secure.offer(whole, site)
-        if reason is None:
-            log.debug("round %d: %s from %s", secure.number, whole.meta.get("step"), site)
-        elif reason != "duplicate":
+        if reason in (None, "duplicate", "late"):
+            log.debug(
+                "round %d: %s from %s: %s", secure.number, whole.meta.get("step"), site, reason
+            )
+        else:
             secure.rejected[reason.split(":")[0]] += 1
             log.warning(
                 "round %d: secure-aggregation message from %s rejected: %s",
@@ -568,25 +626,27 @@ class Gateway:
                 "trained_by": "privadx gateway",
                 "run": self.config.run_id,
                 "dataset": self.dataset.name,
-                "rounds": self.config.rounds,
+                "rounds": self.rounds,
                 "sites": sorted(state.online),
                 "model_sha256": state.model_sha256,
                 "test_metrics": {
                     k: final.get(k) for k in ("accuracy", "auc", "sensitivity", "specificity")
                 },
+                "privacy": self._privacy_facts(state.round),
             },
         }
         save_weights(self.config.out / "weights.npz", state.weights, meta)
         summary: dict[str, Any] = {
             **{k: final.get(k) for k in ("accuracy", "auc", "sensitivity", "specificity")},
             "threshold": final.get("threshold"),
-            "rounds": self.config.rounds,
+            "rounds": self.rounds,
             "sites": len(state.online),
             "dataset": self.dataset.name,
             "run": self.config.run_id,
             "seconds": round(seconds, 1),
             "test": final,
             "gateway_bytes_published": state.bytes_published,
+            "privacy": meta["provenance"]["privacy"],
         }
         onnx_sha = None
         if self.config.export_onnx:
@@ -594,7 +654,7 @@ class Gateway:
             summary["onnx"] = {"path": "model.onnx", "sha256": onnx_sha}
         done = RoundAnnouncement(
             run=self.config.run_id,
-            round=self.config.rounds,
+            round=self.rounds,
             model_sha256=state.model_sha256,
             deadline=time.time(),
             min_updates=self.config.min_sites,
@@ -626,7 +686,7 @@ class Gateway:
         env = Envelope(
             kind=Kind.ONNX,
             run=self.config.run_id,
-            round=self.config.rounds,
+            round=self.rounds,
             sender=GATEWAY_SENDER,
             payload=data,
             meta={"onnx_sha256": sha, "manifest": signed},
@@ -653,10 +713,7 @@ class Gateway:
                 "rule": str(self.config.aggregation),
                 "server_optimizer": self.config.server_optimizer.to_dict(),
             },
-            "privacy": {
-                "secure_aggregation": self.config.secure.to_dict() if self.config.secure else None,
-                "differential_privacy": None,
-            },
+            "privacy": meta["provenance"]["privacy"],
         }
 
     def _resume_settings(self) -> dict[str, Any]:
@@ -671,6 +728,7 @@ class Gateway:
             "trim": c.trim,
             "max_weight_ratio": c.max_weight_ratio,
             "secure_aggregation": c.secure.to_dict() if c.secure else None,
+            "differential_privacy": c.dp.to_dict() if c.dp else None,
             "arch": str(c.arch),
             "dropout": c.dropout,
             "seed": c.seed,

@@ -19,6 +19,7 @@ from common.deps import require
 from common.runlog import json_ready
 from models.optim import OptimizerSpec
 from tff_core.fedavg import build_tff_optimizer
+from tff_core.privacy import DpSpec, tff_dp_aggregator
 from tff_core.robust import AggregationRule, coordinate_median, tff_model_aggregator, trimmed_mean
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,7 @@ class FedAvgServer:
         rule: AggregationRule = AggregationRule.NORM_BOUND,
         *,
         trim: float = 0.1,
+        dp: DpSpec | None = None,
     ) -> None:
         tff = require("tensorflow_federated")
         tf = require("tensorflow")
@@ -42,10 +44,14 @@ class FedAvgServer:
         self.trim = trim
         self._process: Any = None
         self._agg_state: Any = None
-        if rule.in_tff:
-            value_type = tff.to_type([(np.float32, v.shape) for v in reference.values()])
+        self.dp = dp
+        value_type = tff.to_type([(np.float32, v.shape) for v in reference.values()])
+        if dp is not None:  # DP-FedAvg: TFF's clipping and noise, unweighted
+            self._process = tff_dp_aggregator(dp).create(value_type)
+        elif rule.in_tff:
             factory = tff_model_aggregator(rule)
             self._process = factory.create(value_type, tff.TensorType(np.float32))
+        if self._process is not None:
             self._agg_state = self._process.initialize()
         self._optimizer = build_tff_optimizer(server_optimizer)
         specs = [tf.TensorSpec(v.shape, tf.float32) for v in reference.values()]
@@ -98,11 +104,14 @@ class FedAvgServer:
         return (self._opt_state,)
 
     def _combine(self, deltas: list[list[np.ndarray]], counts: list[np.float32]) -> list[Any]:
-        if self.rule is AggregationRule.MEDIAN:
+        if self.dp is None and self.rule is AggregationRule.MEDIAN:
             return coordinate_median(deltas)
-        if self.rule is AggregationRule.TRIMMED_MEAN:
+        if self.dp is None and self.rule is AggregationRule.TRIMMED_MEAN:
             return trimmed_mean(deltas, self.trim)
-        output = self._process.next(self._agg_state, deltas, counts)
+        if self.dp is not None:
+            output = self._process.next(self._agg_state, deltas)
+        else:
+            output = self._process.next(self._agg_state, deltas, counts)
         self._agg_state = output.state
         self.last_measurements = json_ready(output.measurements)
         return list(output.result)

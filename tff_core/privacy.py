@@ -20,6 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from common.deps import require
 from common.errors import InputError
 
@@ -120,6 +122,20 @@ def tff_dp_aggregator(spec: DpSpec) -> Any:
         clients_per_round=spec.clients_per_round,
         clip=spec.clip,
     )
+
+
+def noised_mean(total: np.ndarray, spec: DpSpec, rng: np.random.Generator) -> np.ndarray:
+    """DP-FedAvg's server step on a sum of clipped updates (from secure aggregation).
+
+    The same computation as TFF's ``gaussian_fixed`` aggregator after its per-site clipping:
+    Gaussian noise of standard deviation ``z * C`` is added once, to the sum, which is then
+    divided by the expected number of sites per round (a fixed denominator, so the mean's
+    sensitivity does not depend on how many sites took part).
+    """
+    if spec.adaptive:
+        raise InputError("noise on a secure sum needs fixed clipping (--dp-fixed-clip)")
+    noise = rng.normal(0.0, spec.noise_multiplier * spec.clip, size=total.shape)
+    return (np.asarray(total, np.float64) + noise) / spec.clients_per_round
 
 
 def privacy_record(spec: DpSpec, rounds: int) -> dict[str, Any]:

@@ -61,14 +61,18 @@ class SecureSettings:
     bits: int = 16
     """Quantization bits of a weight-1 coordinate."""
     max_examples: int = 1 << 16
-    """Most training examples all sites of one round may have together (the sum's weight);
-    with 16 bits this makes the modulus 2^32, so masked inputs are 4 bytes per coordinate."""
+    """Most training examples all sites of one round may have together (the sum's weight;
+    sites when unweighted); with 16 bits this makes the modulus 2^32, so masked inputs are
+    4 bytes per coordinate."""
     step_timeout: float = 120.0
     """Seconds the gateway waits for each step's messages before going on without the
     missing sites (or failing the attempt below the threshold)."""
     min_threshold: int = 2
     """The least number of sites t whose shares recover a secret (raised to a majority of
     U1 when more sites take part)."""
+    weighted: bool = True
+    """Weight each site by its example count (FedAvg); ``False`` for the unweighted mean of
+    DP-FedAvg, where a site's influence must not depend on what it reports."""
 
     def __post_init__(self) -> None:
         self.quant_spec  # noqa: B018  (validates clip, bits and max_examples)
@@ -98,6 +102,7 @@ class SecureSettings:
             "max_examples": self.max_examples,
             "step_timeout": self.step_timeout,
             "min_threshold": self.min_threshold,
+            "weighted": self.weighted,
         }
 
     @classmethod
@@ -110,6 +115,7 @@ class SecureSettings:
                 max_examples=int(raw["max_examples"]),
                 step_timeout=float(raw["step_timeout"]),
                 min_threshold=int(raw["min_threshold"]),
+                weighted=bool(raw.get("weighted", True)),
             )
         except (KeyError, TypeError, ValueError, InputError) as exc:
             raise WireError(f"malformed secure-aggregation settings: {exc}") from exc

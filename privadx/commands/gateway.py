@@ -7,6 +7,7 @@ from pathlib import Path
 
 from privadx.commands._common import add_data_dir, positive_float, positive_int, print_json
 from privadx.commands._mqtt import add_mqtt_options, broker_from_args
+from privadx.commands._privacy import add_dp_options, dp_spec
 
 HELP = "run the aggregator: announce rounds over MQTT, aggregate with TFF, publish the model"
 DESCRIPTION = """\
@@ -66,7 +67,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="norm-bound: TFF's robust aggregator (adaptive zeroing and clipping of update "
         "norms, then the weighted mean); mean: plain FedAvg; median / trimmed-mean: "
-        "coordinate-wise (default: norm-bound; mean with --secure-aggregation)",
+        "coordinate-wise (default: norm-bound; mean with --secure-aggregation or DP)",
     )
     secure = p.add_argument_group(
         "secure aggregation",
@@ -81,7 +82,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--secagg-clip",
         type=positive_float,
         default=10.0,
-        help="L2 norm each site clips its update to before masking (default: %(default)s)",
+        help="L2 norm each site clips its update to before masking; with DP it is --dp-clip "
+        "(default: %(default)s)",
     )
     secure.add_argument(
         "--secagg-bits",
@@ -122,6 +124,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="cap each site's example count (its weight) at this multiple of the round's "
         "median, so no site can claim its way to dominance; 0 turns it off (default: %(default)s)",
     )
+    add_dp_options(
+        p,
+        "The gateway clips every update and adds the noise (TFF's DP aggregator), or with "
+        "--secure-aggregation the sites clip and the gateway adds the noise to the secure sum "
+        "(needs --dp-fixed-clip). The accountant assumes every round uses --min-sites sites "
+        "and claims no amplification by sampling.",
+    )
     p.add_argument("--run-id", default=None, help="run identifier (default: from the time)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -142,6 +151,7 @@ def run(args: argparse.Namespace) -> int:
     from tff_core.robust import AggregationRule
 
     broker, version = broker_from_args(args)
+    dp = dp_spec(args, sites_per_round=args.min_sites, sites=args.min_sites)
     # A run folder with a checkpoint continues its run (after a crash or kill -9).
     run_id = args.run_id or RunCheckpoint(args.out / "checkpoint").existing_run_id()
     config = GatewayConfig(
@@ -170,10 +180,12 @@ def run(args: argparse.Namespace) -> int:
         ),
         server_optimizer=OptimizerSpec(name=OptimizerName.SGD, learning_rate=args.server_lr),
         aggregation=AggregationRule(
-            args.aggregation or ("mean" if args.secure_aggregation else "norm-bound")
+            args.aggregation or ("mean" if args.secure_aggregation or dp else "norm-bound")
         ),
+        dp=dp,
         secure=SecureSettings(
-            clip=args.secagg_clip,
+            clip=dp.clip if dp else args.secagg_clip,
+            weighted=dp is None,
             bits=args.secagg_bits,
             max_examples=args.secagg_max_examples,
             step_timeout=args.secagg_timeout,

@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from privadx.commands._common import add_data_dir, positive_float, positive_int, print_json
+from privadx.commands._privacy import add_dp_options, dp_spec
 
 if TYPE_CHECKING:
     from tff_core.config import SimulationConfig
-    from tff_core.privacy import DpSpec
 
 HELP = "train with federated averaging (TFF) on a dataset split across simulated sites"
 DESCRIPTION = """\
@@ -91,25 +91,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="TFF model aggregator: robust_aggregator (adaptive zeroing and clipping of update "
         "norms) or the plain weighted mean (default: %(default)s)",
     )
-    dp = p.add_argument_group(
-        "differential privacy (client level, DP-FedAvg; replaces --aggregation)"
-    )
-    dp.add_argument(
-        "--dp-noise", type=positive_float, default=None, help="noise multiplier z (turns DP on)"
-    )
-    dp.add_argument(
-        "--dp-clip", type=positive_float, default=0.1, help="clipping norm (initial if adaptive)"
-    )
-    dp.add_argument(
-        "--dp-fixed-clip", action="store_true", help="fixed clipping instead of adaptive"
-    )
-    dp.add_argument("--dp-delta", type=positive_float, default=1e-5)
-    dp.add_argument(
-        "--target-epsilon",
-        type=positive_float,
-        default=None,
-        help="stop before the round that would exceed this epsilon",
-    )
+    add_dp_options(p, "DP replaces --aggregation with TFF's DP aggregator.")
     p.add_argument("--arch", choices=("cnn", "mobilenet"), default="cnn")
     p.add_argument(
         "--centralized",
@@ -160,7 +142,7 @@ def build_config(args: argparse.Namespace) -> SimulationConfig:
             epsilon=1e-7 if args.server_optimizer == "sgd" else 1e-3,
         ),
         aggregation=AggregationRule(args.aggregation),
-        dp=_dp_spec(args),
+        dp=dp_spec(args, sites_per_round=args.clients_per_round or args.sites, sites=args.sites),
         arch=Architecture(args.arch),
         seed=args.seed,
         centralized=args.centralized,
@@ -199,23 +181,3 @@ def format_summary(summary: dict, out: Path) -> str:
         lines.append(line("centralized", summary["centralized"]))
     lines.append(f"run folder: {out}")
     return "\n".join(lines)
-
-
-def _dp_spec(args: argparse.Namespace) -> DpSpec | None:
-    from tff_core.privacy import DpSpec
-
-    if args.dp_noise is None:
-        if args.target_epsilon is not None:
-            from common.errors import InputError
-
-            raise InputError("--target-epsilon needs differential privacy: pass --dp-noise")
-        return None
-    return DpSpec(
-        noise_multiplier=args.dp_noise,
-        clients_per_round=args.clients_per_round or args.sites,
-        total_clients=args.sites,
-        clip=args.dp_clip,
-        adaptive=not args.dp_fixed_clip,
-        delta=args.dp_delta,
-        target_epsilon=args.target_epsilon,
-    )
