@@ -70,6 +70,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="float32",
         help="how sites send updates (see privadx gateway --help)",
     )
+    p.add_argument(
+        "--secure-aggregation",
+        action="store_true",
+        help="sum the sites' updates by secure aggregation (the gateway sees only the sum)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--out", type=Path, required=True, help="run folder to write")
@@ -150,6 +155,7 @@ def run(args: argparse.Namespace) -> int:
                 str(args.round_timeout),
                 "--update-encoding",
                 args.update_encoding,
+                *(["--secure-aggregation"] if args.secure_aggregation else []),
                 "--seed",
                 str(args.seed),
                 "--out",

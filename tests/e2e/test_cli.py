@@ -120,6 +120,17 @@ def test_diagnose_human_output_and_partial_failure(
     assert "Traceback" not in proc.stderr
 
 
+GATEWAY = [
+    "gateway",
+    "--broker",
+    "mqtt://127.0.0.1:1",
+    "--insecure",
+    "--allow-unsigned",
+    "--out",
+    "r",
+]
+
+
 @pytest.mark.parametrize(
     ("args", "code", "message"),
     [
@@ -129,6 +140,13 @@ def test_diagnose_human_output_and_partial_failure(
         (["simulate", "--rounds", "0", "--out", "r"], 2, "expected at least 1"),
         (["data", "info", "missing.npz"], 3, "no such file"),
         (["data", "fetch", "nosuchset"], 2, "unknown dataset"),
+        (
+            [*GATEWAY, "--secure-aggregation", "--aggregation", "median"],
+            2,
+            "use --aggregation mean",
+        ),
+        ([*GATEWAY, "--secure-aggregation", "--dp-noise", "0.1"], 2, "needs --dp-fixed-clip"),
+        ([*GATEWAY, "--target-epsilon", "3"], 2, "needs differential privacy"),
     ],
 )
 def test_bad_input_gives_clear_error_and_exit_code(
