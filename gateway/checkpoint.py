@@ -165,6 +165,15 @@ class RunCheckpoint:
             pending=self._pending(round_num + 1),
         )
 
+    def pending_weights(self, round_num: int, site: str) -> dict[str, np.ndarray]:
+        """The weights of one persisted update of the open round (read back to aggregate).
+
+        Raises:
+            DataError: The file is missing or unreadable.
+        """
+        arrays, _ = _load_arrays(self._pending_dir(round_num) / f"{site}.npz")
+        return arrays
+
     def _pending(self, round_num: int) -> dict[str, AcceptedUpdate]:
         updates = {}
         for path in sorted(self._pending_dir(round_num).glob("*.npz")):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import queue
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -42,7 +42,9 @@ from gateway.checkpoint import Progress, RunCheckpoint
 from gateway.config import GatewayConfig
 from gateway.rounds import AcceptedUpdate, RoundState, cap_example_counts, signature_check
 from gateway.secure_round import SecureRound
+from gateway.streaming import StreamingMean
 from models.spec import ModelSpec
+from tff_core.robust import AggregationRule
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +94,9 @@ class Gateway:
         self.records: list[dict[str, Any]] = []
         self.secure_round: SecureRound | None = None
         """The open secure-aggregation attempt, if any."""
+        self.streams = config.aggregation is AggregationRule.MEAN and config.dp is None
+        """Plain FedAvg folds updates one at a time (memory independent of the number of
+        sites); TFF's robust and DP aggregators need every update at once."""
         self.rounds = self._privacy_budget()
         """Rounds this run trains: all asked for, or as many as --target-epsilon affords."""
         self.identity = Identity.load(config.identity) if config.identity else None
@@ -296,7 +301,13 @@ class Gateway:
         capped = {s: u.examples for s, u in ordered if counts[s] < u.examples}
         if capped:
             log.warning("round %d: example counts capped for %s", number, sorted(capped))
-        updates = [(u.weights, counts[s]) for s, u in ordered]
+        if self.streams:
+            mean = StreamingMean(state.weights)
+            for s, u in ordered:
+                mean.add(u.weights or self.checkpoint.pending_weights(number, s), counts[s])
+            updates = [(mean.as_single_update(), int(mean.weight))]
+        else:
+            updates = [(u.weights, counts[s]) for s, u in ordered]
         state.weights = server.aggregate(state.weights, updates)
         return attempt, {**round_state.summary(), "capped_examples": capped}
 
@@ -522,6 +533,9 @@ class Gateway:
                     exc,
                 )
                 return
+            if self.streams:  # it is on disk now; read back one at a time when the round closes
+                update = round_state.accepted[site]
+                round_state.accepted[site] = replace(update, weights={})
             log.info(
                 "round %d: update from %s accepted (%d/%d)",
                 round_state.number,

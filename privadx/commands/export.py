@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from common.preprocess import PreprocessSpec, fit_image
-from privadx.commands._common import add_data_dir, print_json
+from privadx.commands._common import add_data_dir, positive_int, print_json
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +23,11 @@ it, and verify that ONNX Runtime and Keras agree (max |logit difference| <= 1e-4
 test images of the dataset the weights were trained on (or --verify-data).
 With --identity (the gateway's identity folder from `privadx certs`), it also writes
 MODEL.onnx.manifest.json, the signed manifest `privadx diagnose` checks.
+
+With --int8 it also writes MODEL.int8.onnx: static int8 quantization with ONNX Runtime (QDQ,
+weights per channel), calibrated on --calibration-data (on a site: its own images; by default
+the training split of the verification dataset), and reports accuracy, AUC and size of the
+fp32 and int8 models on the whole test split.
 """
 
 
@@ -49,6 +54,21 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="sign the model with this identity folder (the federation gateway's)",
     )
+    p.add_argument(
+        "--int8", action="store_true", help="also write MODEL.int8.onnx (static int8, QDQ)"
+    )
+    p.add_argument(
+        "--calibration-data",
+        default=None,
+        help="images to calibrate int8 ranges on: class folder, CSV manifest or .npz "
+        "(default: the training split of the verification dataset)",
+    )
+    p.add_argument(
+        "--calibration-images",
+        type=positive_int,
+        default=512,
+        help="how many calibration images to use (default: %(default)s)",
+    )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(subparser=p, run=run)
 
@@ -64,22 +84,90 @@ def run(args: argparse.Namespace) -> int:
     digest = export_onnx(model, meta, args.out)
     images = _parity_images(args, meta, preprocess)
     diff = verify_parity(model, args.out, images, preprocess)
-    result = {
+    result: dict[str, Any] = {
         "onnx": str(args.out),
         "sha256": digest,
         "parity_images": len(images),
         "max_abs_logit_diff": diff,
-        "manifest": _sign(args, meta) if args.identity else None,
+        "manifest": _sign(args, meta, args.out) if args.identity else None,
     }
+    if args.int8:
+        result["int8"] = _int8(args, meta, preprocess)
     if args.json:
         print_json(result)
-    else:
-        print(f"{args.out}  sha256 {digest}")
-        print(f"ONNX Runtime vs Keras on {len(images)} images: max |logit diff| {diff:.2e}")
+        return 0
+    print(f"{args.out}  sha256 {digest}")
+    print(f"ONNX Runtime vs Keras on {len(images)} images: max |logit diff| {diff:.2e}")
+    if args.int8:
+        q = result["int8"]
+        for name in ("fp32", "int8"):
+            m = q[name]
+            print(
+                f"{name}: {m['bytes']:,} bytes, test accuracy {m['accuracy']:.4f}, "
+                f"AUC {m['auc']:.4f} ({q['test_images']} images)"
+            )
+        print(f"{q['onnx']}  sha256 {q['sha256']}")
     return 0
 
 
-def _sign(args: argparse.Namespace, meta: dict[str, Any]) -> str:
+def _int8(
+    args: argparse.Namespace, meta: dict[str, Any], preprocess: PreprocessSpec
+) -> dict[str, Any]:
+    """Quantize the exported model; compare fp32 and int8 on the whole test split."""
+    from models.onnx_int8 import quantize_int8
+
+    out = args.out.with_name(args.out.stem + ".int8.onnx")
+    calibration = _calibration_images(args, meta, preprocess)
+    record = quantize_int8(args.out, out, calibration, preprocess)
+    test = _test_split(args, meta)
+    return {
+        "onnx": str(out),
+        **record,
+        "test_images": len(test.labels),
+        "fp32": {"bytes": args.out.stat().st_size, **_onnx_metrics(args.out, test, preprocess)},
+        "int8": {"bytes": out.stat().st_size, **_onnx_metrics(out, test, preprocess)},
+        "manifest": _sign(args, meta, out) if args.identity else None,
+    }
+
+
+def _onnx_metrics(path: Path, split: Any, preprocess: PreprocessSpec) -> dict[str, float]:
+    """Accuracy and AUC of an ONNX model on a labelled split, with its own decision rule."""
+    from common.metrics import evaluate
+    from edge.onnx_model import OnnxClassifier
+
+    model = OnnxClassifier(path)
+    images = np.stack([fit_image(img, preprocess) for img in split.images])
+    probs = np.concatenate(
+        [model.predict(images[i : i + 256])[0] for i in range(0, len(images), 256)]
+    )
+    info = model.info
+    metrics = evaluate(
+        split.labels,
+        probs,
+        info.class_names,
+        positive_class=info.positive_class,
+        threshold=info.threshold,
+    )
+    return {k: float(metrics[k]) for k in ("accuracy", "auc", "sensitivity", "specificity")}
+
+
+def _calibration_images(
+    args: argparse.Namespace, meta: dict[str, Any], preprocess: PreprocessSpec
+) -> np.ndarray:
+    from common.data.local import load_local_dataset
+    from common.data.medmnist import load_npz, resolve_dataset
+
+    if args.calibration_data:
+        path = resolve_dataset(args.calibration_data, args.data_dir)
+        images = load_local_dataset(path, preprocess, tuple(meta["class_names"])).data.images
+    else:
+        source = _dataset_source(args, meta)
+        images = load_npz(resolve_dataset(source, args.data_dir)).train.images
+        log.info("calibrating int8 ranges on the training split of %s", source)
+    return np.stack([fit_image(img, preprocess) for img in images[: args.calibration_images]])
+
+
+def _sign(args: argparse.Namespace, meta: dict[str, Any], path: Path) -> str:
     """Write the signed manifest of the exported file; return its path."""
     from common.trust.identity import Identity
     from common.trust.manifest import build_manifest, manifest_path, write_signed
@@ -88,8 +176,8 @@ def _sign(args: argparse.Namespace, meta: dict[str, Any]) -> str:
     provenance = meta.get("provenance", {})
     sites = provenance.get("sites")  # a count (simulation) or the site ids (gateway)
     manifest = build_manifest(
-        file_name=args.out.name,
-        data=args.out.read_bytes(),
+        file_name=path.name,
+        data=path.read_bytes(),
         provenance={
             "run": provenance.get("run"),
             "round": provenance.get("rounds"),
@@ -100,19 +188,28 @@ def _sign(args: argparse.Namespace, meta: dict[str, Any]) -> str:
             "exported_from": args.weights.name,
         },
     )
-    write_signed(args.out, manifest, identity.signer)
-    return str(manifest_path(args.out))
+    write_signed(path, manifest, identity.signer)
+    return str(manifest_path(path))
 
 
 def _parity_images(
     args: argparse.Namespace, meta: dict[str, Any], preprocess: PreprocessSpec
 ) -> np.ndarray:
     """Real test images for the parity check, fitted to the model's input."""
-    from common.data.medmnist import load_npz, resolve_dataset
+    test = _test_split(args, meta)
+    return np.stack([fit_image(img, preprocess) for img in test.images[:256]])
+
+
+def _dataset_source(args: argparse.Namespace, meta: dict[str, Any]) -> str:
     from common.errors import DataError
 
     source = args.verify_data or meta.get("provenance", {}).get("dataset")
     if not source:
         raise DataError("no dataset to check parity on; pass --verify-data NAME_OR_NPZ")
-    test = load_npz(resolve_dataset(source, args.data_dir)).test
-    return np.stack([fit_image(img, preprocess) for img in test.images[:256]])
+    return str(source)
+
+
+def _test_split(args: argparse.Namespace, meta: dict[str, Any]) -> Any:
+    from common.data.medmnist import load_npz, resolve_dataset
+
+    return load_npz(resolve_dataset(_dataset_source(args, meta), args.data_dir)).test

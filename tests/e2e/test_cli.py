@@ -106,6 +106,56 @@ def test_export_then_diagnose_png_dicom_npz(
     assert out["results"][0]["probabilities"] == out["results"][3]["probabilities"]
 
 
+def test_int8_export_calibrated_on_site_images(
+    sim_run: Path, breast_npz: Path, tmp_path: Path
+) -> None:
+    import onnx
+
+    data = np.load(breast_npz)
+    site = tmp_path / "site.npz"  # a site's own images: the first 100 training images
+    np.savez(site, images=data["train_images"][:100], labels=data["train_labels"][:100])
+    fp32 = tmp_path / "model.onnx"
+    proc = run_cli(
+        "export",
+        str(sim_run / "weights.npz"),
+        "--out",
+        str(fp32),
+        "--verify-data",
+        str(breast_npz),
+        "--int8",
+        "--calibration-data",
+        str(site),
+        "--json",
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    q = json.loads(proc.stdout)["int8"]
+    int8 = tmp_path / "model.int8.onnx"
+    assert q["onnx"] == str(int8) and q["calibration_images"] == 100
+    assert (tmp_path / "model.int8.onnx.sha256").read_text().split()[0] == q["sha256"]
+    assert q["int8"]["bytes"] == int8.stat().st_size < 0.4 * q["fp32"]["bytes"]
+    assert q["test_images"] == len(data["test_labels"])
+    assert abs(q["int8"]["accuracy"] - q["fp32"]["accuracy"]) <= 0.02
+    assert abs(q["int8"]["auc"] - q["fp32"]["auc"]) <= 0.02
+    model = onnx.load(str(int8))
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert json.loads(meta["privadx.quantization"])["weights"] == "int8, per channel"
+    assert (
+        meta["privadx.class_names"]
+        == {p.key: p.value for p in onnx.load(str(fp32)).metadata_props}["privadx.class_names"]
+    )
+    assert any(n.op_type == "DequantizeLinear" for n in model.graph.node)
+    np.savez(tmp_path / "test.npz", images=data["test_images"][:60])
+    answers = []
+    for path in (fp32, int8):
+        proc = run_cli(
+            "diagnose", str(path), str(tmp_path / "test.npz"), "--allow-unsigned", "--json"
+        )
+        assert proc.returncode == 0, proc.stderr
+        answers.append([r["prediction"] for r in json.loads(proc.stdout)["results"]])
+    agree = np.mean([a == b for a, b in zip(*answers, strict=True)])
+    assert agree >= 0.95, f"int8 and fp32 agree on {agree:.0%} of 60 test images"
+
+
 def test_diagnose_human_output_and_partial_failure(
     sim_run: Path, tmp_path: Path, breast_npz: Path
 ) -> None:

@@ -99,7 +99,9 @@ def federation(
     yield FederationRun(result.out, sites, spy.payloads, result.summary, result.site_dirs)
 
 
-def _simulate(sites: list[LabeledImages], rounds: int) -> dict[str, np.ndarray]:
+def _simulate(
+    sites: list[LabeledImages], rounds: int, rule: str = "norm-bound"
+) -> list[np.ndarray]:
     from models.spec import ModelSpec
     from models.training import make_client_dataset
     from tff_core.fedavg import build_fedavg
@@ -114,7 +116,7 @@ def _simulate(sites: list[LabeledImages], rounds: int) -> dict[str, np.ndarray]:
             client_optimizer=TRAINING.optimizer,
             server_optimizer=OptimizerSpec(name=OptimizerName.SGD, learning_rate=1.0),
             seed=0,
-            model_aggregator=tff_model_aggregator(AggregationRule.NORM_BOUND),  # both defaults
+            model_aggregator=tff_model_aggregator(AggregationRule(rule)),
         )
         state = process.initialize()
         for _ in range(rounds):
@@ -135,6 +137,35 @@ def test_mqtt_rounds_equal_tff_simulation(federation: FederationRun) -> None:
     diffs = [float(np.max(np.abs(a - b))) for a, b in zip(weights.values(), simulated, strict=True)]
     assert max(diffs) <= 1e-5, f"max |difference| {max(diffs):.2e}"
     assert max(float(np.max(np.abs(w))) for w in weights.values()) > 0.01  # not a trivial model
+
+
+def test_streaming_mean_round_equals_tff_mean(tmp_path: Path, breast_npz: Path) -> None:
+    """Plain FedAvg in the gateway folds updates one at a time, read back from its checkpoint
+    (memory independent of the number of sites); TFF's MeanFactory over all updates at once
+    must give the same model."""
+    from tff_core.robust import AggregationRule
+
+    broker = start_broker(tmp_path / "broker", SITES)
+    sites = split_sites(breast_npz, SITES, alpha=1.0, seed=3)
+    try:
+        result = run_federation(
+            broker,
+            tmp_path,
+            sites,
+            dataset=str(breast_npz),
+            rounds=1,
+            training=TRAINING,
+            dropout=0.0,
+            seed=0,
+            aggregation=AggregationRule.MEAN,
+            export_onnx=False,
+        )
+    finally:
+        broker.stop()
+    weights, _ = load_weights(result.out / "weights.npz")
+    simulated = _simulate(sites, 1, "mean")
+    diffs = [float(np.max(np.abs(a - b))) for a, b in zip(weights.values(), simulated, strict=True)]
+    assert max(diffs) <= 1e-5, f"max |difference| {max(diffs):.2e}"
 
 
 def test_every_round_collected_every_site(federation: FederationRun) -> None:

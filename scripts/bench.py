@@ -1,0 +1,435 @@
+"""PrivaDx benchmark suite: every figure is a ratio measured side by side in the same run.
+
+Sections (``--only`` picks some):
+
+- ``aggregation``: the gateway's streaming weighted mean (gateway/streaming.py) over 10, 100
+  and 1000 updates of a 2,000,000-value model, against ``np.stack`` + ``np.average`` and
+  against the memory-bandwidth floor (one ``np.copyto`` of every update's bytes); time and
+  peak memory (tracemalloc) of each.
+- ``encodings``: bytes of one update message for each update encoding against the raw
+  float32 size of the CNN's weights, and the protocol overhead (envelope, chunk headers,
+  signature) against the raw tensor bytes.
+- ``inference``: ONNX Runtime fp32 against Keras (``tf.function`` and ``model.predict``) per
+  image at batch 1 and 32 for the CNN, and int8 against fp32.
+- ``cold_start``: ``privadx diagnose`` on one image, process start to exit, against a
+  minimal TensorFlow script that loads the same model as Keras and classifies the same image.
+
+Writes ``bench.json`` and ``bench.md`` to ``--out`` and prints the Markdown.
+
+Usage: uv run python scripts/bench.py --out runs/bench
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import logging
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+log = logging.getLogger("bench")
+
+SECTIONS = ("aggregation", "encodings", "inference", "cold_start")
+MODEL_VALUES = 2_000_000
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--only", nargs="+", choices=SECTIONS, default=list(SECTIONS))
+    p.add_argument("--updates", type=int, nargs="+", default=[10, 100, 1000])
+    p.add_argument("--dataset", default="pneumoniamnist")
+    p.add_argument("--out", type=Path, default=Path("runs/bench"))
+    return p.parse_args()
+
+
+def trunc(value: float, digits: int) -> str:
+    """``value`` truncated (never rounded up) to ``digits`` decimals."""
+    scale = 10**digits
+    return f"{int(value * scale) / scale:.{digits}f}"
+
+
+def best_of(fn: Callable[[], Any], repeat: int) -> float:
+    """The fastest of ``repeat`` timed calls (seconds)."""
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def peak_bytes(fn: Callable[[], Any]) -> int:
+    """Peak traced allocation of ``fn`` above what was allocated before (tracemalloc)."""
+    gc.collect()
+    tracemalloc.start()
+    tracemalloc.reset_peak()
+    base, _ = tracemalloc.get_traced_memory()
+    fn()
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return peak - base
+
+
+# --- aggregation -------------------------------------------------------------------------
+def _model_shapes() -> dict[str, tuple[int, ...]]:
+    """A 2,000,000-value model: conv kernels, a large dense layer, biases."""
+    shapes = {"conv1": (3, 3, 1, 64), "conv2": (3, 3, 64, 128), "dense": (1950, 980), "bias": ()}
+    used = sum(int(np.prod(s)) for k, s in shapes.items() if k != "bias")
+    shapes["bias"] = (MODEL_VALUES - used,)
+    return shapes
+
+
+def aggregation(counts: list[int]) -> list[dict[str, Any]]:
+    """Streaming mean vs stack + average vs the copy floor, per number of updates."""
+    from gateway.streaming import StreamingMean
+
+    rng = np.random.default_rng(0)
+    shapes = _model_shapes()
+    base = {k: rng.normal(size=s).astype(np.float32) for k, s in shapes.items()}
+    # Updates come from a pool larger than the caches, so every one is read from memory.
+    pool = [
+        {k: (v + rng.normal(scale=0.01, size=v.shape)).astype(np.float32) for k, v in base.items()}
+        for _ in range(8)
+    ]
+    flat_pool = [np.concatenate([u[k].ravel() for k in base]) for u in pool]
+    update_bytes = MODEL_VALUES * 4
+    results = []
+    for n in counts:
+        weights = [float(10 + i % 7) for i in range(n)]
+
+        def streaming(n: int = n, weights: list[float] = weights) -> None:
+            acc = StreamingMean(base)
+            for i in range(n):
+                acc.add(pool[i % len(pool)], weights[i])
+            acc.as_single_update()
+
+        def floor(n: int = n) -> None:
+            dest = np.empty(MODEL_VALUES, np.float32)
+            for i in range(n):
+                np.copyto(dest, flat_pool[i % len(pool)])
+
+        def stacked(n: int = n, weights: list[float] = weights) -> None:
+            stack = np.stack([flat_pool[i % len(pool)] for i in range(n)])
+            np.average(stack, axis=0, weights=np.asarray(weights, np.float32))
+
+        row: dict[str, Any] = {"updates": n, "update_bytes": update_bytes}
+        repeat = 3 if n <= 100 else 1
+        row["streaming_s"] = best_of(streaming, repeat)
+        row["floor_s"] = best_of(floor, repeat)
+        row["streaming_peak_bytes"] = peak_bytes(streaming)
+        stack_need = 2 * n * update_bytes  # the stack plus np.average's weighted copy
+        if stack_need < 0.6 * _available_memory():
+            row["stack_s"] = best_of(stacked, repeat)
+            row["stack_peak_bytes"] = peak_bytes(stacked)
+        else:
+            row["stack_skipped"] = f"needs about {stack_need / 2**30:.1f} GiB"
+        row["streaming_vs_floor"] = row["streaming_s"] / row["floor_s"]
+        if "stack_s" in row:
+            row["streaming_vs_stack"] = row["streaming_s"] / row["stack_s"]
+        row["streaming_gb_per_s"] = n * update_bytes / row["streaming_s"] / 1e9
+        row["floor_gb_per_s"] = n * update_bytes / row["floor_s"] / 1e9
+        log.warning("aggregation %d updates: %s", n, row)
+        results.append(row)
+    return results
+
+
+def _available_memory() -> int:
+    with open("/proc/meminfo") as fh:
+        for line in fh:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+# --- encodings ---------------------------------------------------------------------------
+def encodings(dataset: str) -> dict[str, Any]:
+    """Update message bytes per encoding, and protocol overhead, for the CNN."""
+    from common.wire import envelope as wire
+    from common.wire.chunks import split
+    from common.wire.messages import update_envelope
+    from common.wire.update_codec import Encoding
+    from models.architectures import build_model
+    from models.spec import Architecture, ModelSpec
+    from models.weights import get_weights
+
+    spec = ModelSpec(arch=Architecture.CNN, height=28, width=28, channels=1, num_classes=2)
+    base = get_weights(build_model(spec, seed=0))
+    rng = np.random.default_rng(0)
+    trained = {
+        k: (v + rng.normal(scale=0.01, size=v.shape)).astype(np.float32) for k, v in base.items()
+    }
+    raw = sum(v.nbytes for v in base.values())
+    signer = _throwaway_signer()
+    rows = {}
+    for encoding in Encoding:
+        env = update_envelope(
+            run="run-1",
+            round_num=1,
+            site="site-0",
+            weights=trained,
+            base=base,
+            encoding=encoding,
+            examples=470,
+            metrics={"loss": 0.3, "accuracy": 0.9, "seconds": 12.5},
+            base_model="0" * 64,
+        )
+        unsigned = sum(len(wire.to_bytes(c)) for c in split(env))
+        signed = sum(len(wire.to_bytes(c)) for c in split(signer.sign_envelope(env)))
+        rows[str(encoding)] = {
+            "tensor_payload_bytes": len(env.payload),
+            "message_bytes_unsigned": unsigned,
+            "message_bytes_signed": signed,
+            "vs_raw_float32": signed / raw,
+            "overhead_vs_payload": signed / len(env.payload) - 1,
+        }
+    return {"raw_float32_bytes": raw, "values": sum(v.size for v in base.values()), **rows}
+
+
+def _throwaway_signer() -> Any:
+    """A signer from a temporary federation CA (the real certificate chain's size)."""
+    from common.trust.identity import Identity
+    from gateway.certs import init_federation
+
+    folder = Path(tempfile.mkdtemp())
+    pki = init_federation(
+        folder, federation="bench", hosts=["localhost"], port=8883, sites=["site-0"]
+    )
+    return Identity.load(pki.site("site-0")).signer
+
+
+# --- inference ---------------------------------------------------------------------------
+def inference(dataset: str, work: Path) -> dict[str, Any]:
+    """ONNX Runtime fp32 / int8 vs Keras per image, batch 1 and 32, on real test images."""
+    import tensorflow as tf
+
+    from common.data.medmnist import load_npz, resolve_dataset
+    from common.preprocess import to_model_input
+    from edge.onnx_model import OnnxClassifier
+
+    weights = _trained_weights(dataset, work)
+    model_path, int8_path = work / "model.onnx", work / "model.int8.onnx"
+    subprocess.run(
+        [sys.executable, "-m", "privadx", "export", str(weights), "--out", str(model_path),
+         "--int8", "--verify-data", dataset],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    from common.weights_io import load_weights
+    from models.rebuild import model_from_weights
+
+    arrays, meta = load_weights(weights)
+    keras_model, preprocess = model_from_weights(arrays, meta)
+    test = load_npz(resolve_dataset(dataset, None)).test
+    fp32, int8 = OnnxClassifier(model_path), OnnxClassifier(int8_path)
+    serve = tf.function(lambda x: keras_model(x, training=False))
+    out: dict[str, Any] = {"threads": fp32.session.get_session_options().intra_op_num_threads}
+    for batch in (1, 32):
+        out[f"batch_{batch}"] = _time_batch(
+            test.images[:batch], to_model_input(test.images[:batch], preprocess), fp32, int8,
+            serve, keras_model,
+        )  # fmt: skip
+    out["fp32_bytes"] = model_path.stat().st_size
+    out["int8_bytes"] = int8_path.stat().st_size
+    return out
+
+
+def _time_batch(
+    images: np.ndarray, x: np.ndarray, fp32: Any, int8: Any, serve: Any, keras_model: Any
+) -> dict[str, float]:
+    """Seconds per image of each runtime on one batch (best of many calls)."""
+    batch = len(images)
+    serve(x)  # trace once
+    n = 200 if batch == 1 else 30
+    per = {
+        "onnx_fp32": best_of(lambda: fp32.logits(images), n) / batch,
+        "onnx_int8": best_of(lambda: int8.logits(images), n) / batch,
+        "keras_tf_function": best_of(lambda: serve(x), n) / batch,
+        "keras_predict": best_of(lambda: keras_model.predict(x, verbose=0), n // 4) / batch,
+    }
+    return {
+        **{f"{k}_s_per_image": v for k, v in per.items()},
+        "onnx_vs_tf_function": per["onnx_fp32"] / per["keras_tf_function"],
+        "onnx_vs_predict": per["onnx_fp32"] / per["keras_predict"],
+        "int8_vs_fp32": per["onnx_int8"] / per["onnx_fp32"],
+    }
+
+
+def _trained_weights(dataset: str, work: Path) -> Path:
+    """A briefly trained CNN (2-site simulation, 2 rounds) to export and time."""
+    out = work / "sim"
+    subprocess.run(
+        [sys.executable, "-m", "privadx", "simulate", "--dataset", dataset, "--sites", "2",
+         "--partition", "iid", "--rounds", "2", "--local-epochs", "1", "--no-export",
+         "--out", str(out)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return out / "weights.npz"
+
+
+# --- cold start --------------------------------------------------------------------------
+TF_SCRIPT = """
+import sys, numpy as np
+from PIL import Image
+import tensorflow as tf
+model = tf.keras.models.load_model(sys.argv[1], compile=False)
+x = np.asarray(Image.open(sys.argv[2]), np.float32)[None, :, :, None] / 255.0
+print(int(np.argmax(model(x, training=False).numpy(), axis=1)[0]))
+"""
+
+
+def cold_start(dataset: str, work: Path) -> dict[str, Any]:
+    """Process start to exit: ``privadx diagnose`` vs a minimal TensorFlow script."""
+    from PIL import Image
+
+    from common.data.medmnist import load_npz, resolve_dataset
+    from common.weights_io import load_weights
+    from models.rebuild import model_from_weights
+
+    weights = work / "sim" / "weights.npz"
+    if not weights.exists():
+        _trained_weights(dataset, work)
+    model_path = work / "model.onnx"
+    if not model_path.exists():
+        subprocess.run(
+            [sys.executable, "-m", "privadx", "export", str(weights), "--out", str(model_path),
+             "--verify-data", dataset],
+            check=True, capture_output=True,
+        )  # fmt: skip
+    arrays, meta = load_weights(weights)
+    keras_model, _ = model_from_weights(arrays, meta)
+    keras_path = work / "model.keras"
+    keras_model.save(keras_path)
+    image = work / "scan.png"
+    Image.fromarray(load_npz(resolve_dataset(dataset, None)).test.images[0]).save(image)
+    script = work / "tf_diagnose.py"
+    script.write_text(TF_SCRIPT)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    privadx = [sys.executable, "-m", "privadx", "diagnose", str(model_path), str(image),
+               "--allow-unsigned"]  # fmt: skip
+    tf_cmd = [sys.executable, str(script), str(keras_path), str(image)]
+    runs: dict[str, list[float]] = {"privadx_diagnose": [], "tensorflow_script": []}
+    for _ in range(5):  # interleaved, so drift affects both alike
+        for name, cmd in (("privadx_diagnose", privadx), ("tensorflow_script", tf_cmd)):
+            t0 = time.perf_counter()
+            subprocess.run(cmd, check=True, capture_output=True, env=env)
+            runs[name].append(time.perf_counter() - t0)
+    d, t = statistics.median(runs["privadx_diagnose"]), statistics.median(runs["tensorflow_script"])
+    return {"privadx_diagnose_s": d, "tensorflow_script_s": t, "ratio": d / t, "runs": runs}
+
+
+# --- report ------------------------------------------------------------------------------
+def markdown(report: dict[str, Any]) -> str:
+    lines = ["| benchmark | measured | ratio | target |", "|---|---|---|---|"]
+    for row in report.get("aggregation", []):
+        n = row["updates"]
+        lines.append(
+            f"| aggregate {n} updates of 2M values, streaming vs copy floor | "
+            f"{trunc(row['streaming_s'], 3)} s vs {trunc(row['floor_s'], 3)} s "
+            f"({trunc(row['streaming_gb_per_s'], 1)} vs {trunc(row['floor_gb_per_s'], 1)} GB/s) | "
+            f"{trunc(row['streaming_vs_floor'], 2)}x | <= 3x |"
+        )
+        if "stack_s" in row:
+            lines.append(
+                f"| aggregate {n} updates, streaming vs np.stack + np.average | "
+                f"{trunc(row['streaming_s'], 3)} s vs {trunc(row['stack_s'], 3)} s; peak "
+                f"{row['streaming_peak_bytes'] / 2**20:.0f} MiB vs "
+                f"{row['stack_peak_bytes'] / 2**20:.0f} MiB | "
+                f"{trunc(row['streaming_vs_stack'], 2)}x time, "
+                f"{trunc(row['streaming_peak_bytes'] / row['stack_peak_bytes'], 3)}x memory | |"
+            )
+        else:
+            lines.append(
+                f"| aggregate {n} updates, streaming peak memory | "
+                f"{row['streaming_peak_bytes'] / 2**20:.0f} MiB (stack baseline not run: "
+                f"{row['stack_skipped']}) | | |"
+            )
+    enc = report.get("encodings")
+    if enc:
+        for name in ("float32", "float16", "int8"):
+            e = enc[name]
+            lines.append(
+                f"| update message, {name} (signed, chunked) vs raw float32 weights | "
+                f"{e['message_bytes_signed']:,} B vs {enc['raw_float32_bytes']:,} B | "
+                f"{trunc(e['vs_raw_float32'], 4)}x | {'<= 0.51x' if name == 'float16' else ''} |"
+            )
+        e = enc["float32"]
+        lines.append(
+            f"| protocol overhead (envelope, chunk headers, signature) vs tensor payload | "
+            f"{e['message_bytes_signed'] - e['tensor_payload_bytes']:,} B on "
+            f"{e['tensor_payload_bytes']:,} B | {trunc(e['overhead_vs_payload'] * 100, 2)}% | |"
+        )
+    inf = report.get("inference")
+    if inf:
+        for batch in (1, 32):
+            b = inf[f"batch_{batch}"]
+            lines.append(
+                f"| inference per image, batch {batch}: ONNX fp32 vs Keras tf.function | "
+                f"{b['onnx_fp32_s_per_image'] * 1e3:.3f} ms vs "
+                f"{b['keras_tf_function_s_per_image'] * 1e3:.3f} ms | "
+                f"{trunc(b['onnx_vs_tf_function'], 3)}x | {'<= 0.2x' if batch == 1 else ''} |"
+            )
+            lines.append(
+                f"| inference per image, batch {batch}: ONNX fp32 vs Keras model.predict | "
+                f"{b['onnx_fp32_s_per_image'] * 1e3:.3f} ms vs "
+                f"{b['keras_predict_s_per_image'] * 1e3:.3f} ms | "
+                f"{trunc(b['onnx_vs_predict'], 3)}x | |"
+            )
+            lines.append(
+                f"| inference per image, batch {batch}: ONNX int8 vs fp32 | "
+                f"{b['onnx_int8_s_per_image'] * 1e3:.3f} ms vs "
+                f"{b['onnx_fp32_s_per_image'] * 1e3:.3f} ms | {trunc(b['int8_vs_fp32'], 3)}x | |"
+            )
+        lines.append(
+            f"| model file, int8 vs fp32 | {inf['int8_bytes']:,} B vs {inf['fp32_bytes']:,} B | "
+            f"{trunc(inf['int8_bytes'] / inf['fp32_bytes'], 3)}x | |"
+        )
+    cs = report.get("cold_start")
+    if cs:
+        lines.append(
+            f"| cold start, one image: privadx diagnose vs TensorFlow script (median of 5) | "
+            f"{trunc(cs['privadx_diagnose_s'], 3)} s vs {trunc(cs['tensorflow_script_s'], 3)} s | "
+            f"{trunc(cs['ratio'], 3)}x | <= 0.25x |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    args = parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s")
+    report: dict[str, Any] = {
+        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        if "aggregation" in args.only:
+            report["aggregation"] = aggregation(args.updates)
+        if "encodings" in args.only:
+            report["encodings"] = encodings(args.dataset)
+        if "inference" in args.only:
+            report["inference"] = inference(args.dataset, work)
+        if "cold_start" in args.only:
+            report["cold_start"] = cold_start(args.dataset, work)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
+    table = markdown(report)
+    (args.out / "bench.md").write_text(table)
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,69 @@
+"""The streaming weighted mean equals the batch mean and holds no per-site state."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from common.errors import InputError
+from gateway.streaming import StreamingMean
+
+
+def _model(rng: np.random.Generator) -> dict[str, np.ndarray]:
+    return {
+        "w": rng.normal(size=(30, 20)).astype(np.float32),
+        "b": rng.normal(size=20).astype(np.float32),
+    }
+
+
+def test_streaming_mean_equals_the_weighted_batch_mean() -> None:
+    rng = np.random.default_rng(0)
+    base = _model(rng)
+    updates = [
+        (
+            {
+                k: v + rng.normal(scale=0.01, size=v.shape).astype(np.float32)
+                for k, v in base.items()
+            },
+            n,
+        )
+        for n in (5, 100, 37, 1)
+    ]
+    acc = StreamingMean(base)
+    for trained, n in updates:
+        acc.add(trained, n)
+    total = sum(n for _, n in updates)
+    for name in base:
+        expected = sum((base[name] - t[name]).astype(np.float64) * n for t, n in updates) / total
+        np.testing.assert_allclose(acc.mean_delta()[name], expected, rtol=0, atol=1e-7)
+        np.testing.assert_allclose(
+            acc.as_single_update()[name], base[name] - expected, rtol=0, atol=1e-6
+        )
+    assert acc.count == 4 and acc.weight == total
+
+
+def test_memory_does_not_grow_with_the_number_of_updates() -> None:
+    rng = np.random.default_rng(1)
+    base = _model(rng)
+    acc = StreamingMean(base)
+    held = sum(a.nbytes for a in acc._sum.values()) + sum(a.nbytes for a in acc._scratch.values())
+    for _ in range(200):
+        acc.add({k: v + 1 for k, v in base.items()}, 3)
+    assert (
+        sum(a.nbytes for a in acc._sum.values()) + sum(a.nbytes for a in acc._scratch.values())
+        == held
+    )
+    np.testing.assert_allclose(acc.mean_delta()["w"], -1.0, atol=1e-6)
+
+
+def test_bad_updates_are_refused() -> None:
+    base = _model(np.random.default_rng(2))
+    acc = StreamingMean(base)
+    with pytest.raises(InputError, match="positive"):
+        acc.add(base, 0)
+    with pytest.raises(InputError, match="tensors"):
+        acc.add({"w": base["w"]}, 1)
+    with pytest.raises(InputError, match="shape"):
+        acc.add({"w": base["w"], "b": base["w"]}, 1)
+    with pytest.raises(InputError, match="no update"):
+        acc.mean_delta()
