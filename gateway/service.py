@@ -97,6 +97,7 @@ class Gateway:
         self.streams = config.aggregation is AggregationRule.MEAN and config.dp is None
         """Plain FedAvg folds updates one at a time (memory independent of the number of
         sites); TFF's robust and DP aggregators need every update at once."""
+        self._mean: StreamingMean | None = None
         self.rounds = self._privacy_budget()
         """Rounds this run trains: all asked for, or as many as --target-epsilon affords."""
         self.identity = Identity.load(config.identity) if config.identity else None
@@ -302,7 +303,10 @@ class Gateway:
         if capped:
             log.warning("round %d: example counts capped for %s", number, sorted(capped))
         if self.streams:
-            mean = StreamingMean(state.weights)
+            if self._mean is None:
+                self._mean = StreamingMean(state.weights)
+            mean = self._mean
+            mean.reset(state.weights)
             for s, u in ordered:
                 mean.add(u.weights or self.checkpoint.pending_weights(number, s), counts[s])
             updates = [(mean.as_single_update(), int(mean.weight))]

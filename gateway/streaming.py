@@ -1,11 +1,15 @@
 """Streaming weighted mean of model deltas: memory independent of the number of sites.
 
-Each accepted update is folded into a running ``sum_i w_i * (base - trained_i)`` as it
-arrives and can then be dropped (the checkpoint keeps it on disk for crash recovery), so the
-gateway holds one accumulator and one scratch buffer whatever the number of sites. The sum is
-kept in float64: a thousand float32 additions would otherwise lose about three digits.
-Every step works in place on preallocated buffers (``np.subtract``/``np.multiply`` with
-``out=``), so the cost per update is a few passes over its bytes.
+Each accepted update is folded into the running weighted sum of deltas as it arrives and can
+then be dropped (the checkpoint keeps it on disk for crash recovery), so the gateway holds
+the same few buffers whatever the number of sites: a float64 total, a float32 partial sum of
+the current group of updates and a small scratch block.
+
+Speed and precision: an update is folded in cache-sized blocks (``base - trained`` lands in a
+scratch block that stays in cache, then BLAS ``saxpy`` adds it, weighted, to the partial sum
+in one pass), and every ``GROUP`` updates the float32 partial is added to the float64 total.
+A float32 sum of at most 64 weighted deltas is as precise as TFF's own float32 mean, and the
+float64 total keeps a thousand updates from losing digits to each other.
 """
 
 from __future__ import annotations
@@ -14,14 +18,53 @@ import numpy as np
 
 from common.errors import InputError
 
+BLOCK = 65_536
+"""Values per block: the float32 scratch block (256 KiB) stays in the L2 cache."""
+GROUP = 64
+"""Updates summed in float32 before their sum joins the float64 total."""
+
+
+def _axpy(a: float, x: np.ndarray, y: np.ndarray) -> None:
+    """``y += a * x`` in place, in one pass (BLAS saxpy when SciPy is there)."""
+    try:
+        from scipy.linalg.blas import saxpy
+    except ImportError:  # the gateway's TensorFlow pulls SciPy in; this keeps numpy-only use
+        y += np.float32(a) * x
+        return
+    saxpy(x, y, a=a)
+
 
 class StreamingMean:
     """Running example-weighted mean of client deltas against one base model."""
 
     def __init__(self, base: dict[str, np.ndarray]) -> None:
-        self.base = base
-        self._sum = {n: np.zeros(v.shape, np.float64) for n, v in base.items()}
-        self._scratch = {n: np.empty(v.shape, np.float32) for n, v in base.items()}
+        self.shapes = {n: v.shape for n, v in base.items()}
+        size = {n: int(np.prod(s, dtype=np.int64)) for n, s in self.shapes.items()}
+        self._sum = {n: np.empty(k, np.float64) for n, k in size.items()}
+        self._partial = {n: np.empty(k, np.float32) for n, k in size.items()}
+        self._out = {n: np.empty(k, np.float32) for n, k in size.items()}
+        self._scratch = np.empty(BLOCK, np.float32)
+        self.reset(base)
+
+    @property
+    def buffer_bytes(self) -> int:
+        """Bytes of the buffers this accumulator holds (independent of the updates)."""
+        arrays = [*self._sum.values(), *self._partial.values(), *self._out.values()]
+        return sum(a.nbytes for a in arrays) + self._scratch.nbytes
+
+    def reset(self, base: dict[str, np.ndarray]) -> None:
+        """Start a new round against ``base``, reusing the buffers (a model of the same shape).
+
+        Reuse matters: fresh buffers cost a page fault per 4 KiB on first touch, which on this
+        machine took longer than folding in ten 2M-value updates.
+        """
+        if {n: v.shape for n, v in base.items()} != self.shapes:
+            raise InputError("the base model's tensors changed; build a new StreamingMean")
+        self.base = {n: np.ascontiguousarray(v, np.float32).reshape(-1) for n, v in base.items()}
+        for buffers in (self._sum, self._partial):
+            for array in buffers.values():
+                array.fill(0.0)
+        self._in_group = 0
         self.weight = 0.0
         self.count = 0
 
@@ -35,23 +78,41 @@ class StreamingMean:
             raise InputError(f"update weight must be positive, got {weight}")
         if trained.keys() != self.base.keys():
             raise InputError("update does not have the global model's tensors")
-        for name, acc in self._sum.items():
-            t = trained[name]
-            if t.shape != acc.shape:
-                raise InputError(f"tensor {name}: shape {t.shape}, expected {acc.shape}")
-            scratch = self._scratch[name]
-            np.subtract(self.base[name], t, out=scratch)
-            np.multiply(scratch, np.float32(weight), out=scratch)
-            np.add(acc, scratch, out=acc)
+        for name, shape in self.shapes.items():
+            if trained[name].shape != shape:
+                raise InputError(f"tensor {name}: shape {trained[name].shape}, expected {shape}")
+        w = float(weight)
+        for name, partial in self._partial.items():
+            values = np.asarray(trained[name], np.float32).reshape(-1)
+            base = self.base[name]
+            for start in range(0, values.size, BLOCK):
+                stop = start + BLOCK
+                scratch = self._scratch[: min(BLOCK, values.size - start)]
+                np.subtract(base[start:stop], values[start:stop], out=scratch)
+                _axpy(w, scratch, partial[start:stop])
         self.weight += float(weight)
         self.count += 1
+        self._in_group += 1
+        if self._in_group == GROUP:
+            self._fold()
+
+    def _fold(self) -> None:
+        for name, partial in self._partial.items():
+            total = self._sum[name]
+            np.add(total, partial, out=total)
+            partial.fill(0.0)
+        self._in_group = 0
 
     def mean_delta(self) -> dict[str, np.ndarray]:
-        """The weighted mean delta so far (float32)."""
+        """The weighted mean delta so far (float32 views of buffers reused by :meth:`reset`)."""
         if self.count == 0:
             raise InputError("no update to average")
-        return {n: (acc / self.weight).astype(np.float32) for n, acc in self._sum.items()}
+        self._fold()
+        for name, total in self._sum.items():
+            np.multiply(total, 1.0 / self.weight, out=self._out[name], casting="same_kind")
+        return {n: out.reshape(self.shapes[n]) for n, out in self._out.items()}
 
     def as_single_update(self) -> dict[str, np.ndarray]:
         """Trained weights whose delta is the mean: ``base - mean_delta``, for the server step."""
-        return {n: self.base[n] - d for n, d in self.mean_delta().items()}
+        delta = self.mean_delta()
+        return {n: (self.base[n].reshape(self.shapes[n]) - d) for n, d in delta.items()}
