@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import collections
 import threading
+import time
 import zlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -160,7 +161,10 @@ def train_locally(
     update it would have sent.
     """
     with _GLOBAL_SEED:  # TF's seed is per process: trainers sharing one take turns
-        return _train_seeded(model, data, spec, settings, seed)
+        started = time.monotonic()
+        metrics = _train_seeded(model, data, spec, settings, seed)
+        metrics["train_seconds"] = round(time.monotonic() - started, 3)  # not the turn's wait
+        return metrics
 
 
 def _train_seeded(

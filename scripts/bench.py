@@ -13,6 +13,20 @@ Sections (``--only`` picks some):
   image at batch 1 and 32 for the CNN, and int8 against fp32.
 - ``cold_start``: ``privadx diagnose`` on one image, process start to exit, against a
   minimal TensorFlow script that loads the same model as Keras and classifies the same image.
+- ``round_overhead``: 10 and 50 edge agents over a real Mosquitto (mutual TLS, signed
+  messages; the test harness's broker setup), 32 images each, 3 rounds without evaluation:
+  round wall time against local training time. The agents run as threads of one process and
+  local training holds a process-wide lock (TensorFlow's seed is per process), so training is
+  serialized: the overhead is the round's wall time minus the sum of the sites' training
+  times (with one device per site, as deployed, it would be minus the slowest one).
+- ``flower``: the peer comparison. Flower (``flwr``, installed by this script into its own
+  environment with ``uv``, never a PrivaDx dependency) runs the same model, split and local
+  training (``scripts/flower_peer.py``) next to a PrivaDx run over Mosquitto with plain FedAvg:
+  PneumoniaMNIST, 10 sites, 3 rounds x 1 local epoch, both evaluating on the test split
+  after every round; wall time per round and final accuracy side by side.
+- ``encoding_accuracy``: PneumoniaMNIST, 10 agents over Mosquitto, 5 rounds x 1 local epoch,
+  same seed and split, with float32, float16 and int8 updates: final accuracy and AUC and
+  update bytes per site and round.
 
 Writes ``bench.json`` and ``bench.md`` to ``--out`` and prints the Markdown.
 
@@ -41,7 +55,16 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 log = logging.getLogger("bench")
 
-SECTIONS = ("aggregation", "encodings", "inference", "cold_start")
+SECTIONS = (
+    "aggregation",
+    "encodings",
+    "inference",
+    "cold_start",
+    "round_overhead",
+    "flower",
+    "encoding_accuracy",
+)
+FLOWER = "flwr==1.13.0"
 MODEL_VALUES = 2_000_000
 
 
@@ -316,7 +339,8 @@ def cold_start(dataset: str, work: Path) -> dict[str, Any]:
     keras_path = work / "model.keras"
     keras_model.save(keras_path)
     image = work / "scan.png"
-    Image.fromarray(load_npz(resolve_dataset(dataset, None)).test.images[0]).save(image)
+    first = load_npz(resolve_dataset(dataset, None)).test.images[0]
+    Image.fromarray(first[..., 0] if first.shape[-1] == 1 else first).save(image)
     script = work / "tf_diagnose.py"
     script.write_text(TF_SCRIPT)
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
@@ -331,6 +355,160 @@ def cold_start(dataset: str, work: Path) -> dict[str, Any]:
             runs[name].append(time.perf_counter() - t0)
     d, t = statistics.median(runs["privadx_diagnose"]), statistics.median(runs["tensorflow_script"])
     return {"privadx_diagnose_s": d, "tensorflow_script_s": t, "ratio": d / t, "runs": runs}
+
+
+# --- federations over Mosquitto ------------------------------------------------------------
+def _federate(sites: list[Any], npz: Path, root: Path, **gateway_kw: Any) -> Any:
+    sys.path.insert(0, str(ROOT))  # the test harness starts the broker and the agents
+    from tests.federation import run_federation, start_broker
+
+    broker = start_broker(root / "broker", len(sites))
+    try:
+        return run_federation(broker, root, sites, dataset=str(npz), **gateway_kw)
+    finally:
+        broker.stop()
+
+
+def _records(out: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def round_overhead(dataset: str, work: Path) -> list[dict[str, Any]]:
+    """Protocol overhead per round for 10 and 50 agents (see the module docstring)."""
+    from common.data.medmnist import resolve_dataset
+    from models.training import LocalTraining
+
+    sys.path.insert(0, str(ROOT))
+    from tests.federation import split_sites
+
+    npz = resolve_dataset(dataset, None)
+    rows = []
+    for agents in (10, 50):
+        sites = [s.subset(np.arange(32)) for s in split_sites(npz, agents, alpha=100.0, seed=0)]
+        root = work / f"overhead-{agents}"
+        root.mkdir()
+        result = _federate(
+            sites,
+            npz,
+            root,
+            rounds=3,
+            seed=0,
+            evaluate=False,
+            export_onnx=False,
+            training=LocalTraining(local_epochs=1),
+        )
+        rounds = []
+        for r in _records(result.out)[1:]:  # round 1 includes TensorFlow's first tracing
+            training = [m["train_seconds"] for m in r["site_metrics"].values()]
+            rounds.append(
+                {
+                    "round": r["round"],
+                    "wall_s": r["seconds"],
+                    "training_sum_s": sum(training),
+                    "training_max_s": max(training),
+                    "overhead_s": r["seconds"] - sum(training),
+                    "overhead_share": (r["seconds"] - sum(training)) / r["seconds"],
+                }
+            )
+        rows.append({"agents": agents, "rounds": rounds})
+        log.warning("round overhead %d agents: %s", agents, rounds)
+    return rows
+
+
+def flower(dataset: str, work: Path) -> dict[str, Any]:
+    """Flower and PrivaDx on the same federation, side by side."""
+    import shutil
+
+    from common.data.medmnist import resolve_dataset
+    from models.training import LocalTraining
+    from tff_core.robust import AggregationRule
+
+    sys.path.insert(0, str(ROOT))
+    from tests.federation import split_sites
+
+    npz = resolve_dataset(dataset, None)
+    env = work / "flower-env"
+    uv = shutil.which("uv") or str(Path.home() / ".local" / "bin" / "uv")
+    subprocess.run([uv, "venv", "-q", "--python", sys.executable, str(env)], check=True)
+    python = env / "bin" / "python"
+    subprocess.run(
+        [uv, "pip", "install", "-q", "--python", str(python), f"{ROOT}[train]", FLOWER],
+        check=True,
+    )
+    rounds, sites_n = 3, 10
+    proc = subprocess.run(
+        [str(python), str(ROOT / "scripts" / "flower_peer.py"), "--npz", str(npz),
+         "--sites", str(sites_n), "--rounds", str(rounds)],
+        check=True, capture_output=True, text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )  # fmt: skip
+    flwr = json.loads(proc.stdout.strip().splitlines()[-1])
+    root = work / "privadx-peer"
+    root.mkdir()
+    result = _federate(
+        split_sites(npz, sites_n, alpha=0.5, seed=0),
+        npz,
+        root,
+        rounds=rounds,
+        seed=0,
+        export_onnx=False,
+        aggregation=AggregationRule.MEAN,
+        training=LocalTraining(local_epochs=1),
+    )
+    ours = {
+        "round_seconds": [r["seconds"] for r in _records(result.out)],
+        "accuracy": result.summary["accuracy"],
+        "auc": result.summary["auc"],
+    }
+    mean = statistics.mean
+    return {
+        "flower": flwr,
+        "privadx": ours,
+        "round_time_ratio": mean(ours["round_seconds"]) / mean(flwr["round_seconds"]),
+    }
+
+
+def encoding_accuracy(dataset: str, work: Path) -> dict[str, Any]:
+    """Final accuracy and bytes per update with each update encoding, same run otherwise."""
+    from common.data.medmnist import resolve_dataset
+    from common.wire.update_codec import Encoding
+    from models.training import LocalTraining
+
+    sys.path.insert(0, str(ROOT))
+    from tests.federation import split_sites
+
+    npz = resolve_dataset(dataset, None)
+    sites = split_sites(npz, 10, alpha=0.5, seed=0)
+    out: dict[str, Any] = {}
+    for encoding in (Encoding.FLOAT32, Encoding.FLOAT16, Encoding.INT8):
+        root = work / f"encoding-{encoding}"
+        root.mkdir()
+        result = _federate(
+            sites,
+            npz,
+            root,
+            rounds=5,
+            seed=0,
+            export_onnx=False,
+            training=LocalTraining(local_epochs=1, encoding=encoding),
+        )
+        records = _records(result.out)
+        per_round = [statistics.median(r["update_bytes"].values()) for r in records]
+        out[str(encoding)] = {
+            "accuracy": result.summary["accuracy"],
+            "auc": result.summary["auc"],
+            "update_payload_bytes_median": statistics.median(per_round),
+        }
+        log.warning("encoding %s: %s", encoding, out[str(encoding)])
+    base = out["float32"]
+    for name, row in out.items():
+        row["accuracy_points_vs_float32"] = 100 * (row["accuracy"] - base["accuracy"])
+        row["auc_points_vs_float32"] = 100 * (row["auc"] - base["auc"])
+        row["bytes_vs_float32"] = (
+            row["update_payload_bytes_median"] / base["update_payload_bytes_median"]
+        )
+        _ = name
+    return out
 
 
 # --- report ------------------------------------------------------------------------------
@@ -406,6 +584,37 @@ def markdown(report: dict[str, Any]) -> str:
             f"{trunc(cs['privadx_diagnose_s'], 3)} s vs {trunc(cs['tensorflow_script_s'], 3)} s | "
             f"{trunc(cs['ratio'], 3)}x | <= 0.25x |"
         )
+    for row in report.get("round_overhead", []):
+        share = statistics.mean(r["overhead_share"] for r in row["rounds"])
+        wall = statistics.mean(r["wall_s"] for r in row["rounds"])
+        lines.append(
+            f"| round overhead over Mosquitto, {row['agents']} agents (rounds 2-3, training "
+            f"serialized in one process) | {trunc(wall, 2)} s per round, "
+            f"{trunc(statistics.mean(r['overhead_s'] for r in row['rounds']), 2)} s not training"
+            f" | {trunc(share * 100, 1)}% | {'<= 10%' if row['agents'] == 10 else ''} |"
+        )
+    peer = report.get("flower")
+    if peer:
+        f, p = peer["flower"], peer["privadx"]
+        lines.append(
+            f"| wall time per round vs Flower {f['flwr']} (same model, split, local training; "
+            f"10 sites, 3 rounds) | {trunc(statistics.mean(p['round_seconds']), 2)} s vs "
+            f"{trunc(statistics.mean(f['round_seconds']), 2)} s; final accuracy "
+            f"{trunc(p['accuracy'], 4)} vs {trunc(f['accuracy'], 4)}, AUC {trunc(p['auc'], 4)} "
+            f"vs {trunc(f['auc'], 4)} | {trunc(peer['round_time_ratio'], 3)}x | <= 1x |"
+        )
+    enc = report.get("encoding_accuracy")
+    if enc:
+        for name in ("float16", "int8"):
+            e = enc[name]
+            lines.append(
+                f"| {name} updates vs float32: final accuracy / AUC (PneumoniaMNIST, 10 agents, "
+                f"5 rounds) | {trunc(e['accuracy'], 4)} / {trunc(e['auc'], 4)} vs "
+                f"{trunc(enc['float32']['accuracy'], 4)} / {trunc(enc['float32']['auc'], 4)} | "
+                f"{e['accuracy_points_vs_float32']:+.2f} points, "
+                f"{trunc(e['bytes_vs_float32'], 4)}x bytes | "
+                f"{'< 0.5 point, <= 0.51x' if name == 'float16' else ''} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -426,6 +635,12 @@ def main() -> int:
             report["inference"] = inference(args.dataset, work)
         if "cold_start" in args.only:
             report["cold_start"] = cold_start(args.dataset, work)
+        if "round_overhead" in args.only:
+            report["round_overhead"] = round_overhead(args.dataset, work)
+        if "flower" in args.only:
+            report["flower"] = flower(args.dataset, work)
+        if "encoding_accuracy" in args.only:
+            report["encoding_accuracy"] = encoding_accuracy(args.dataset, work)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
     table = markdown(report)
