@@ -1,0 +1,30 @@
+"""The benchmark suite's cheap sections run and report ratios (numbers are not judged here)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from tests.conftest import REPO
+
+
+def _bench():  # type: ignore[no-untyped-def]
+    spec = importlib.util.spec_from_file_location("bench", Path(REPO) / "scripts" / "bench.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_aggregation_and_encoding_sections_report_ratios() -> None:
+    bench = _bench()
+    report = {"aggregation": bench.aggregation([2]), "encodings": bench.encodings("unused")}
+    (row,) = report["aggregation"]
+    assert row["updates"] == 2 and row["streaming_s"] > 0 and row["floor_s"] > 0
+    assert row["streaming_peak_bytes"] > 0 and "streaming_vs_floor" in row
+    enc = report["encodings"]
+    assert enc["float16"]["vs_raw_float32"] < enc["float32"]["vs_raw_float32"]
+    assert enc["int8"]["vs_raw_float32"] < enc["float16"]["vs_raw_float32"]
+    table = bench.markdown(report)
+    assert "streaming vs copy floor" in table and "float16" in table
+    assert bench.trunc(0.51999, 2) == "0.51"  # truncated, never rounded up
