@@ -15,26 +15,25 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from common.secagg.protocol import Advertisement, SecAggClient, SecAggError
+from common.secagg.protocol import SecAggClient, SecAggError
 from common.secagg.quantize import quantize
 from common.trust.signing import Verifier
-from common.wire import envelope as wire
 from common.wire.envelope import Envelope, Kind, WireError
 from common.wire.messages import RoundAnnouncement
 from common.wire.secure import (
-    KEY_BYTES,
     SecureSettings,
     Step,
-    b64,
-    json_payload,
+    advertisement_fields,
+    ciphertexts_payload,
     masked_payload,
     meta_value,
-    read_json,
+    read_advertisement,
+    read_advertisements,
+    read_ciphertexts,
     secagg_envelope,
     site_list,
     step_of,
-    unb64,
-    unhex,
+    unmask_payload,
 )
 
 log = logging.getLogger(__name__)
@@ -77,7 +76,7 @@ class SecureParticipant:
         x = quantize(delta, spec, rng, weight=weight)
         self.attempt = _Attempt(a, settings, client, x, {Step.ADVERTISE})
         ad = client.advertise()
-        return self._reply(Step.ADVERTISE, c=ad.c_public.hex(), s=ad.s_public.hex())
+        return self._reply(Step.ADVERTISE, meta=advertisement_fields(ad))
 
     def on_message(self, env: Envelope) -> Envelope | None:
         """This site's reply to a gateway step (``None``: nothing to send).
@@ -107,8 +106,7 @@ class SecureParticipant:
             return self._share_keys(at, env)
         if step is Step.SHARES:
             u2 = site_list(env, "u2")
-            doc = read_json(env, dict)
-            bad = at.client.receive_shares({s: unb64(c) for s, c in doc.items()})
+            bad = at.client.receive_shares(read_ciphertexts(env))
             if bad:
                 raise SecAggError(f"shares from {sorted(bad)} do not decrypt")
             y = at.client.masked_input(at.x, u2)
@@ -116,15 +114,13 @@ class SecureParticipant:
             return self._reply(Step.MASKED, payload=masked_payload(y, at.settings.quant_spec))
         if step is Step.UNMASK:
             answer = at.client.unmask(site_list(env, "u3"))
-            doc = {peer: [kind, x, hex(share)] for peer, (kind, x, share) in answer.items()}
-            return self._reply(Step.UNMASK, payload=json_payload(doc))
+            return self._reply(Step.UNMASK, payload=unmask_payload(answer))
         return None
 
     def _share_keys(self, at: _Attempt, env: Envelope) -> Envelope:
         threshold = meta_value(env, "threshold", int)
         ads = {}
-        for text in read_json(env, list):
-            ad = wire.from_bytes(unb64(text))
+        for ad in read_advertisements(env):
             if (
                 ad.kind is not Kind.SECAGG
                 or ad.meta.get("step") != Step.ADVERTISE
@@ -134,9 +130,7 @@ class SecureParticipant:
                 raise WireError(f"advertisement of {ad.sender} is not for this attempt")
             if self.verifier is not None:  # the peer's own keys, not the gateway's
                 self.verifier.verify_envelope(ad, ad.sender)
-            ads[ad.sender] = Advertisement(
-                unhex(ad.meta.get("c"), KEY_BYTES), unhex(ad.meta.get("s"), KEY_BYTES)
-            )
+            ads[ad.sender] = read_advertisement(ad)
         if threshold < at.settings.threshold(len(ads)):
             raise SecAggError(
                 f"threshold {threshold} is below {at.settings.threshold(len(ads))} for "
@@ -144,10 +138,11 @@ class SecureParticipant:
             )
         at.client.threshold = threshold
         shares = at.client.share_keys(ads)
-        doc = {peer: b64(ciphertext) for peer, ciphertext in shares.items()}
-        return self._reply(Step.SHARES, payload=json_payload(doc))
+        return self._reply(Step.SHARES, payload=ciphertexts_payload(shares))
 
-    def _reply(self, step: Step, *, payload: bytes = b"", **fields: object) -> Envelope:
+    def _reply(
+        self, step: Step, *, payload: bytes = b"", meta: dict[str, str] | None = None
+    ) -> Envelope:
         at = self.attempt
         assert at is not None
         return secagg_envelope(
@@ -157,5 +152,5 @@ class SecureParticipant:
             sender=self.site,
             attempt=at.announcement.announcement,
             payload=payload,
-            **fields,
+            **(meta or {}),
         )

@@ -25,21 +25,19 @@ import numpy as np
 from common.errors import InputError
 from common.secagg.protocol import Advertisement, SecAggError, SecAggServer
 from common.secagg.quantize import dequantize_sum
-from common.wire import envelope as wire
 from common.wire.envelope import Envelope, Kind, WireError
 from common.wire.messages import GATEWAY_SENDER
 from common.wire.secure import (
-    KEY_BYTES,
     SecureSettings,
     Step,
-    b64,
-    json_payload,
-    read_json,
+    advertisements_payload,
+    ciphertexts_payload,
+    read_advertisement,
+    read_ciphertexts,
     read_masked,
+    read_unmask,
     secagg_envelope,
     step_of,
-    unb64,
-    unhex,
 )
 from gateway.rounds import Verify
 
@@ -71,8 +69,10 @@ class SecureRound:
     """The last step the gateway has published (ADVERTISE: none yet)."""
     step_deadline: float = 0.0
     threshold: int = 0
-    advertised: dict[str, Envelope] = field(default_factory=dict)
-    shares: dict[str, dict[str, str]] = field(default_factory=dict)
+    advertised: dict[str, Advertisement] = field(default_factory=dict)
+    _signed_ads: dict[str, Envelope] = field(default_factory=dict)
+    """The advertisements as the sites signed them, forwarded so peers can check the keys."""
+    shares: dict[str, dict[str, bytes]] = field(default_factory=dict)
     masked: dict[str, np.ndarray] = field(default_factory=dict)
     responses: dict[str, dict[str, tuple[str, int, int]]] = field(default_factory=dict)
     nbytes: Counter[str] = field(default_factory=Counter)
@@ -168,32 +168,17 @@ class SecureRound:
 
     def _keep(self, step: Step, env: Envelope, site: str) -> None:
         if step is Step.ADVERTISE:
-            unhex(env.meta.get("c"), KEY_BYTES), unhex(env.meta.get("s"), KEY_BYTES)
-            self.advertised[site] = env
+            self.advertised[site] = read_advertisement(env)
+            self._signed_ads[site] = env
         elif step is Step.SHARES:
-            doc = read_json(env, dict)
-            if set(doc) != set(self.u1) or not all(isinstance(c, str) for c in doc.values()):
+            ciphertexts = read_ciphertexts(env)
+            if set(ciphertexts) != set(self.u1):
                 raise WireError("shares must hold one ciphertext for every site of U1")
-            for c in doc.values():
-                unb64(c)
-            self.shares[site] = doc
+            self.shares[site] = ciphertexts
         elif step is Step.MASKED:
             self.masked[site] = read_masked(env, self.settings.quant_spec, self.length)
         else:
-            self.responses[site] = self._read_unmask(env)
-
-    def _read_unmask(self, env: Envelope) -> dict[str, tuple[str, int, int]]:
-        doc = read_json(env, dict)
-        u2, u3 = set(self.shares), set(self.masked)
-        if set(doc) != u2:
-            raise WireError("an unmask response must answer for every site of U2")
-        out = {}
-        for peer, entry in doc.items():
-            kind, x, share = entry
-            if kind != ("b" if peer in u3 else "s") or not isinstance(x, int):
-                raise WireError(f"wrong kind of share for {peer}")
-            out[peer] = (kind, x, int(share, 16))
-        return out
+            self.responses[site] = read_unmask(env, set(self.shares), set(self.masked))
 
     # --- steps the gateway publishes -----------------------------------------------------
     def close_advertising(self) -> Envelope:
@@ -208,9 +193,9 @@ class SecureRound:
                 f"need {self._needed()}"
             )
         self.threshold = self.settings.threshold(len(self.advertised))
-        ads = [b64(wire.to_bytes(self.advertised[s])) for s in sorted(self.advertised)]
+        ads = advertisements_payload([self._signed_ads[s] for s in sorted(self._signed_ads)])
         self._advance(Step.KEYS)
-        return self._envelope(Step.KEYS, payload=json_payload(ads), threshold=self.threshold)
+        return self._envelope(Step.KEYS, payload=ads, threshold=self.threshold)
 
     def close_sharing(self) -> dict[str, Envelope]:
         """The ``shares`` step: per site of U2, U2 and the ciphertexts addressed to it."""
@@ -219,7 +204,7 @@ class SecureRound:
         return {
             site: self._envelope(
                 Step.SHARES,
-                payload=json_payload({s: self.shares[s][site] for s in u2}),
+                payload=ciphertexts_payload({s: self.shares[s][site] for s in u2}),
                 u2=u2,
             )
             for site in u2
@@ -238,10 +223,7 @@ class SecureRound:
             SecAggError: Fewer than t unmasking answers, or the secrets do not recover.
         """
         server = SecAggServer(self.threshold, self.settings.quant_spec.modulus_bits, self.length)
-        server.advertised = {
-            s: Advertisement(unhex(env.meta["c"], KEY_BYTES), unhex(env.meta["s"], KEY_BYTES))
-            for s, env in self.advertised.items()
-        }
+        server.advertised = dict(self.advertised)
         # Any t answers recover every secret; using exactly t keeps the work bounded.
         chosen = dict(sorted(self.responses.items())[: self.threshold])
         total = server.unmask(self.masked, sorted(self.shares), chosen)

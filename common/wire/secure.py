@@ -26,6 +26,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -33,7 +34,9 @@ from typing import Any
 import numpy as np
 
 from common.errors import InputError
+from common.secagg.protocol import Advertisement
 from common.secagg.quantize import QuantSpec
+from common.wire import envelope as wire
 from common.wire import tensors
 from common.wire.envelope import Envelope, Kind, WireError
 
@@ -208,6 +211,63 @@ def read_json(env: Envelope, kind: type) -> Any:
     if not isinstance(doc, kind):
         raise WireError(f"{env.meta.get('step')} message: payload is not a {kind.__name__}")
     return doc
+
+
+def advertisement_fields(ad: Advertisement) -> dict[str, str]:
+    """An ``advertise`` message's key fields."""
+    return {"c": ad.c_public.hex(), "s": ad.s_public.hex()}
+
+
+def read_advertisement(env: Envelope) -> Advertisement:
+    """The public keys of an ``advertise`` message; raises :class:`WireError`."""
+    return Advertisement(unhex(env.meta.get("c"), KEY_BYTES), unhex(env.meta.get("s"), KEY_BYTES))
+
+
+def advertisements_payload(advertisements: list[Envelope]) -> bytes:
+    """The ``keys`` step's payload: the advertisements exactly as their sites signed them."""
+    return json_payload([b64(wire.to_bytes(env)) for env in advertisements])
+
+
+def read_advertisements(env: Envelope) -> list[Envelope]:
+    """The signed advertisements a ``keys`` step forwards; raises :class:`WireError`."""
+    return [wire.from_bytes(unb64(text)) for text in read_json(env, list)]
+
+
+def ciphertexts_payload(ciphertexts: Mapping[str, bytes]) -> bytes:
+    """Encrypted shares, one per peer (a site's ``shares``, or a site's inbox)."""
+    return json_payload({peer: b64(blob) for peer, blob in ciphertexts.items()})
+
+
+def read_ciphertexts(env: Envelope) -> dict[str, bytes]:
+    """The encrypted shares of a ``shares`` message, by peer; raises :class:`WireError`."""
+    return {str(peer): unb64(text) for peer, text in read_json(env, dict).items()}
+
+
+def unmask_payload(answer: Mapping[str, tuple[str, int, int]]) -> bytes:
+    """A site's unmasking answer: per site of U2, ``[kind, x, share as hex]``."""
+    return json_payload({peer: [kind, x, hex(share)] for peer, (kind, x, share) in answer.items()})
+
+
+def read_unmask(env: Envelope, u2: set[str], u3: set[str]) -> dict[str, tuple[str, int, int]]:
+    """An unmasking answer; raises :class:`WireError`.
+
+    It must give a ``b`` share for each site of U3, an ``s`` share for the rest of U2, and
+    nothing else.
+    """
+    doc = read_json(env, dict)
+    if set(doc) != u2:
+        raise WireError("an unmask response must answer for every site of U2")
+    out = {}
+    for peer, entry in doc.items():
+        try:
+            kind, x, share = entry
+            value = int(share, 16)
+        except (TypeError, ValueError) as exc:
+            raise WireError(f"malformed share for {peer}: {exc}") from exc
+        if kind != ("b" if peer in u3 else "s") or not isinstance(x, int):
+            raise WireError(f"wrong kind of share for {peer}")
+        out[peer] = (kind, x, value)
+    return out
 
 
 def masked_payload(values: np.ndarray, spec: QuantSpec) -> bytes:
