@@ -307,8 +307,8 @@ class Gateway:
                 self._mean = StreamingMean(state.weights)
             mean = self._mean
             mean.reset(state.weights)
-            for s, u in ordered:
-                mean.add(u.weights or self.checkpoint.pending_weights(number, s), counts[s])
+            for s, _ in ordered:
+                mean.add(self.checkpoint.pending_weights(number, s), counts[s])  # from disk
             updates = [(mean.as_single_update(), int(mean.weight))]
         else:
             updates = [(u.weights, counts[s]) for s, u in ordered]

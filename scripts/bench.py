@@ -360,13 +360,9 @@ def cold_start(dataset: str, work: Path) -> dict[str, Any]:
 # --- federations over Mosquitto ------------------------------------------------------------
 def _federate(sites: list[Any], npz: Path, root: Path, **gateway_kw: Any) -> Any:
     sys.path.insert(0, str(ROOT))  # the test harness starts the broker and the agents
-    from tests.federation import run_federation, start_broker
+    from tests.federation import federate
 
-    broker = start_broker(root / "broker", len(sites))
-    try:
-        return run_federation(broker, root, sites, dataset=str(npz), **gateway_kw)
-    finally:
-        broker.stop()
+    return federate(root, sites, dataset=str(npz), **gateway_kw)
 
 
 def _records(out: Path) -> list[dict[str, Any]]:

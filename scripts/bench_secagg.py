@@ -34,6 +34,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the test harness (tests/) starts the benchmark's broker
 
+from bench import trunc  # noqa: E402  (scripts/ is on the path: this script's folder)
+
 log = logging.getLogger("bench_secagg")
 
 MODEL_VALUES = 72_146
@@ -176,12 +178,6 @@ def federation(sites: int, rounds: int) -> dict[str, Any]:
         "bytes_received": s["bytes_received_per_site_round"] / p["bytes_received_per_site_round"],
     }
     return results
-
-
-def trunc(value: float, digits: int) -> str:
-    """``value`` truncated (never rounded up) to ``digits`` decimals."""
-    scale = 10**digits
-    return f"{int(value * scale) / scale:.{digits}f}"
 
 
 def markdown(report: dict[str, Any]) -> str:

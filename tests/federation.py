@@ -118,3 +118,12 @@ def run_federation(
         t.join(max(0.1, deadline - time.monotonic()))
     assert not any(t.is_alive() for t in threads), "edge agents did not finish after the run"
     return FederationResult(root / "run", summary, site_dirs)
+
+
+def federate(root: Path, sites: list[LabeledImages], **kw: Any) -> FederationResult:
+    """One federation on a broker of its own (started in ``root/broker``, stopped after)."""
+    broker = start_broker(root / "broker", len(sites))
+    try:
+        return run_federation(broker, root, sites, **kw)
+    finally:
+        broker.stop()

@@ -22,7 +22,7 @@ from common.weights_io import load_weights
 from models.optim import OptimizerName, OptimizerSpec
 from models.training import LocalTraining
 from tests.conftest import SUMMARY_KEYS
-from tests.federation import run_federation, split_sites, start_broker
+from tests.federation import federate, run_federation, split_sites, start_broker
 from tests.mosquitto import GATEWAY_USER, Mosquitto
 
 pytest.importorskip("tensorflow_federated")
@@ -145,23 +145,18 @@ def test_streaming_mean_round_equals_tff_mean(tmp_path: Path, breast_npz: Path) 
     must give the same model."""
     from tff_core.robust import AggregationRule
 
-    broker = start_broker(tmp_path / "broker", SITES)
     sites = split_sites(breast_npz, SITES, alpha=1.0, seed=3)
-    try:
-        result = run_federation(
-            broker,
-            tmp_path,
-            sites,
-            dataset=str(breast_npz),
-            rounds=1,
-            training=TRAINING,
-            dropout=0.0,
-            seed=0,
-            aggregation=AggregationRule.MEAN,
-            export_onnx=False,
-        )
-    finally:
-        broker.stop()
+    result = federate(
+        tmp_path,
+        sites,
+        dataset=str(breast_npz),
+        rounds=1,
+        training=TRAINING,
+        dropout=0.0,
+        seed=0,
+        aggregation=AggregationRule.MEAN,
+        export_onnx=False,
+    )
     weights, _ = load_weights(result.out / "weights.npz")
     simulated = _simulate(sites, 1, "mean")
     diffs = [float(np.max(np.abs(a - b))) for a, b in zip(weights.values(), simulated, strict=True)]

@@ -58,7 +58,7 @@ def test_secure_dp_run_accounts_every_round_and_stops_at_the_target(
     pytest.importorskip("tensorflow_federated")
     from common.trust.manifest import manifest_path
     from common.wire.secure import SecureSettings
-    from tests.federation import run_federation, split_sites, start_broker
+    from tests.federation import federate, split_sites
 
     spec = DpSpec(
         noise_multiplier=2.0,
@@ -70,21 +70,16 @@ def test_secure_dp_run_accounts_every_round_and_stops_at_the_target(
     )
     assert epsilon(spec, 2) <= 3.5 < epsilon(spec, 3)
     sites = split_sites(breast_npz, 4, alpha=100.0, seed=0)
-    broker = start_broker(tmp_path / "broker", 4)
-    try:
-        result = run_federation(
-            broker,
-            tmp_path,
-            sites,
-            dataset=str(breast_npz),
-            rounds=5,
-            seed=0,
-            aggregation=AggregationRule.MEAN,
-            dp=spec,
-            secure=SecureSettings(clip=0.5, weighted=False, step_timeout=30.0),
-        )
-    finally:
-        broker.stop()
+    result = federate(
+        tmp_path,
+        sites,
+        dataset=str(breast_npz),
+        rounds=5,
+        seed=0,
+        aggregation=AggregationRule.MEAN,
+        dp=spec,
+        secure=SecureSettings(clip=0.5, weighted=False, step_timeout=30.0),
+    )
     records = [
         json.loads(line) for line in (result.out / "metrics.jsonl").read_text().split("\n") if line
     ]

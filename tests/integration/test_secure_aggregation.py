@@ -28,7 +28,13 @@ from common.weights_io import load_weights
 from common.wire.envelope import Envelope
 from common.wire.secure import SecureSettings, Step
 from edge.agent import EdgeAgent
-from tests.federation import SiteCrashError, run_federation, split_sites, start_broker
+from tests.federation import (
+    SiteCrashError,
+    federate,
+    run_federation,
+    split_sites,
+    start_broker,
+)
 from tff_core.robust import AggregationRule
 
 pytest.importorskip("tensorflow_federated")
@@ -157,22 +163,17 @@ def test_fewer_than_threshold_survivors_fail_the_attempt_and_the_round_goes_on(
     tmp_path: Path, breast_npz: Path
 ) -> None:
     sites = split_sites(breast_npz, 4, alpha=100.0, seed=0)
-    broker = start_broker(tmp_path / "broker", 4)
-    try:
-        result = run_federation(
-            broker,
-            tmp_path,
-            sites,
-            dataset=str(breast_npz),
-            rounds=2,
-            seed=0,
-            aggregation=AggregationRule.MEAN,
-            secure=SecureSettings(clip=10.0, step_timeout=8.0),
-            agent_class=SilentAtFirstUnmask,
-            export_onnx=False,
-        )
-    finally:
-        broker.stop()
+    result = federate(
+        tmp_path,
+        sites,
+        dataset=str(breast_npz),
+        rounds=2,
+        seed=0,
+        aggregation=AggregationRule.MEAN,
+        secure=SecureSettings(clip=10.0, step_timeout=8.0),
+        agent_class=SilentAtFirstUnmask,
+        export_onnx=False,
+    )
     first, second = _records(result.out)
     assert first["attempts"] == 2 and second["attempts"] == 1
     (failure,) = first["secure_aggregation"]["failed_attempts"]

@@ -10,28 +10,23 @@ import pytest
 from common.weights_io import load_weights
 from common.wire.update_codec import Encoding
 from models.training import LocalTraining
-from tests.federation import run_federation, split_sites, start_broker
+from tests.federation import federate, split_sites
 
 pytest.importorskip("tensorflow_federated")
 
 
 def test_int8_updates_over_mosquitto(tmp_path: Path, breast_npz: Path) -> None:
     sites = split_sites(breast_npz, 2, alpha=1.0, seed=2)
-    broker = start_broker(tmp_path / "broker", 2)
-    try:
-        run_federation(
-            broker,
-            tmp_path,
-            sites,
-            dataset=str(breast_npz),
-            rounds=2,
-            seed=0,
-            federation="int8",
-            training=LocalTraining(local_epochs=1, encoding=Encoding.INT8),
-            export_onnx=False,
-        )
-    finally:
-        broker.stop()
+    federate(
+        tmp_path,
+        sites,
+        dataset=str(breast_npz),
+        rounds=2,
+        seed=0,
+        federation="int8",
+        training=LocalTraining(local_epochs=1, encoding=Encoding.INT8),
+        export_onnx=False,
+    )
     records = [
         json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     ]
