@@ -78,6 +78,11 @@ def fit_image(image: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
     return np.ascontiguousarray(image, dtype=np.uint8)
 
 
+def fit_images(images: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    """:func:`fit_image` for every image of a stack, as one ``(N, H, W, C)`` uint8 array."""
+    return np.stack([fit_image(image, spec) for image in images])
+
+
 def _resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
     from PIL import Image
 

@@ -23,7 +23,7 @@ import numpy as np
 from common.data.arrays import LabeledImages
 from common.data.images import is_supported, read_image
 from common.errors import DataError, InputError
-from common.preprocess import PreprocessSpec, fit_image
+from common.preprocess import PreprocessSpec, fit_image, fit_images
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ def load_local_dataset(
         return load_csv_manifest(path, spec, class_names)
     if path.suffix.lower() == ".npz":
         train = load_site_npz(path, class_names)
-        fitted = np.stack([fit_image(img, spec) for img in train.images])
+        fitted = fit_images(train.images, spec)
         return LoadReport(LabeledImages(fitted, train.labels, train.class_names))
     raise InputError(f"{path}: expected a class folder, a .csv manifest or a .npz file")
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from common.preprocess import PreprocessSpec, fit_image
+from common.preprocess import PreprocessSpec, fit_images
 from privadx.commands._common import add_data_dir, positive_int, print_json
 
 log = logging.getLogger(__name__)
@@ -136,7 +136,7 @@ def _onnx_metrics(path: Path, split: Any, preprocess: PreprocessSpec) -> dict[st
     from edge.onnx_model import OnnxClassifier
 
     model = OnnxClassifier(path)
-    images = np.stack([fit_image(img, preprocess) for img in split.images])
+    images = fit_images(split.images, preprocess)
     probs = np.concatenate(
         [model.predict(images[i : i + 256])[0] for i in range(0, len(images), 256)]
     )
@@ -164,7 +164,7 @@ def _calibration_images(
         source = _dataset_source(args, meta)
         images = load_npz(resolve_dataset(source, args.data_dir)).train.images
         log.info("calibrating int8 ranges on the training split of %s", source)
-    return np.stack([fit_image(img, preprocess) for img in images[: args.calibration_images]])
+    return fit_images(images[: args.calibration_images], preprocess)
 
 
 def _sign(args: argparse.Namespace, meta: dict[str, Any], path: Path) -> str:
@@ -197,7 +197,7 @@ def _parity_images(
 ) -> np.ndarray:
     """Real test images for the parity check, fitted to the model's input."""
     test = _test_split(args, meta)
-    return np.stack([fit_image(img, preprocess) for img in test.images[:256]])
+    return fit_images(test.images[:256], preprocess)
 
 
 def _dataset_source(args: argparse.Namespace, meta: dict[str, Any]) -> str:
