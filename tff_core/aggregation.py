@@ -104,14 +104,13 @@ class FedAvgServer:
         return (self._opt_state,)
 
     def _combine(self, deltas: list[list[np.ndarray]], counts: list[np.float32]) -> list[Any]:
-        if self.dp is None and self.rule is AggregationRule.MEDIAN:
-            return coordinate_median(deltas)
-        if self.dp is None and self.rule is AggregationRule.TRIMMED_MEAN:
+        if self._process is None:  # a coordinate-wise rule of tff_core.robust
+            if self.rule is AggregationRule.MEDIAN:
+                return coordinate_median(deltas)
             return trimmed_mean(deltas, self.trim)
-        if self.dp is not None:
-            output = self._process.next(self._agg_state, deltas)
-        else:
-            output = self._process.next(self._agg_state, deltas, counts)
+        # DP-FedAvg's process is unweighted: it takes no example counts.
+        weights = () if self.dp is not None else (counts,)
+        output = self._process.next(self._agg_state, deltas, *weights)
         self._agg_state = output.state
         self.last_measurements = json_ready(output.measurements)
         return list(output.result)
