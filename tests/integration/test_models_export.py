@@ -152,3 +152,88 @@ def test_diagnose_reads_npz_and_reports_bad_files(trained, tmp_path: Path) -> No
     )
     assert [r.ok for r in results] == [True] * 5 + [False]
     assert "broken.jpg" in results[-1].error
+
+
+def _randomize_normalization(model: tf.keras.Model, seed: int) -> None:
+    """Give GroupNormalization non-trivial gamma and beta (they start at 1 and 0)."""
+    rng = np.random.default_rng(seed)
+    for w in model.weights:
+        if "gamma" in w.name or "beta" in w.name:
+            w.assign(rng.normal(0.0, 1.0, w.shape).astype(np.float32))
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        ModelSpec(),
+        ModelSpec(height=33, width=30, channels=3, num_classes=4),
+        ModelSpec(
+            arch=Architecture.MOBILENET, height=33, width=47, channels=3, num_classes=3,
+            width_multiplier=0.5,
+        ),
+        ModelSpec(arch=Architecture.MOBILENET, height=64, width=64, channels=1),
+    ],
+    ids=["cnn", "cnn-odd-rgb", "mobilenet-odd-rgb", "mobilenet-gray"],
+)  # fmt: skip
+def test_direct_onnx_graph_matches_keras(spec: ModelSpec) -> None:
+    """The hand-written graph equals Keras for both architectures, odd sizes included
+    (TensorFlow's asymmetric 'same' padding at stride 2), at any batch size."""
+    import onnxruntime as ort
+
+    from models.onnx_export import to_onnx
+    from models.onnx_graph import keras_to_onnx
+
+    model = build_model(spec, seed=3)
+    _randomize_normalization(model, seed=4)
+    proto = to_onnx(model)
+    direct = keras_to_onnx(model, opset=17, input_name="image", output_name="logits")
+    assert proto.SerializeToString() == direct.SerializeToString()  # not the tf2onnx path
+    onnx.checker.check_model(proto, full_check=True)
+    ops = {node.op_type for node in proto.graph.node}
+    assert ops.isdisjoint({"Shape", "Gather", "Concat", "Cast"})  # no run-time shape arithmetic
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(5)
+    for batch in (1, 7):
+        x = rng.normal(0, 1, (batch, spec.height, spec.width, spec.channels)).astype(np.float32)
+        (onnx_logits,) = session.run(None, {"image": x})
+        keras_logits = model(x, training=False).numpy()
+        assert onnx_logits.shape == (batch, spec.num_classes)
+        assert np.max(np.abs(onnx_logits - keras_logits)) <= 1e-5
+
+
+def test_cnn_onnx_graph_is_compact(trained) -> None:
+    _, _, folder = trained
+    proto = onnx.load(folder / "model.onnx")
+    assert proto.producer_name == "privadx"
+    assert len(proto.graph.node) <= 45  # tf2onnx wrote 335 nodes for the same CNN
+
+
+def test_other_keras_models_go_through_tf2onnx() -> None:
+    """Layers the direct writer does not know (here BatchNormalization, and a branch) are
+    refused by it by name, and export falls back to tf2onnx with the same parity."""
+    import onnxruntime as ort
+
+    from models.onnx_export import to_onnx
+    from models.onnx_graph import UnsupportedModelError, keras_to_onnx
+
+    layers = tf.keras.layers
+    inputs = tf.keras.Input((20, 20, 1), name="image")
+    x = layers.Conv2D(4, 3, name="conv")(inputs)
+    x = layers.BatchNormalization(name="bn")(x)
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    chain = tf.keras.Model(inputs, layers.Dense(2, name="logits")(x))
+    y = layers.Conv2D(1, 3, padding="same", name="side")(inputs)
+    y = layers.Add(name="add")([inputs, y])
+    y = layers.GlobalAveragePooling2D(name="gap2")(y)
+    branch = tf.keras.Model(inputs, layers.Dense(2, name="out")(y))
+    for model, name in ((chain, "bn"), (branch, "add")):
+        with pytest.raises(UnsupportedModelError, match=name):
+            keras_to_onnx(model, opset=17, input_name="image", output_name="logits")
+        proto = to_onnx(model)
+        assert proto.producer_name != "privadx"
+        session = ort.InferenceSession(
+            proto.SerializeToString(), providers=["CPUExecutionProvider"]
+        )
+        x = np.random.default_rng(0).normal(0, 1, (3, 20, 20, 1)).astype(np.float32)
+        (out,) = session.run(None, {session.get_inputs()[0].name: x})
+        assert np.max(np.abs(out - model(x, training=False).numpy())) <= 1e-5
