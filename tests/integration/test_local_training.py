@@ -1,0 +1,111 @@
+"""Local training on real images: the reused trainer gives a fresh trainer's update exactly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from common.data.medmnist import load_npz
+from common.errors import ModelError
+from common.preprocess import PreprocessSpec, to_model_input
+from models.architectures import build_model
+from models.optim import OptimizerName, OptimizerSpec
+from models.spec import ModelSpec
+from models.training import _TRAINERS, LocalTraining, make_client_dataset, train_locally
+from models.weights import get_weights, set_weights
+
+tf = pytest.importorskip("tensorflow")
+
+ADAM = LocalTraining(local_epochs=1, batch_size=32)
+
+
+@pytest.fixture(scope="module")
+def site(pneumonia_npz: Path):
+    """150 real PneumoniaMNIST training images (not a multiple of the batch size)."""
+    return load_npz(pneumonia_npz).train.subset(list(range(150)))
+
+
+def _train(model, start, site, settings: LocalTraining, seed: int) -> dict[str, np.ndarray]:
+    set_weights(model, start)
+    train_locally(model, site, PreprocessSpec(), settings, seed=seed)
+    return get_weights(model)
+
+
+def _equal(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> bool:
+    return all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_a_reused_trainer_gives_a_fresh_trainers_update(site) -> None:
+    """With dropout, Adam's moments and augmentation all in play: training the same start
+    with the same seed gives bit-identical weights whether the trainer is new or has trained
+    other rounds (other seeds, other weights) before, and its step is traced once."""
+    spec = ModelSpec(dropout=0.3)
+    start = get_weights(build_model(spec, seed=0))
+    model = build_model(spec, seed=1)
+    first = _train(model, start, site, ADAM, seed=7)
+    _train(model, first, site, ADAM, seed=8)  # the trainer's state moves on
+    again = _train(model, start, site, ADAM, seed=7)
+    fresh = _train(build_model(spec, seed=2), start, site, ADAM, seed=7)
+    assert _equal(first, again)
+    assert _equal(first, fresh)
+    assert not _equal(first, start)
+    assert _TRAINERS[model].step.experimental_get_tracing_count() == 1
+
+
+def test_dropout_masks_follow_the_seed(site) -> None:
+    """Without shuffling and augmentation only dropout is random: another seed gives another
+    update, dropout 0 gives the same update for any seed."""
+    fixed = LocalTraining(local_epochs=1, batch_size=32, augment=False, shuffle=False)
+    for dropout, differs in ((0.3, True), (0.0, False)):
+        spec = ModelSpec(dropout=dropout)
+        start = get_weights(build_model(spec, seed=0))
+        model = build_model(spec)
+        a = _train(model, start, site, fixed, seed=1)
+        b = _train(model, start, site, fixed, seed=2)
+        assert _equal(a, b) is not differs
+
+
+def test_new_settings_get_a_new_trainer(site) -> None:
+    spec = ModelSpec(dropout=0.0)
+    start = get_weights(build_model(spec, seed=0))
+    sgd = LocalTraining(local_epochs=1, optimizer=OptimizerSpec(name=OptimizerName.SGD))
+    model = build_model(spec)
+    _train(model, start, site, ADAM, seed=3)
+    switched = _train(model, start, site, sgd, seed=3)
+    assert _TRAINERS[model].key[0] == sgd.optimizer
+    assert _equal(switched, _train(build_model(spec), start, site, sgd, seed=3))
+
+
+def test_random_layers_other_than_dropout_are_refused(site) -> None:
+    layers = tf.keras.layers
+    inputs = tf.keras.Input((28, 28, 1))
+    x = layers.GaussianNoise(0.1, name="noise")(inputs)
+    x = layers.GlobalAveragePooling2D()(x)
+    model = tf.keras.Model(inputs, layers.Dense(2)(x))
+    with pytest.raises(ModelError, match="noise"):
+        train_locally(model, site, PreprocessSpec(), ADAM, seed=0)
+
+
+def test_the_order_depends_on_the_seed_alone(site) -> None:
+    """Each epoch is a fresh permutation of the site's images, drawn from the seed only:
+    TensorFlow's process-wide seed (which the simulation sets) changes nothing."""
+
+    def centre_pixels(seed: int) -> np.ndarray:
+        """The centre pixel of every image in the order training sees them."""
+        ds = make_client_dataset(
+            site, PreprocessSpec(), batch_size=50, epochs=2, seed=seed, augment=False
+        )
+        return np.concatenate([b["x"].numpy()[:, 14, 14, 0] for b in ds])
+
+    tf.random.set_seed(1)
+    a = centre_pixels(5)
+    tf.random.set_seed(2)
+    b = centre_pixels(5)
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, centre_pixels(6))
+    own = np.sort(to_model_input(site.images, PreprocessSpec())[:, 14, 14, 0])
+    first, second = a[: len(site)], a[len(site) :]
+    assert np.array_equal(np.sort(first), own) and np.array_equal(np.sort(second), own)
+    assert not np.array_equal(first, second)
