@@ -18,7 +18,7 @@ import numpy as np
 from common.data.arrays import LabeledImages
 from common.data.local import load_local_dataset
 from common.data.medmnist import resolve_dataset
-from common.errors import DataError, InputError
+from common.errors import DataError, InputError, PrivadxError
 from common.mqtt_link import LinkConfig, MqttLink
 from common.preprocess import PreprocessSpec
 from common.secagg.protocol import SecAggError
@@ -232,6 +232,21 @@ class EdgeAgent:
         self.model = GlobalModel(env.meta["sha256"], env.round, env.run, weights, info)
         self.store.save_global(weights, info)
         log.info("received global model of round %d (run %s)", env.round, env.run)
+        self._prepare(self.model)
+
+    def _prepare(self, m: GlobalModel) -> None:
+        """Load the local images and build the Keras model before the round's clock runs.
+
+        Done once; a problem is only logged here, training reports it when a round starts.
+        """
+        if self._keras is not None and self._keras_spec == m.info["model_spec"]:
+            return
+        try:
+            preprocess = PreprocessSpec.from_json(m.info["preprocess"])
+            self._local_data(preprocess, tuple(m.info["class_names"]))
+            self._keras_model(m.info["model_spec"])
+        except PrivadxError as exc:
+            log.warning("could not prepare local training yet: %s", exc)
 
     # --- training ---------------------------------------------------------------------------
     def _maybe_train(self) -> None:
@@ -339,23 +354,29 @@ class EdgeAgent:
     def _train(
         self, m: GlobalModel, a: RoundAnnouncement, settings: LocalTraining
     ) -> TrainingResult:
-        from models.architectures import build_model
         from models.training import local_seed, train_locally
         from models.weights import get_weights, set_weights
 
         preprocess = PreprocessSpec.from_json(m.info["preprocess"])
         data = self._local_data(preprocess, tuple(m.info["class_names"]))
-        if self._keras is None or self._keras_spec != m.info["model_spec"]:
-            self._configure_tensorflow()
-            self._keras = build_model(ModelSpec.from_json(m.info["model_spec"]))
-            self._keras_spec = m.info["model_spec"]
-        set_weights(self._keras, m.weights)
+        keras = self._keras_model(m.info["model_spec"])
+        set_weights(keras, m.weights)
         log.info("round %d: training on %d local images", a.round, len(data))
         seed = local_seed(a.seed, a.round, self.config.site_id)
         t0 = time.monotonic()
-        metrics = train_locally(self._keras, data, preprocess, settings, seed=seed)
+        metrics = train_locally(keras, data, preprocess, settings, seed=seed)
         metrics["seconds"] = round(time.monotonic() - t0, 3)
-        return get_weights(self._keras), len(data), metrics
+        return get_weights(keras), len(data), metrics
+
+    def _keras_model(self, spec_json: str) -> Any:
+        """The Keras model to train, built once per model spec."""
+        from models.architectures import build_model
+
+        if self._keras is None or self._keras_spec != spec_json:
+            self._configure_tensorflow()
+            self._keras = build_model(ModelSpec.from_json(spec_json))
+            self._keras_spec = spec_json
+        return self._keras
 
     def _configure_tensorflow(self) -> None:
         from common.deps import require

@@ -98,6 +98,8 @@ class Gateway:
         """Plain FedAvg folds updates one at a time (memory independent of the number of
         sites); TFF's robust and DP aggregators need every update at once."""
         self._mean: StreamingMean | None = None
+        self._unevaluated: tuple[int, dict[str, np.ndarray]] | None = None
+        """The record index and weights of a closed round whose model is not evaluated yet."""
         self.rounds = self._privacy_budget()
         """Rounds this run trains: all asked for, or as many as --target-epsilon affords."""
         self.identity = Identity.load(config.identity) if config.identity else None
@@ -160,10 +162,12 @@ class Gateway:
                 self._publish_model(state)
                 if progress is None:
                     self._wait_for_sites(state)
-                final: dict[str, Any] = self.records[-1]["test"] if self.records else {}
                 for number in range(state.round + 1, self.rounds + 1):
-                    final = self._run_round(state, server, number, pending)
+                    self._run_round(state, server, number, pending)
                     pending = {}
+                self._evaluate_pending()
+                self._commit(state, server)  # the last round's test metrics are durable too
+            final: dict[str, Any] = self.records[-1].get("test", {}) if self.records else {}
             summary = self._finish(state, final, time.monotonic() - started)
         finally:
             self._publish_status(Presence.OFFLINE)
@@ -202,6 +206,8 @@ class Gateway:
         state.round = progress.round
         server.restore(progress.server_state)
         self.records = progress.records
+        if self.records and "test" not in self.records[-1]:
+            self._unevaluated = (len(self.records) - 1, progress.weights)
         self.folder.write_metrics(self.records)
         log.info(
             "resuming run %s after round %d with %d accepted updates of round %d",
@@ -228,41 +234,67 @@ class Gateway:
         server: Any,
         number: int,
         pending: dict[str, AcceptedUpdate],
-    ) -> dict[str, Any]:
-        t0 = time.monotonic()
+    ) -> None:
+        """Run round ``number`` up to publishing its model; its evaluation waits (see below).
+
+        The round's model is evaluated on the test split while the sites train the next round
+        (:meth:`_evaluate_pending`, called once the next round is announced), so evaluation
+        is off the critical path of every round but the last.
+        """
+        t0, started_at = time.monotonic(), time.time()
         if self.config.secure is None:
             attempts, facts = self._plain_round(state, server, number, pending)
         else:
             attempts, facts = self._secure_round(state, server, number)
         state.round = number
-        metrics = self._evaluate(state)
         record: dict[str, Any] = {
             "series": "mqtt",
             "round": number,
             "attempts": attempts,
             "seconds": round(time.monotonic() - t0, 2),
+            "started_at": round(started_at, 3),
+            "closed_at": round(time.time(), 3),
             **facts,
             "aggregation": {"rule": str(self.config.aggregation), **server.last_measurements},
-            "test": metrics,
         }
         if self.config.dp is not None:
             record["privacy"] = self._privacy(number)
         self.records.append(json_ready(record))
+        self._unevaluated = (len(self.records) - 1, state.weights)
         self._commit(state, server)  # the round is durable from here on
         self.folder.write_metrics(self.records)
         log.info(
-            "round %d/%d closed: %d updates (%d examples), test AUC %s, accuracy %s (%.1f s)%s",
+            "round %d/%d closed: %d updates (%d examples) in %.1f s%s",
             number,
             self.rounds,
             record["updates"],
             record["examples"],
-            _fmt(metrics.get("auc")),
-            _fmt(metrics.get("accuracy")),
             record["seconds"],
             f", epsilon {record['privacy']['epsilon']:.3f}" if "privacy" in record else "",
         )
         self._publish_model(state)
-        return metrics
+
+    def _evaluate_pending(self) -> None:
+        """Evaluate the last closed round's model, if not done yet, into its record."""
+        if self._unevaluated is None:
+            return
+        index, weights = self._unevaluated
+        self._unevaluated = None
+        t0 = time.monotonic()
+        metrics = self._evaluate(weights)
+        record = self.records[index]
+        record["test"] = json_ready(metrics)
+        record["evaluation_seconds"] = round(time.monotonic() - t0, 2)
+        record["evaluated_at"] = round(time.time(), 3)
+        self.folder.write_metrics(self.records)
+        log.info(
+            "round %d/%d model: test AUC %s, accuracy %s (evaluated in %.1f s)",
+            record["round"],
+            self.rounds,
+            _fmt(metrics.get("auc")),
+            _fmt(metrics.get("accuracy")),
+            record["evaluation_seconds"],
+        )
 
     def _plain_round(
         self,
@@ -448,6 +480,7 @@ class Gateway:
             secure=self.config.secure,
         )
         self._publish(self.topics.round, announcement.to_envelope(), retain=True)
+        self._evaluate_pending()  # the previous round's model, while the sites train
         expected = {s for s, p in state.online.items() if p.get("state") == Presence.ONLINE}
         log.info(
             "round %d/%d announced to %d online sites (deadline in %.0f s%s)",
@@ -618,13 +651,13 @@ class Gateway:
         }
 
     # --- evaluation and the end of the run --------------------------------------------------
-    def _evaluate(self, state: GatewayRun) -> dict[str, Any]:
+    def _evaluate(self, weights: dict[str, np.ndarray]) -> dict[str, Any]:
         if not self.config.evaluate:
             return {}
         from models.evaluate import choose_threshold, evaluate_split
         from models.weights import set_weights
 
-        set_weights(self.model, state.weights)
+        set_weights(self.model, weights)
         threshold = choose_threshold(
             self.model, self.dataset.val, self.preprocess, self.positive_class
         )

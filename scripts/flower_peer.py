@@ -74,6 +74,8 @@ def main() -> int:
             self.model = build_model(spec, seed=args.seed)
 
         def fit(self, parameters: list[Any], config: dict[str, Any]) -> Any:
+            with lock:
+                first_fit[:] = first_fit or [time.monotonic()]
             set_weights(self.model, dict(zip(names, parameters, strict=True)))
             seed = local_seed(args.seed, int(config["round"]), site_name(self.index))
             with lock:  # like the PrivaDx harness: TF's seeded section is per process
@@ -83,12 +85,15 @@ def main() -> int:
 
     round_times: list[float] = []
     final: dict[str, Any] = {}
-    marks = [time.monotonic()]
+    first_fit: list[float] = []
+    """When the first client started training: round 1 starts there (Flower evaluates round
+    0 before its clients connect, and the clients build their models before connecting)."""
+    marks: list[float] = []
 
     def evaluate(server_round: int, parameters: list[Any], config: dict[str, Any]) -> Any:
         if server_round == 0:
-            marks[0] = time.monotonic()
             return None
+        marks[:] = marks or first_fit
         set_weights(reference, dict(zip(names, parameters, strict=True)))
         threshold = choose_threshold(reference, dataset.val, pre, 1)
         metrics = evaluate_split(

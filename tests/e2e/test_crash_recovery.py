@@ -150,6 +150,10 @@ def test_gateway_killed_mid_round_resumes_and_loses_nothing(
     assert all(r["updates"] == SITES for r in hit.records())
     assert "resuming run gateway-kill after round 1 with 2 accepted updates" in hit.log()
     assert_same_model(calm, hit)
+    # Round 1's model was evaluated after the checkpoint was written (while round 2 trained):
+    # the resumed gateway evaluates it again, so every round still has its test metrics.
+    for resumed, undisturbed in zip(hit.records(), calm.records(), strict=True):
+        assert resumed["test"]["auc"] == pytest.approx(undisturbed["test"]["auc"], abs=1e-3)
 
 
 def test_broker_restart_mid_round(setup: Federation, calm: Federation) -> None:

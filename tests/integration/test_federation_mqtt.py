@@ -164,6 +164,7 @@ def test_streaming_mean_round_equals_tff_mean(tmp_path: Path, breast_npz: Path) 
 
 
 def test_every_round_collected_every_site(federation: FederationRun) -> None:
+    import itertools
     import json
 
     records = [
@@ -173,6 +174,10 @@ def test_every_round_collected_every_site(federation: FederationRun) -> None:
     assert all(r["updates"] == SITES and r["rejected"] == {} for r in records)
     assert records[0]["examples"] == sum(len(s) for s in federation.sites)
     assert set(federation.summary) >= SUMMARY_KEYS
+    assert all(0.0 <= r["test"]["auc"] <= 1.0 for r in records)  # every round's model evaluated
+    for done, following in itertools.pairwise(records):
+        # ... while the sites trained the following round, not before announcing it
+        assert done["evaluated_at"] >= following["started_at"] >= done["closed_at"]
 
 
 def test_no_image_data_on_the_wire(federation: FederationRun) -> None:

@@ -28,3 +28,16 @@ def test_aggregation_and_encoding_sections_report_ratios() -> None:
     table = bench.markdown(report)
     assert "streaming vs copy floor" in table and "float16" in table
     assert bench.trunc(0.51999, 2) == "0.51"  # truncated, never rounded up
+
+
+def test_round_wall_time_runs_from_start_to_next_start() -> None:
+    """Everything between two round starts counts, the checkpoint and publishing included;
+    the last round ends with its evaluation (pipelined for the others)."""
+    records = [
+        {"started_at": 100.0, "closed_at": 104.0, "evaluated_at": 106.0},
+        {"started_at": 104.5, "closed_at": 108.0, "evaluated_at": 109.5},
+        {"started_at": 108.25, "closed_at": 111.0, "evaluated_at": 112.0},
+    ]
+    assert _bench()._wall_seconds(records) == [4.5, 3.75, 3.75]
+    del records[-1]["evaluated_at"]
+    assert _bench()._wall_seconds(records)[-1] == 2.75
