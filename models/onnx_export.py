@@ -59,9 +59,9 @@ def metadata_props(meta: dict[str, Any]) -> dict[str, str]:
 def to_onnx(model: tf.keras.Model) -> onnx.ModelProto:
     """The ONNX graph of ``model`` (opset 17, dynamic batch).
 
-    PrivaDx's own architectures are written directly (models/onnx_graph.py: about 40 nodes
-    for the CNN, against 335 from tf2onnx, and 2-3x faster at batch 1); any other Keras
-    model goes through tf2onnx.
+    PrivaDx's own architectures are written directly (models/onnx_graph.py: 42 nodes for the
+    CNN against tf2onnx's 335; the README's benchmark table has the speed-up); any other
+    Keras model goes through tf2onnx.
     """
     from models.onnx_graph import UnsupportedModelError, keras_to_onnx
 
@@ -69,6 +69,11 @@ def to_onnx(model: tf.keras.Model) -> onnx.ModelProto:
         return keras_to_onnx(model, opset=OPSET, input_name=INPUT_NAME, output_name=OUTPUT_NAME)
     except UnsupportedModelError as exc:
         log.info("converting with tf2onnx (%s)", exc)
+    return tf2onnx_graph(model)
+
+
+def tf2onnx_graph(model: tf.keras.Model) -> onnx.ModelProto:
+    """``model`` converted by tf2onnx (opset 17, dynamic batch)."""
     tf = require("tensorflow")
     tf2onnx = require("tf2onnx")
     shape = (None, *model.input_shape[1:])

@@ -261,21 +261,44 @@ def inference(dataset: str, work: Path) -> dict[str, Any]:
     arrays, meta = load_weights(weights)
     keras_model, preprocess = model_from_weights(arrays, meta)
     test = load_npz(resolve_dataset(dataset, None)).test
+    tf2onnx_path = _tf2onnx_export(keras_model, model_path, work / "model.tf2onnx.onnx")
     fp32, int8 = OnnxClassifier(model_path), OnnxClassifier(int8_path)
+    via_tf2onnx = OnnxClassifier(tf2onnx_path)
     serve = tf.function(lambda x: keras_model(x, training=False))
     out: dict[str, Any] = {"threads": fp32.session.get_session_options().intra_op_num_threads}
     for batch in (1, 32):
         out[f"batch_{batch}"] = _time_batch(
             test.images[:batch], to_model_input(test.images[:batch], preprocess), fp32, int8,
-            serve, keras_model,
+            serve, keras_model, via_tf2onnx,
         )  # fmt: skip
     out["fp32_bytes"] = model_path.stat().st_size
     out["int8_bytes"] = int8_path.stat().st_size
     return out
 
 
+def _tf2onnx_export(keras_model: Any, exported: Path, out: Path) -> Path:
+    """The same weights converted by tf2onnx (what export wrote before the direct graph).
+
+    It gets the exported file's metadata, so that OnnxClassifier loads it.
+    """
+    import onnx
+
+    from models.onnx_export import tf2onnx_graph
+
+    proto = tf2onnx_graph(keras_model)
+    proto.metadata_props.extend(onnx.load(exported).metadata_props)
+    out.write_bytes(proto.SerializeToString())
+    return out
+
+
 def _time_batch(
-    images: np.ndarray, x: np.ndarray, fp32: Any, int8: Any, serve: Any, keras_model: Any
+    images: np.ndarray,
+    x: np.ndarray,
+    fp32: Any,
+    int8: Any,
+    serve: Any,
+    keras_model: Any,
+    via_tf2onnx: Any,
 ) -> dict[str, float]:
     """Seconds per image of each runtime on one batch (best of many calls)."""
     batch = len(images)
@@ -283,6 +306,7 @@ def _time_batch(
     n = 200 if batch == 1 else 30
     per = {
         "onnx_fp32": best_of(lambda: fp32.logits(images), n) / batch,
+        "onnx_fp32_tf2onnx": best_of(lambda: via_tf2onnx.logits(images), n) / batch,
         "onnx_int8": best_of(lambda: int8.logits(images), n) / batch,
         "keras_tf_function": best_of(lambda: serve(x), n) / batch,
         "keras_predict": best_of(lambda: keras_model.predict(x, verbose=0), n // 4) / batch,
@@ -292,6 +316,7 @@ def _time_batch(
         "onnx_vs_tf_function": per["onnx_fp32"] / per["keras_tf_function"],
         "onnx_vs_predict": per["onnx_fp32"] / per["keras_predict"],
         "int8_vs_fp32": per["onnx_int8"] / per["onnx_fp32"],
+        "direct_vs_tf2onnx": per["onnx_fp32"] / per["onnx_fp32_tf2onnx"],
     }
 
 
@@ -582,6 +607,12 @@ def markdown(report: dict[str, Any]) -> str:
                 f"{b['onnx_fp32_s_per_image'] * 1e3:.3f} ms vs "
                 f"{b['keras_predict_s_per_image'] * 1e3:.3f} ms | "
                 f"{trunc(b['onnx_vs_predict'], 3)}x | |"
+            )
+            lines.append(
+                f"| inference per image, batch {batch}: ONNX fp32, PrivaDx's graph vs tf2onnx's | "
+                f"{b['onnx_fp32_s_per_image'] * 1e3:.3f} ms vs "
+                f"{b['onnx_fp32_tf2onnx_s_per_image'] * 1e3:.3f} ms | "
+                f"{trunc(b['direct_vs_tf2onnx'], 3)}x | |"
             )
             lines.append(
                 f"| inference per image, batch {batch}: ONNX int8 vs fp32 | "

@@ -74,9 +74,9 @@ class Federation:
         return [json.loads(line) for line in lines]
 
 
-def _args(*, min_sites: int = SITES, timeout: int = 300) -> tuple[str, ...]:
-    return ("--rounds", str(ROUNDS), "--min-sites", str(min_sites), "--local-epochs", "1",
-            "--round-timeout", str(timeout), "--seed", "0")  # fmt: skip
+def _args(*, min_sites: int = SITES, timeout: int = 300, epochs: int = 1) -> tuple[str, ...]:
+    return ("--rounds", str(ROUNDS), "--min-sites", str(min_sites), "--local-epochs",
+            str(epochs), "--round-timeout", str(timeout), "--seed", "0")  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -194,7 +194,9 @@ def test_straggler_update_is_rejected_after_the_deadline(setup: Federation) -> N
         wait_for(lambda: "round 3/3 announced" in fed.log(), 60, "round 2 to close")
         os.kill(fed.edges[2].pid, signal.SIGCONT)  # its round-2 update arrives in round 3
 
-    hit = run(setup, "straggler", straggle, _args(min_sites=2, timeout=40))
+    # 15 local epochs make a site's training last seconds (one epoch of its 222 images takes
+    # a fraction of one), so the pause lands in the middle of it.
+    hit = run(setup, "straggler", straggle, _args(min_sites=2, timeout=40, epochs=15))
     first, second, third = hit.records()
     assert (first["updates"], second["updates"]) == (3, 2)
     assert second["attempts"] == 1 and third["rejected"].get("wrong round") == 1
