@@ -237,10 +237,9 @@ class EdgeAgent:
     def _prepare(self, m: GlobalModel) -> None:
         """Load the local images and build the Keras model before the round's clock runs.
 
-        Done once; a problem is only logged here, training reports it when a round starts.
+        Both steps are cached (once per run); a problem is only logged here, training
+        reports it when a round starts.
         """
-        if self._keras is not None and self._keras_spec == m.info["model_spec"]:
-            return
         try:
             preprocess = PreprocessSpec.from_json(m.info["preprocess"])
             self._local_data(preprocess, tuple(m.info["class_names"]))

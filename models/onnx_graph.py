@@ -75,6 +75,11 @@ def _spatial_pads(layer: Any, in_hw: tuple[int, int], kernel: tuple[int, int]) -
     return [top, left, bottom, right]
 
 
+def _params(layer: Any) -> list[np.ndarray]:
+    """A layer's weights as float32 arrays (kernel first, then the bias if it has one)."""
+    return [np.asarray(w, np.float32) for w in layer.get_weights()]
+
+
 def _check_plain(layer: Any) -> None:
     config = layer.get_config()
     if config.get("activation", "linear") != "linear":
@@ -87,8 +92,7 @@ def _check_plain(layer: Any) -> None:
 
 def _conv(g: _Graph, layer: Any, x: str, in_shape: tuple[int, ...], depthwise: bool) -> str:
     _check_plain(layer)
-    weights = [np.asarray(w, np.float32) for w in layer.get_weights()]
-    kernel = weights[0]
+    kernel, *bias = _params(layer)
     kh, kw = kernel.shape[:2]
     if depthwise:
         channels, multiplier = kernel.shape[2:]
@@ -96,9 +100,7 @@ def _conv(g: _Graph, layer: Any, x: str, in_shape: tuple[int, ...], depthwise: b
         group = channels
     else:
         w, group = kernel.transpose(3, 2, 0, 1), 1
-    inputs = [x, g.const(f"{layer.name}/W", w)]
-    if layer.use_bias:
-        inputs.append(g.const(f"{layer.name}/B", weights[1]))
+    inputs = [x, g.const(f"{layer.name}/W", w)] + [g.const(f"{layer.name}/B", b) for b in bias]
     return g.node(
         "Conv", inputs, layer.name,
         kernel_shape=[kh, kw], strides=list(layer.strides), group=group,
@@ -111,7 +113,7 @@ def _group_norm(g: _Graph, layer: Any, x: str, out_shape: tuple[int, ...]) -> st
         raise UnsupportedModelError(f"{layer.name}: normalizes axis {layer.axis}")
     _, height, width, channels = out_shape
     groups = channels if layer.groups == -1 else layer.groups
-    params = iter(np.asarray(w, np.float32) for w in layer.get_weights())
+    params = iter(_params(layer))
     gamma = next(params) if layer.scale else np.ones(channels, np.float32)
     beta = next(params) if layer.center else np.zeros(channels, np.float32)
     n = layer.name
@@ -156,10 +158,8 @@ def _max_pool(g: _Graph, layer: Any, x: str, in_shape: tuple[int, ...]) -> str:
 
 def _dense(g: _Graph, layer: Any, x: str) -> str:
     _check_plain(layer)
-    weights = [np.asarray(w, np.float32) for w in layer.get_weights()]
-    inputs = [x, g.const(f"{layer.name}/W", weights[0])]
-    if layer.use_bias:
-        inputs.append(g.const(f"{layer.name}/B", weights[1]))
+    kernel, *bias = _params(layer)
+    inputs = [x, g.const(f"{layer.name}/W", kernel)] + [g.const(f"{layer.name}/B", b) for b in bias]
     return g.node("Gemm", inputs, layer.name)
 
 

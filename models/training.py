@@ -147,7 +147,7 @@ class LocalTraining:
         )
 
 
-_GLOBAL_SEED = threading.Lock()
+_TRAINING_LOCK = threading.Lock()
 """Serialises local training within one process (trainers share TensorFlow's thread pools and
 the trainer cache; a training's result depends on its seed only)."""
 
@@ -172,7 +172,7 @@ def train_locally(
     ``model`` (:class:`_Trainer`) and reused in later rounds: building them costs about
     seven times a round of local training on a few hundred images.
     """
-    with _GLOBAL_SEED:
+    with _TRAINING_LOCK:
         started = time.monotonic()
         trainer = _TRAINERS.get(model)
         key = (settings.optimizer, spec.height, spec.width, spec.channels)
