@@ -9,8 +9,10 @@ reconnects by itself with back-off after a broker or network outage.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
+import socket
 import ssl
 import threading
 from collections.abc import Callable
@@ -129,6 +131,16 @@ class LinkConfig:
 Message = tuple[str, bytes, bool]
 
 
+def _no_delay(client, userdata, sock) -> None:  # type: ignore[no-untyped-def]
+    """Send each packet at once (TCP_NODELAY).
+
+    With Nagle's algorithm the tail of a message waits for the peer's delayed ACK (40 ms on
+    Linux) before it leaves: 40-90 ms per chunked message on loopback.
+    """
+    with contextlib.suppress(OSError, AttributeError):  # not a TCP socket (a proxy, a test)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
 class MqttLink:
     """One MQTT connection with an inbox queue."""
 
@@ -170,6 +182,7 @@ class MqttLink:
         self._client.on_connect = self._handle_connect
         self._client.on_disconnect = self._handle_disconnect
         self._client.on_message = self._handle_message
+        self._client.on_socket_open = _no_delay
 
     # --- paho callbacks: record and enqueue only -------------------------------------------
     def _handle_connect(self, client, userdata, flags, reason_code, properties) -> None:  # type: ignore[no-untyped-def]

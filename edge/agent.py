@@ -18,7 +18,7 @@ import numpy as np
 from common.data.arrays import LabeledImages
 from common.data.local import load_local_dataset
 from common.data.medmnist import resolve_dataset
-from common.errors import DataError, InputError, PrivadxError
+from common.errors import DataError, InputError, ModelError, PrivadxError
 from common.mqtt_link import LinkConfig, MqttLink
 from common.preprocess import PreprocessSpec
 from common.secagg.protocol import SecAggError
@@ -139,6 +139,7 @@ class EdgeAgent:
                 if max_seconds is not None and time.monotonic() - started > max_seconds:
                     return 0
         finally:
+            self.store.flush()
             self.store.save_state()
             self.link.stop()
 
@@ -271,7 +272,12 @@ class EdgeAgent:
             log.warning("round %d: unusable training settings, round skipped: %s", a.round, exc)
             self._skipped = a.announcement
             return
-        weights, examples, metrics = self._trained_update(m, a, settings)
+        try:
+            weights, examples, metrics = self._trained_update(m, a, settings)
+        except ModelError as exc:  # the global model does not fit its own spec
+            log.error("round %d: cannot train on the global model, round skipped: %s", a.round, exc)
+            self._skipped = a.announcement
+            return
         if a.secure is not None:
             delta = flatten_delta(m.weights, weights)
             env = self.secure.begin(a, delta, examples, np.random.default_rng())
@@ -290,10 +296,12 @@ class EdgeAgent:
             base_model=m.sha256,
         )
         env = self._sign(env)
-        # Kept until the round is over: a gateway that lost it asks again (see _maybe_resend).
-        self.store.save_outbox(wire.to_bytes(env), a.run, a.round, a.announcement)
         self._send(env, self.topics.update(self.config.site_id))
-        self.store.mark_submitted(a.run, a.round)
+        # Kept until the round is over: a gateway that lost it asks again (see _maybe_resend).
+        # Written after sending, off the round's critical path: a crash before the write
+        # leaves the round unsubmitted, and the restarted site trains the same update again
+        # (it depends on the global model, the data and the seed only).
+        self.store.record_sent(wire.to_bytes(env), a.run, a.round, a.announcement)
         log.info(
             "round %d: sent update (%d examples, loss %.4f)", a.round, examples, metrics["loss"]
         )
@@ -353,22 +361,20 @@ class EdgeAgent:
     def _train(
         self, m: GlobalModel, a: RoundAnnouncement, settings: LocalTraining
     ) -> TrainingResult:
-        from models.training import local_seed, train_locally
-        from models.weights import get_weights, set_weights
+        from models.training import local_seed, train_weights
 
         preprocess = PreprocessSpec.from_json(m.info["preprocess"])
         data = self._local_data(preprocess, tuple(m.info["class_names"]))
         keras = self._keras_model(m.info["model_spec"])
-        set_weights(keras, m.weights)
         log.info("round %d: training on %d local images", a.round, len(data))
         seed = local_seed(a.seed, a.round, self.config.site_id)
         t0 = time.monotonic()
-        metrics = train_locally(keras, data, preprocess, settings, seed=seed)
+        weights, metrics = train_weights(keras, m.weights, data, preprocess, settings, seed=seed)
         metrics["seconds"] = round(time.monotonic() - t0, 3)
-        return get_weights(keras), len(data), metrics
+        return weights, len(data), metrics
 
     def _keras_model(self, spec_json: str) -> Any:
-        """The Keras model to train, built once per model spec."""
+        """The Keras model whose architecture local training uses, built once per spec."""
         from models.architectures import build_model
 
         if self._keras is None or self._keras_spec != spec_json:

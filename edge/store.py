@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,8 @@ from common.weights_io import save_weights
 
 ONNX_FILE = "model.onnx"
 
+log = logging.getLogger(__name__)
+
 
 class ModelStore:
     """The model folder of one site."""
@@ -37,6 +41,8 @@ class ModelStore:
         self.root.mkdir(parents=True, exist_ok=True)
         self.state_path = self.root / "state.json"
         self.state: dict[str, Any] = self._load_state()
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-writer")
+        self._global_write: Future[None] | None = None
 
     def _load_state(self) -> dict[str, Any]:
         if not self.state_path.exists():
@@ -61,11 +67,14 @@ class ModelStore:
         self.state["submitted"][run] = round_num
         self.save_state()
 
-    def save_outbox(self, envelope: bytes, run: str, round_num: int, announcement: str) -> None:
-        """Keep the update just sent for ``round_num`` (under announcement ``announcement``)."""
+    def record_sent(self, envelope: bytes, run: str, round_num: int, announcement: str) -> None:
+        """Keep the update just sent and mark its round submitted (one state write).
+
+        ``announcement`` is the round announcement it was sent under.
+        """
         write_atomic(self.root / "outbox.pdx", envelope)
         self.state["outbox"] = {"run": run, "round": round_num, "sent_under": [announcement]}
-        self.save_state()
+        self.mark_submitted(run, round_num)
 
     def outbox_for(self, run: str, round_num: int, announcement: str) -> bytes | None:
         """The kept update of ``round_num``, if it was not yet sent under ``announcement``."""
@@ -85,8 +94,24 @@ class ModelStore:
         self.save_state()
 
     def save_global(self, weights: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
-        """Keep the newest global model."""
-        save_weights(self.root / "global.npz", weights, meta)
+        """Keep the newest global model, written in the background (in arrival order).
+
+        The round's training need not wait for the disk: a crash before the write completes
+        leaves the previous model, and the broker still holds the new one (retained).
+        :meth:`flush` waits for the write.
+        """
+        self._global_write = self._writer.submit(self._write_global, weights, meta)
+
+    def _write_global(self, weights: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+        try:
+            save_weights(self.root / "global.npz", weights, meta)
+        except OSError as exc:  # a full disk must not stop the site
+            log.error("could not keep the global model in %s: %s", self.root, exc)
+
+    def flush(self) -> None:
+        """Wait until the newest global model is on disk."""
+        if self._global_write is not None:
+            self._global_write.result()
 
     def save_onnx(
         self,

@@ -1,7 +1,7 @@
 """Pure TensorFlow training pieces: input pipelines and local training, deterministic by seed.
 
 These functions know nothing about federation: the TFF simulation feeds the same pipelines to
-its client work, and edge devices train with :func:`train_locally` without TFF.
+its client work, and edge devices train with :func:`train_weights` without TFF.
 """
 
 from __future__ import annotations
@@ -162,15 +162,43 @@ def train_locally(
 ) -> dict[str, float]:
     """Train ``model`` in place on a site's images; return the mean loss and accuracy.
 
+    :func:`train_weights` on the model's own weights, assigned back to it.
+    """
+    from models.weights import get_weights, set_weights
+
+    trained, metrics = train_weights(model, get_weights(model), data, spec, settings, seed=seed)
+    set_weights(model, trained)
+    return metrics
+
+
+def train_weights(
+    model: tf.keras.Model,
+    weights: dict[str, np.ndarray],
+    data: LabeledImages,
+    spec: PreprocessSpec,
+    settings: LocalTraining,
+    *,
+    seed: int,
+) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """Train ``weights`` on a site's images; return the trained weights, mean loss, accuracy.
+
+    ``weights`` are named and ordered as :func:`models.weights.get_weights` gives ``model``'s.
+
+    ``model`` gives the architecture only; its own variables are left as they are.
+
     Uses the same input pipeline and update rule as TFF's client work in the simulation, so a
     device without TFF computes the update the simulation would. The random state (the
-    dropout masks) is seeded from ``seed`` too, so the update depends only on the global
-    model, the data and the seed, not on what the process did before: a restarted device
+    dropout masks) is seeded from ``seed`` too, so the update depends only on the weights,
+    the data and the seed, not on what the process did before: a restarted device
     recomputes the update it would have sent.
 
     The traced training step, its copy of the model and its optimizer are kept with
     ``model`` (:class:`_Trainer`) and reused in later rounds: building them costs about
     seven times a round of local training on a few hundred images.
+
+    Raises:
+        ModelError: ``weights`` do not fit ``model``, or the model has a layer or variable
+            the trainer does not support.
     """
     with _TRAINING_LOCK:
         started = time.monotonic()
@@ -178,9 +206,9 @@ def train_locally(
         key = (settings.optimizer, spec.height, spec.width, spec.channels)
         if trainer is None or trainer.key != key:
             trainer = _TRAINERS[model] = _Trainer(model, spec, settings.optimizer, key)
-        metrics = trainer.run(model, data, spec, settings, seed)
+        trained, metrics = trainer.run(weights, data, spec, settings, seed)
         metrics["train_seconds"] = round(time.monotonic() - started, 3)  # not the turn's wait
-        return metrics
+        return trained, metrics
 
 
 class _Trainer:
@@ -196,8 +224,18 @@ class _Trainer:
     ) -> None:
         tf = require("tensorflow")
         self.key = key
+        from models.weights import weight_names
+
         self.model, self.seeds = _training_clone(model)
-        self.weights = [w for w in self.model.weights if all(w is not v for v in self.seeds)]
+        others = [
+            w for w in self.model.non_trainable_weights if all(w is not v for v in self.seeds)
+        ]
+        if others:
+            raise ModelError(
+                f"non-trainable variables are not supported in local training: {others[0].name}"
+            )
+        self.names = weight_names(model)
+        self.weights = self.model.trainable_weights
         self.optimizer = optimizer.to_keras()
         variables = self.model.trainable_variables
         self.optimizer.build(variables)
@@ -227,13 +265,16 @@ class _Trainer:
 
     def run(
         self,
-        target: tf.keras.Model,
+        weights: dict[str, np.ndarray],
         data: LabeledImages,
         spec: PreprocessSpec,
         settings: LocalTraining,
         seed: int,
-    ) -> dict[str, float]:
-        for variable, value in zip(self.weights, target.get_weights(), strict=True):
+    ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+        from models.weights import check_weights
+
+        check_weights(self.names, [tuple(v.shape) for v in self.weights], weights)
+        for variable, value in zip(self.weights, weights.values(), strict=True):
             variable.assign(value)
         for variable, value in zip(self.optimizer.variables, self.initial_state, strict=True):
             variable.assign(value)
@@ -255,8 +296,11 @@ class _Trainer:
             total_loss += float(loss)
             total_correct += float(correct)
             seen += int(batch["y"].shape[0])
-        target.set_weights([w.numpy() for w in self.weights])
-        return {
+        trained = {
+            n: np.asarray(v.numpy(), np.float32)
+            for n, v in zip(self.names, self.weights, strict=True)
+        }
+        return trained, {
             "loss": total_loss / max(seen, 1),
             "accuracy": total_correct / max(seen, 1),
             "examples_seen": seen,

@@ -25,13 +25,14 @@ def get_weights(model: tf.keras.Model) -> dict[str, np.ndarray]:
     }
 
 
-def set_weights(model: tf.keras.Model, weights: dict[str, np.ndarray]) -> None:
-    """Assign ``weights`` to the model, checking names and shapes first.
+def check_weights(
+    names: list[str], shapes: list[tuple[int, ...]], weights: dict[str, np.ndarray]
+) -> None:
+    """Check that ``weights`` has exactly ``names``, in order, with ``shapes``.
 
     Raises:
-        ModelError: The names or shapes do not match the model.
+        ModelError: The names or shapes do not match.
     """
-    names = weight_names(model)
     if list(weights) != names:
         missing = sorted(set(names) - set(weights))
         extra = sorted(set(weights) - set(names))
@@ -40,10 +41,20 @@ def set_weights(model: tf.keras.Model, weights: dict[str, np.ndarray]) -> None:
             if missing or extra
             else "weights are in a different order than the model's"
         )
-    for name, var in zip(names, model.trainable_weights, strict=True):
-        if tuple(var.shape) != weights[name].shape:
+    for name, shape in zip(names, shapes, strict=True):
+        if tuple(shape) != weights[name].shape:
             raise ModelError(
-                f"weight {name}: model expects shape {tuple(var.shape)}, got {weights[name].shape}"
+                f"weight {name}: model expects shape {tuple(shape)}, got {weights[name].shape}"
             )
-    for name, var in zip(names, model.trainable_weights, strict=True):
-        var.assign(weights[name])
+
+
+def set_weights(model: tf.keras.Model, weights: dict[str, np.ndarray]) -> None:
+    """Assign ``weights`` to the model, checking names and shapes first.
+
+    Raises:
+        ModelError: The names or shapes do not match the model.
+    """
+    variables = model.trainable_weights
+    check_weights(weight_names(model), [tuple(v.shape) for v in variables], weights)
+    for var, value in zip(variables, weights.values(), strict=True):
+        var.assign(value)

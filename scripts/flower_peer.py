@@ -51,7 +51,7 @@ def main() -> int:
     from models.architectures import build_model
     from models.evaluate import choose_threshold, evaluate_split
     from models.spec import ModelSpec
-    from models.training import LocalTraining, local_seed, site_name, train_locally
+    from models.training import LocalTraining, local_seed, site_name, train_weights
     from models.weights import get_weights, set_weights
 
     args = parse_args()
@@ -76,11 +76,17 @@ def main() -> int:
         def fit(self, parameters: list[Any], config: dict[str, Any]) -> Any:
             with lock:
                 first_fit[:] = first_fit or [time.monotonic()]
-            set_weights(self.model, dict(zip(names, parameters, strict=True)))
             seed = local_seed(args.seed, int(config["round"]), site_name(self.index))
-            with lock:  # like the PrivaDx harness: TF's seeded section is per process
-                train_locally(self.model, sites[self.index], pre, settings, seed=seed)
-            weights = get_weights(self.model)
+            # The same training call as a PrivaDx edge agent's (it serialises trainings in
+            # one process, as the PrivaDx harness does).
+            weights, _ = train_weights(
+                self.model,
+                dict(zip(names, parameters, strict=True)),
+                sites[self.index],
+                pre,
+                settings,
+                seed=seed,
+            )
             return [weights[n] for n in names], len(sites[self.index]), {}
 
     round_times: list[float] = []

@@ -87,3 +87,12 @@ def test_shipped_acl_is_the_generated_one() -> None:
     from tests.mosquitto import ACL
 
     assert ACL.read_text() == render_acl()
+
+
+def test_shipped_config_has_the_generated_tuning() -> None:
+    """Queue sizes, packet limit and TCP_NODELAY: the shipped and generated configs agree."""
+    from gateway.mosquitto_config import TUNING
+    from tests.mosquitto import CONFIG
+
+    assert TUNING in CONFIG.read_text()
+    assert "set_tcp_nodelay true" in TUNING

@@ -107,3 +107,27 @@ def test_revoked_device_is_refused_by_broker_and_gateway(broker: Mosquitto) -> N
     still = ProbeClient.of(broker, "site-a")
     assert still.connected.wait(5)
     still.close()
+
+
+def test_links_disable_nagle(broker: Mosquitto) -> None:
+    """A PrivaDx link sends each packet at once (no 40 ms wait for a delayed ACK)."""
+    import socket
+
+    from common.mqtt_link import BrokerAddress, LinkConfig, MqttLink
+    from common.trust.identity import Identity
+
+    identity = broker.identity("site-a")
+    assert identity is not None
+    link = MqttLink(
+        LinkConfig(
+            broker=BrokerAddress.parse(broker.url("site-a")),
+            client_id="nodelay-probe",
+            tls=Identity.load(identity).tls_files,
+        )
+    )
+    link.start(timeout=10)
+    try:
+        sock = link._client.socket()
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+    finally:
+        link.stop()

@@ -13,7 +13,13 @@ from common.preprocess import PreprocessSpec, to_model_input
 from models.architectures import build_model
 from models.optim import OptimizerName, OptimizerSpec
 from models.spec import ModelSpec
-from models.training import _TRAINERS, LocalTraining, make_client_dataset, train_locally
+from models.training import (
+    _TRAINERS,
+    LocalTraining,
+    make_client_dataset,
+    train_locally,
+    train_weights,
+)
 from models.weights import get_weights, set_weights
 
 tf = pytest.importorskip("tensorflow")
@@ -109,3 +115,22 @@ def test_the_order_depends_on_the_seed_alone(site) -> None:
     first, second = a[: len(site)], a[len(site) :]
     assert np.array_equal(np.sort(first), own) and np.array_equal(np.sort(second), own)
     assert not np.array_equal(first, second)
+
+
+def test_training_from_weights_leaves_the_model_alone(site) -> None:
+    """An edge agent trains the received weights directly: the same update as training the
+    model in place, the model's own variables untouched; weights that do not fit refused."""
+    spec = ModelSpec(dropout=0.3)
+    start = get_weights(build_model(spec, seed=0))
+    model = build_model(spec, seed=1)
+    own = get_weights(model)
+    trained, metrics = train_weights(model, start, site, PreprocessSpec(), ADAM, seed=7)
+    assert _equal(get_weights(model), own)
+    assert _equal(trained, _train(build_model(spec, seed=2), start, site, ADAM, seed=7))
+    assert metrics["examples_seen"] == len(site)
+    shuffled = dict(reversed(list(start.items())))
+    with pytest.raises(ModelError, match="different order"):
+        train_weights(model, shuffled, site, PreprocessSpec(), ADAM, seed=7)
+    wrong = {**start, "logits/bias": np.zeros(3, np.float32)}
+    with pytest.raises(ModelError, match="logits/bias"):
+        train_weights(model, wrong, site, PreprocessSpec(), ADAM, seed=7)

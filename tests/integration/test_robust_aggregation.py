@@ -74,3 +74,41 @@ def test_server_state_survives_a_restart(rule: AggregationRule) -> None:
             np.testing.assert_array_equal(got[k], expected[k])
         fresh = FedAvgServer(BASE, adam, rule).aggregate(weights, _updates(None))
         assert not np.array_equal(fresh["w"], expected["w"])  # the state matters
+
+
+@pytest.mark.parametrize("rule", [AggregationRule.NORM_BOUND, AggregationRule.MEAN])
+def test_flat_aggregation_equals_tff_on_the_weight_structure(rule: AggregationRule) -> None:
+    """The gateway hands TFF one flat vector per site; TFF on the list of tensors agrees.
+
+    Three rounds with one scaled update each: every update is above the initial clipping
+    norm, the 1000x one above the zeroing norm, and both norms adapt.
+    """
+    import tensorflow_federated as tff
+
+    from common.runlog import json_ready
+    from tff_core.aggregation import FedAvgServer
+    from tff_core.robust import tff_model_aggregator
+    from tff_core.runtime import tff_runtime
+
+    with tff_runtime():
+        server = FedAvgServer(BASE, SGD1, rule)
+        value_type = tff.to_type([(np.float32, v.shape) for v in BASE.values()])
+        process = tff_model_aggregator(rule).create(value_type, tff.TensorType(np.float32))
+        state = process.initialize()
+        weights = expected = BASE
+        zeroed = []
+        for scale in (3.0, 1000.0, 3.0):
+            updates = _updates(scale)
+            deltas = [[expected[k] - w[k] for k in BASE] for w, _ in updates]
+            out = process.next(state, deltas, [np.float32(n) for _, n in updates])
+            state = out.state
+            expected = {
+                k: expected[k] - np.asarray(d) for k, d in zip(BASE, out.result, strict=True)
+            }
+            weights = server.aggregate(weights, updates)
+            for k in BASE:
+                np.testing.assert_allclose(weights[k], expected[k], rtol=1e-6, atol=1e-7)
+            zeroed.append(server.last_measurements.get("zeroed_count"))
+            assert server.last_measurements == json_ready(out.measurements)
+        if rule is AggregationRule.NORM_BOUND:
+            assert zeroed[1] == 1  # the 1000x update was zeroed: the bound was at work

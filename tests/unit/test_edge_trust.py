@@ -53,11 +53,13 @@ def test_model_signed_by_a_site_is_ignored(pki: FederationPki, tmp_path: Path) -
         model_envelope("r", 1, WEIGHTS, INFO)
     )
     _deliver(agent, Topics().model, forged)
+    agent.store.flush()
     assert agent.model is None and not (tmp_path / "model" / "global.npz").exists()
     _deliver(agent, Topics().model, model_envelope("r", 1, WEIGHTS, INFO))  # unsigned
     assert agent.model is None
     genuine = Identity.load(pki.gateway).signer.sign_envelope(model_envelope("r", 1, WEIGHTS, INFO))
     _deliver(agent, Topics().model, genuine)
+    agent.store.flush()
     assert agent.model is not None and (tmp_path / "model" / "global.npz").exists()
 
 
@@ -80,3 +82,34 @@ def test_onnx_must_match_its_signed_manifest(pki: FederationPki, tmp_path: Path)
     assert (tmp_path / "model" / "model.onnx").read_bytes() == b"real model"
     assert (tmp_path / "model" / "model.onnx.manifest.json").exists()
     assert (tmp_path / "model" / "ca.pem").exists()
+
+
+def test_a_model_that_does_not_fit_skips_the_round(
+    pki: FederationPki, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Weights that do not fit the announced architecture cost the round, not the agent."""
+    import time
+
+    from common.errors import ModelError
+    from common.wire.messages import RoundAnnouncement
+    from edge.agent import GlobalModel
+    from models.training import LocalTraining
+
+    agent = _agent(pki, tmp_path)
+    agent.model = GlobalModel("sha", 1, "r", WEIGHTS, INFO)
+    agent.announcement = RoundAnnouncement(
+        run="r", round=2, model_sha256="sha", deadline=time.time() + 60, min_updates=1,
+        training=LocalTraining().to_dict(), seed=0,
+    )  # fmt: skip
+    calls = []
+
+    def refuse(*args: object) -> None:
+        calls.append(args)
+        raise ModelError("weights do not fit the model")
+
+    monkeypatch.setattr(agent, "_train", refuse)
+    agent._maybe_train()
+    agent._maybe_train()  # the skipped announcement is not tried again
+    assert len(calls) == 1
+    assert agent._skipped == agent.announcement.announcement
+    assert not agent.store.submitted("r", 2)
