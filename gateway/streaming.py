@@ -5,9 +5,9 @@ then be dropped (the checkpoint keeps it on disk for crash recovery), so the gat
 the same few buffers whatever the number of sites: a float64 total, a float32 partial sum of
 the current group of updates and a small scratch block.
 
-Speed and precision: an update is folded in cache-sized blocks (``base - trained`` lands in a
-scratch block that stays in cache, then BLAS ``saxpy`` adds it, weighted, to the partial sum
-in one pass), and every ``GROUP`` updates the float32 partial is added to the float64 total.
+Speed and precision: an update is folded in blocks (``base - trained`` lands in a scratch
+block that stays in cache, then BLAS ``saxpy`` adds it, weighted, to the partial sum in one
+pass), and every ``GROUP`` updates the float32 partial is added to the float64 total.
 A float32 sum of at most 64 weighted deltas is as precise as TFF's own float32 mean, and the
 float64 total keeps a thousand updates from losing digits to each other.
 """
@@ -18,8 +18,13 @@ import numpy as np
 
 from common.errors import InputError
 
-BLOCK = 65_536
-"""Values per block: the float32 scratch block (256 KiB) stays in the L2 cache."""
+BLOCK = 1 << 20
+"""Values per block: the float32 scratch block (4 MiB) stays in the last-level cache.
+
+Measured (100 updates of 2M values, 2-core AMD EPYC VM, 32 MiB L3; fold time over one
+``np.copyto`` of the same bytes, five runs): 2.96-3.27x with 64 Ki-value blocks, which fit
+the L2 cache but cost more in per-block calls than the cache saves; 2.49-2.87x with 256 Ki;
+2.49-2.74x with 1 Mi."""
 GROUP = 64
 """Updates summed in float32 before their sum joins the float64 total."""
 

@@ -76,3 +76,21 @@ def test_bad_updates_are_refused() -> None:
         acc.add({"w": base["w"], "b": base["w"]}, 1)
     with pytest.raises(InputError, match="no update"):
         acc.mean_delta()
+
+
+def test_a_tensor_longer_than_a_block_is_folded_whole() -> None:
+    """The fold works block by block: the last, partial block counts like the others."""
+    from gateway.streaming import BLOCK
+
+    rng = np.random.default_rng(3)
+    base = {"big": rng.normal(size=BLOCK + 123).astype(np.float32)}
+    updates = [
+        ({"big": base["big"] + rng.normal(scale=0.01, size=BLOCK + 123).astype(np.float32)}, n)
+        for n in (3, 8, 1)
+    ]
+    acc = StreamingMean(base)
+    for trained, n in updates:
+        acc.add(trained, n)
+    b64 = base["big"].astype(np.float64)
+    expected = sum((b64 - t["big"].astype(np.float64)) * n for t, n in updates) / 12
+    np.testing.assert_allclose(acc.mean_delta()["big"], expected, rtol=0, atol=1e-7)
