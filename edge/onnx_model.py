@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ import numpy as np
 
 from common.errors import DataError, ModelError
 from common.metrics import decide, softmax
+from common.onnx_session import cpu_session
 from common.preprocess import PreprocessSpec, to_model_input
 
 log = logging.getLogger(__name__)
@@ -63,22 +63,11 @@ class OnnxClassifier:
         self, path: Path, *, threads: int | None = None, data: bytes | None = None
     ) -> None:
         """Load ``path`` (or ``data``, its bytes as already read and verified)."""
-        import onnxruntime as ort
-
         path = Path(path)
         if data is None and not path.is_file():
             raise ModelError(f"{path}: no such model file")
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = threads or min(4, os.cpu_count() or 1)
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
         try:
-            self.session = ort.InferenceSession(
-                data if data is not None else str(path),
-                sess_options=options,
-                providers=["CPUExecutionProvider"],
-            )
+            self.session = cpu_session(data if data is not None else str(path), threads=threads)
         except Exception as exc:  # onnxruntime raises its own untyped errors
             raise ModelError(f"{path.name}: not a loadable ONNX model ({exc})") from exc
         meta = dict(self.session.get_modelmeta().custom_metadata_map)

@@ -654,15 +654,14 @@ class Gateway:
     def _evaluate(self, weights: dict[str, np.ndarray]) -> dict[str, Any]:
         if not self.config.evaluate:
             return {}
-        from models.evaluate import choose_threshold, evaluate_split
+        from models.evaluate import choose_threshold, evaluate_split, fast_scorer
         from models.weights import set_weights
 
         set_weights(self.model, weights)
-        threshold = choose_threshold(
-            self.model, self.dataset.val, self.preprocess, self.positive_class
-        )
+        scorer = fast_scorer(self.model)  # the ONNX graph the sites diagnose with
+        threshold = choose_threshold(scorer, self.dataset.val, self.preprocess, self.positive_class)
         return evaluate_split(
-            self.model,
+            scorer,
             self.dataset.test,
             self.preprocess,
             positive_class=self.positive_class,

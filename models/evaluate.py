@@ -1,7 +1,12 @@
-"""Evaluate a Keras classifier on labelled images with the shared metrics."""
+"""Evaluate a classifier on labelled images with the shared metrics.
+
+The classifier is a Keras model, or :class:`OnnxLogits`: the same weights as the ONNX graph
+sites diagnose with, under ONNX Runtime, which is several times faster than Keras on the CPU.
+"""
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -13,20 +18,77 @@ from common.preprocess import PreprocessSpec, to_model_input
 if TYPE_CHECKING:
     import tensorflow as tf
 
+log = logging.getLogger(__name__)
+
+
+class OnnxLogits:
+    """A Keras model's current weights as its direct ONNX graph in an ONNX Runtime session.
+
+    Built anew for every set of weights (writing the graph and opening the session take
+    milliseconds for PrivaDx's models). The session's threads do not spin between calls: the
+    gateway evaluates while sites may train on the same cores.
+
+    Raises:
+        models.onnx_graph.UnsupportedModelError: A layer the direct writer does not handle
+            (evaluate the Keras model instead).
+    """
+
+    def __init__(self, model: tf.keras.Model, *, threads: int | None = None) -> None:
+        from common.onnx_session import cpu_session
+        from models.architectures import INPUT_NAME, OUTPUT_NAME
+        from models.onnx_export import OPSET
+        from models.onnx_graph import keras_to_onnx
+
+        proto = keras_to_onnx(model, opset=OPSET, input_name=INPUT_NAME, output_name=OUTPUT_NAME)
+        self.session = cpu_session(proto.SerializeToString(), threads=threads, spin=False)
+        self.input_name = INPUT_NAME
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """Logits of a preprocessed float32 batch ``(N, H, W, C)``."""
+        (out,) = self.session.run(None, {self.input_name: x})
+        return np.asarray(out, np.float32)
+
+
+def fast_scorer(model: tf.keras.Model) -> tf.keras.Model | OnnxLogits:
+    """The fastest way to score ``model``'s current weights.
+
+    :class:`OnnxLogits` of them, or ``model`` itself when its graph cannot be written
+    directly.
+    """
+    from models.onnx_graph import UnsupportedModelError
+
+    try:
+        return OnnxLogits(model)
+    except UnsupportedModelError as exc:
+        log.debug("evaluating with Keras: %s", exc)
+        return model
+
 
 def predict_logits(
-    model: tf.keras.Model, images: np.ndarray, spec: PreprocessSpec, batch_size: int = 256
+    model: tf.keras.Model | OnnxLogits,
+    images: np.ndarray,
+    spec: PreprocessSpec,
+    batch_size: int = 256,
 ) -> np.ndarray:
     """Logits for uint8 images, in batches, without Keras' ``predict`` overhead."""
+
+    def run(x: np.ndarray) -> np.ndarray:
+        if isinstance(model, OnnxLogits):
+            return model(x)
+        return np.asarray(model(x, training=False))
+
     outputs = [
-        model(to_model_input(images[i : i + batch_size], spec), training=False).numpy()
+        run(to_model_input(images[i : i + batch_size], spec))
         for i in range(0, len(images), batch_size)
     ]
     return np.concatenate(outputs).astype(np.float32)
 
 
 def choose_threshold(
-    model: tf.keras.Model, val: LabeledImages, spec: PreprocessSpec, positive_class: int
+    model: tf.keras.Model | OnnxLogits,
+    val: LabeledImages,
+    spec: PreprocessSpec,
+    positive_class: int,
 ) -> float | None:
     """Youden threshold on the validation split for binary tasks, ``None`` otherwise."""
     if val.num_classes != 2:
@@ -36,7 +98,7 @@ def choose_threshold(
 
 
 def evaluate_split(
-    model: tf.keras.Model,
+    model: tf.keras.Model | OnnxLogits,
     data: LabeledImages,
     spec: PreprocessSpec,
     *,

@@ -17,7 +17,7 @@ from common.deps import require
 from common.preprocess import PreprocessSpec
 from common.runlog import RunFolder
 from common.weights_io import save_weights
-from models.evaluate import choose_threshold, evaluate_split
+from models.evaluate import choose_threshold, evaluate_split, fast_scorer
 from models.spec import ModelSpec
 from models.training import local_seed, make_client_dataset, site_name
 from tff_core.config import SimulationConfig
@@ -171,9 +171,10 @@ def _train_federated(
         state = output.state
         process.get_model_weights(state).assign_weights_to(model)
         train = output.metrics["client_work"]["train"]
-        threshold = choose_threshold(model, exp.dataset.val, exp.preprocess, exp.positive_class)
+        scorer = fast_scorer(model)  # the ONNX graph the sites will diagnose with
+        threshold = choose_threshold(scorer, exp.dataset.val, exp.preprocess, exp.positive_class)
         final = evaluate_split(
-            model,
+            scorer,
             exp.dataset.test,
             exp.preprocess,
             positive_class=exp.positive_class,
@@ -186,7 +187,7 @@ def _train_federated(
             "clients": chosen,
             "train": {k: float(v) for k, v in train.items()},
             "test": final,
-            "sites": _per_site(model, exp, threshold),
+            "sites": _per_site(scorer, exp, threshold),
         }
         eps = epsilon(config.dp, round_num) if config.dp else None
         if config.dp:

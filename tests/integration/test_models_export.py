@@ -237,3 +237,46 @@ def test_other_keras_models_go_through_tf2onnx() -> None:
         x = np.random.default_rng(0).normal(0, 1, (3, 20, 20, 1)).astype(np.float32)
         (out,) = session.run(None, {session.get_inputs()[0].name: x})
         assert np.max(np.abs(out - model(x, training=False).numpy())) <= 1e-5
+
+
+def test_onnx_evaluation_gives_the_keras_metrics(trained) -> None:
+    """The gateway and the simulation score a round's model with ONNX Runtime: the same
+    threshold and test metrics as Keras on the real validation and test splits."""
+    from models.evaluate import OnnxLogits, choose_threshold, evaluate_split, fast_scorer
+
+    model, ds, _ = trained
+    pre = PreprocessSpec()
+    scorer = fast_scorer(model)
+    assert isinstance(scorer, OnnxLogits)
+    diff = np.max(np.abs(predict_logits(scorer, ds.test.images, pre) -
+                         predict_logits(model, ds.test.images, pre)))  # fmt: skip
+    assert diff <= 1e-4
+    results = []
+    for m in (model, scorer):
+        threshold = choose_threshold(m, ds.val, pre, 1)
+        results.append(evaluate_split(m, ds.test, pre, positive_class=1, threshold=threshold))
+    assert results[1]["threshold"] == pytest.approx(results[0]["threshold"], abs=1e-5)
+    for key in ("accuracy", "auc", "sensitivity", "specificity"):
+        assert results[1][key] == pytest.approx(results[0][key], abs=1e-3), key
+    # The scorer holds the weights the model had when it was made (the gateway's Keras model
+    # takes the next round's weights while the previous round's are being evaluated).
+    first = predict_logits(scorer, ds.test.images[:8], pre)
+    before = get_weights(model)
+    set_weights(model, {k: np.zeros_like(v) for k, v in before.items()})
+    try:
+        np.testing.assert_array_equal(predict_logits(scorer, ds.test.images[:8], pre), first)
+        zeroed = predict_logits(fast_scorer(model), ds.test.images[:8], pre)
+        np.testing.assert_allclose(zeroed, 0.0, atol=1e-6)
+        assert np.max(np.abs(first)) > 0.1
+    finally:
+        set_weights(model, before)
+
+
+def test_models_the_direct_writer_refuses_are_scored_with_keras() -> None:
+    from models.evaluate import fast_scorer
+
+    layers = tf.keras.layers
+    inputs = tf.keras.Input((20, 20, 1), name="image")
+    x = layers.BatchNormalization(name="bn")(layers.Conv2D(4, 3, name="conv")(inputs))
+    model = tf.keras.Model(inputs, layers.Dense(2)(layers.GlobalAveragePooling2D()(x)))
+    assert fast_scorer(model) is model
