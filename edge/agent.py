@@ -90,6 +90,10 @@ class EdgeAgent:
             )
         self.verifier = self.identity.verifier() if self.identity else None
         self.secure = SecureParticipant(config.site_id, self.verifier)
+        self._ready = False
+        """Whether this site has prepared for a global model (TensorFlow started, model built,
+        images loaded). It announces itself online only then, so a round the gateway starts
+        for it times training, not the site's start-up."""
         self._trained: tuple[tuple[str, int, str], TrainingResult] | None = None
         """The last local training: (run, round, base model) and its result, kept so a
         retried secure round reuses it instead of training again."""
@@ -114,9 +118,14 @@ class EdgeAgent:
         )
 
     def _announce_online(self) -> None:
-        env = presence_envelope(Kind.PRESENCE, self.config.site_id, Presence.ONLINE)
+        """On every (re)connection, once the site is ready to train (see :meth:`_on_model`)."""
+        if self._ready:
+            self._publish_presence(Presence.ONLINE, wait=None)
+
+    def _publish_presence(self, state: Presence, *, wait: float | None) -> None:
+        env = presence_envelope(Kind.PRESENCE, self.config.site_id, state)
         self.link.publish(
-            self.topics.presence(self.config.site_id), wire.to_bytes(env), retain=True, wait=None
+            self.topics.presence(self.config.site_id), wire.to_bytes(env), retain=True, wait=wait
         )
 
     # --- main loop ------------------------------------------------------------------------
@@ -141,7 +150,16 @@ class EdgeAgent:
         finally:
             self.store.flush()
             self.store.save_state()
-            self.link.stop()
+            self._leave()
+
+    def _leave(self) -> None:
+        """Say offline (the last will covers only a lost connection), then disconnect."""
+        if self.link.connected.is_set():
+            try:
+                self._publish_presence(Presence.OFFLINE, wait=5.0)
+            except PrivadxError as exc:
+                log.warning("could not announce going offline: %s", exc)
+        self.link.stop()
 
     def _finished(self) -> bool:
         """A run this site took part in is over and this site holds its exported model.
@@ -234,6 +252,9 @@ class EdgeAgent:
         self.store.save_global(weights, info)
         log.info("received global model of round %d (run %s)", env.round, env.run)
         self._prepare(self.model)
+        if not self._ready:  # prepared or not (a problem is reported when training)
+            self._ready = True
+            self._publish_presence(Presence.ONLINE, wait=None)
 
     def _prepare(self, m: GlobalModel) -> None:
         """Load the local images and build the Keras model before the round's clock runs.

@@ -113,3 +113,30 @@ def test_a_model_that_does_not_fit_skips_the_round(
     assert len(calls) == 1
     assert agent._skipped == agent.announcement.announcement
     assert not agent.store.submitted("r", 2)
+
+
+def test_a_site_is_online_once_it_has_prepared_for_the_model(
+    pki: FederationPki, tmp_path: Path
+) -> None:
+    """Connected is not ready: the presence goes out after the first global model was taken
+    in (so a round's clock does not run on the site's start-up), then on every reconnect."""
+    from common.wire.messages import Presence
+
+    agent = _agent(pki, tmp_path)
+    sent: list[tuple[str, str]] = []
+    agent.link.publish = lambda topic, payload, **kw: sent.append(  # type: ignore[method-assign]
+        (topic, wire.from_bytes(payload).meta["state"])
+    )
+    presence = Topics().presence("s1")
+    agent._announce_online()  # connected, no model yet
+    assert sent == []
+    genuine = Identity.load(pki.gateway).signer.sign_envelope(model_envelope("r", 0, WEIGHTS, INFO))
+    _deliver(agent, Topics().model, genuine)  # preparing fails here (no data): still online
+    assert sent == [(presence, Presence.ONLINE)]
+    _deliver(agent, Topics().model, genuine)
+    agent._announce_online()  # reconnected
+    assert sent == [(presence, Presence.ONLINE)] * 2
+    agent.store.flush()
+    agent.link.connected.set()
+    agent._leave()  # a clean exit says so (the last will only covers a lost connection)
+    assert sent[-1] == (presence, Presence.OFFLINE)
