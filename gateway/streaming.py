@@ -21,12 +21,29 @@ from common.errors import InputError
 BLOCK = 1 << 20
 """Values per block: the float32 scratch block (4 MiB) stays in the last-level cache.
 
-Measured (100 updates of 2M values, 2-core AMD EPYC VM, 32 MiB L3; fold time over one
-``np.copyto`` of the same bytes, five runs): 2.96-3.27x with 64 Ki-value blocks, which fit
-the L2 cache but cost more in per-block calls than the cache saves; 2.49-2.87x with 256 Ki;
-2.49-2.74x with 1 Mi."""
+Measured (100 updates of 2M values, 2-core AMD EPYC VM, 32 MiB L3, one BLAS thread; fold time
+over one ``np.copyto`` of the same bytes, three runs): 3.02-3.21x with 64 Ki-value blocks,
+which fit the L2 cache but cost more in per-block calls than the cache saves; 2.46-2.60x
+with 256 Ki; 2.42-2.47x with 512 Ki; 2.45-2.52x with 1 Mi."""
 GROUP = 64
 """Updates summed in float32 before their sum joins the float64 total."""
+
+
+def one_blas_thread() -> None:
+    """Run the BLAS that :func:`_axpy` uses on one thread in this process.
+
+    The fold is bound by memory, and OpenBLAS's second thread costs more than it brings: on
+    the 2-core benchmark machine 10 updates of 2M values took a median 30.1 ms with OpenBLAS's
+    default two threads against 10.0 ms with one (1,130 and 1,990 folds in 30 s each). SciPy's
+    BLAS is loaded first: ``threadpoolctl`` limits only libraries already loaded. No-op
+    without SciPy or ``threadpoolctl``.
+    """
+    try:
+        import scipy.linalg.blas  # noqa: F401  (loads the library to limit)
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return
+    threadpool_limits(1, user_api="blas")
 
 
 def _axpy(a: float, x: np.ndarray, y: np.ndarray) -> None:
@@ -43,6 +60,8 @@ class StreamingMean:
     """Running example-weighted mean of client deltas against one base model."""
 
     def __init__(self, base: dict[str, np.ndarray]) -> None:
+        """Buffers for models shaped like ``base``; BLAS on one thread (:func:`one_blas_thread`)."""
+        one_blas_thread()
         self.shapes = {n: v.shape for n, v in base.items()}
         size = {n: int(np.prod(s, dtype=np.int64)) for n, s in self.shapes.items()}
         self._sum = {n: np.empty(k, np.float64) for n, k in size.items()}

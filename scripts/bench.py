@@ -102,9 +102,8 @@ def best_of(fn: Callable[[], Any], repeat: int) -> float:
 def interleaved_best(fns: dict[str, Callable[[], Any]], repeat: int) -> dict[str, float]:
     """The fastest of ``repeat`` timed calls of each function, taking turns (seconds).
 
-    Each is warmed up once, then the calls alternate, so a slow spell of the machine (this
-    VM has them: a memory-bound loop running three times slower for seconds) hits both sides
-    of a ratio alike instead of one.
+    Each is warmed up once, then the calls alternate, so whatever the machine does meanwhile
+    weighs on both sides of a ratio alike instead of on one.
     """
     for fn in fns.values():
         fn()

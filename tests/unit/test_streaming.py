@@ -94,3 +94,14 @@ def test_a_tensor_longer_than_a_block_is_folded_whole() -> None:
     b64 = base["big"].astype(np.float64)
     expected = sum((b64 - t["big"].astype(np.float64)) * n for t, n in updates) / 12
     np.testing.assert_allclose(acc.mean_delta()["big"], expected, rtol=0, atol=1e-7)
+
+
+def test_the_fold_runs_blas_on_one_thread() -> None:
+    """Limited after SciPy's BLAS is loaded (a limit set before would not reach it)."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    pytest.importorskip("scipy")
+    acc = StreamingMean({"w": np.zeros(4, np.float32)})
+    for _ in range(2):  # the second update of a group goes through saxpy: its BLAS is loaded
+        acc.add({"w": np.ones(4, np.float32)}, 1)
+    blas = [i for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
+    assert blas and all(i["num_threads"] == 1 for i in blas)
