@@ -90,10 +90,6 @@ class EdgeAgent:
             )
         self.verifier = self.identity.verifier() if self.identity else None
         self.secure = SecureParticipant(config.site_id, self.verifier)
-        self._ready = False
-        """Whether this site has prepared for a global model (TensorFlow started, model built,
-        images loaded). It announces itself online only then, so a round the gateway starts
-        for it times training, not the site's start-up."""
         self._trained: tuple[tuple[str, int, str], TrainingResult] | None = None
         """The last local training: (run, round, base model) and its result, kept so a
         retried secure round reuses it instead of training again."""
@@ -119,7 +115,7 @@ class EdgeAgent:
 
     def _announce_online(self) -> None:
         """On every (re)connection, once the site is ready to train (see :meth:`_on_model`)."""
-        if self._ready:
+        if self.model is not None:
             self._publish_presence(Presence.ONLINE, wait=None)
 
     def _publish_presence(self, state: Presence, *, wait: float | None) -> None:
@@ -248,12 +244,15 @@ class EdgeAgent:
         if missing:
             raise WireError(f"global model message lacks {missing}")
         info = {k: env.meta[k] for k in MODEL_INFO_KEYS}
-        self.model = GlobalModel(env.meta["sha256"], env.round, env.run, weights, info)
+        model = GlobalModel(env.meta["sha256"], env.round, env.run, weights, info)
         self.store.save_global(weights, info)
         log.info("received global model of round %d (run %s)", env.round, env.run)
-        self._prepare(self.model)
-        if not self._ready:  # prepared or not (a problem is reported when training)
-            self._ready = True
+        # A site says it is online once it has prepared for the first model (TensorFlow
+        # started, model built, images loaded), so a round the gateway starts for it times
+        # training, not start-up. Prepared or not: a problem is reported when training.
+        self._prepare(model)
+        first, self.model = self.model is None, model
+        if first:
             self._publish_presence(Presence.ONLINE, wait=None)
 
     def _prepare(self, m: GlobalModel) -> None:

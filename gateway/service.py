@@ -654,18 +654,12 @@ class Gateway:
     def _evaluate(self, weights: dict[str, np.ndarray]) -> dict[str, Any]:
         if not self.config.evaluate:
             return {}
-        from models.evaluate import choose_threshold, evaluate_split, fast_scorer
+        from models.evaluate import evaluate_model
         from models.weights import set_weights
 
-        set_weights(self.model, weights)
-        scorer = fast_scorer(self.model)  # the ONNX graph the sites diagnose with
-        threshold = choose_threshold(scorer, self.dataset.val, self.preprocess, self.positive_class)
-        return evaluate_split(
-            scorer,
-            self.dataset.test,
-            self.preprocess,
-            positive_class=self.positive_class,
-            threshold=threshold,
+        set_weights(self.model, weights)  # scored as the ONNX graph the sites diagnose with
+        return evaluate_model(
+            self.model, self.dataset, self.preprocess, positive_class=self.positive_class
         )
 
     def _finish(self, state: GatewayRun, final: dict[str, Any], seconds: float) -> dict[str, Any]:

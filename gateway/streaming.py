@@ -3,7 +3,7 @@
 Each accepted update is folded into the running weighted sum of deltas as it arrives and can
 then be dropped (the checkpoint keeps it on disk for crash recovery), so the gateway holds
 the same few buffers whatever the number of sites: a float64 total, a float32 partial sum of
-the current group of updates and a small scratch block.
+the current group of updates and a scratch block (:data:`BLOCK`).
 
 Speed and precision: an update is folded in blocks (``base - trained`` lands in a scratch
 block that stays in cache, then BLAS ``saxpy`` adds it, weighted, to the partial sum in one

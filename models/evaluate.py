@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from common.data.arrays import LabeledImages
+from common.data.arrays import LabeledImages, SplitDataset
 from common.metrics import evaluate, softmax, youden_threshold
 from common.preprocess import PreprocessSpec, to_model_input
 
@@ -33,14 +33,12 @@ class OnnxLogits:
             (evaluate the Keras model instead).
     """
 
-    def __init__(self, model: tf.keras.Model, *, threads: int | None = None) -> None:
+    def __init__(self, model: tf.keras.Model) -> None:
         from common.onnx_session import cpu_session
-        from models.architectures import INPUT_NAME, OUTPUT_NAME
-        from models.onnx_export import OPSET
-        from models.onnx_graph import keras_to_onnx
+        from models.architectures import INPUT_NAME
+        from models.onnx_export import direct_graph
 
-        proto = keras_to_onnx(model, opset=OPSET, input_name=INPUT_NAME, output_name=OUTPUT_NAME)
-        self.session = cpu_session(proto.SerializeToString(), threads=threads, spin=False)
+        self.session = cpu_session(direct_graph(model).SerializeToString(), spin=False)
         self.input_name = INPUT_NAME
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
@@ -71,14 +69,9 @@ def predict_logits(
     batch_size: int = 256,
 ) -> np.ndarray:
     """Logits for uint8 images, in batches, without Keras' ``predict`` overhead."""
-
-    def run(x: np.ndarray) -> np.ndarray:
-        if isinstance(model, OnnxLogits):
-            return model(x)
-        return np.asarray(model(x, training=False))
-
+    score = model if isinstance(model, OnnxLogits) else lambda x: model(x, training=False)
     outputs = [
-        run(to_model_input(images[i : i + batch_size], spec))
+        np.asarray(score(to_model_input(images[i : i + batch_size], spec)))
         for i in range(0, len(images), batch_size)
     ]
     return np.concatenate(outputs).astype(np.float32)
@@ -109,4 +102,18 @@ def evaluate_split(
     probs = softmax(predict_logits(model, data.images, spec))
     return evaluate(
         data.labels, probs, data.class_names, positive_class=positive_class, threshold=threshold
+    )
+
+
+def evaluate_model(
+    model: tf.keras.Model, dataset: SplitDataset, spec: PreprocessSpec, *, positive_class: int
+) -> dict[str, Any]:
+    """Test metrics of ``model``'s current weights at the validation split's threshold.
+
+    Scored by :func:`fast_scorer`.
+    """
+    scorer = fast_scorer(model)
+    threshold = choose_threshold(scorer, dataset.val, spec, positive_class)
+    return evaluate_split(
+        scorer, dataset.test, spec, positive_class=positive_class, threshold=threshold
     )

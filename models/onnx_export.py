@@ -63,13 +63,24 @@ def to_onnx(model: tf.keras.Model) -> onnx.ModelProto:
     CNN against tf2onnx's 335; the README's benchmark table has the speed-up); any other
     Keras model goes through tf2onnx.
     """
-    from models.onnx_graph import UnsupportedModelError, keras_to_onnx
+    from models.onnx_graph import UnsupportedModelError
 
     try:
-        return keras_to_onnx(model, opset=OPSET, input_name=INPUT_NAME, output_name=OUTPUT_NAME)
+        return direct_graph(model)
     except UnsupportedModelError as exc:
         log.info("converting with tf2onnx (%s)", exc)
     return tf2onnx_graph(model)
+
+
+def direct_graph(model: tf.keras.Model) -> onnx.ModelProto:
+    """``model`` written by PrivaDx's own writer (models/onnx_graph.py).
+
+    With the export's opset and tensor names; raises
+    :class:`models.onnx_graph.UnsupportedModelError` for a layer it does not handle.
+    """
+    from models.onnx_graph import keras_to_onnx
+
+    return keras_to_onnx(model, opset=OPSET, input_name=INPUT_NAME, output_name=OUTPUT_NAME)
 
 
 def tf2onnx_graph(model: tf.keras.Model) -> onnx.ModelProto:
@@ -114,11 +125,11 @@ def verify_parity(
     Raises:
         ModelError: The difference exceeds :data:`PARITY_TOLERANCE`.
     """
-    import onnxruntime as ort
+    from common.onnx_session import cpu_session
 
     x = to_model_input(images, spec)
     keras_logits = model(x, training=False).numpy()
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    session = cpu_session(str(onnx_path))  # as the sites will run it
     (onnx_logits,) = session.run(None, {session.get_inputs()[0].name: x})
     diff = float(np.max(np.abs(keras_logits - onnx_logits)))
     if not diff <= PARITY_TOLERANCE:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from common.deps import require
 from common.runlog import RunFolder
 from models.architectures import build_model
-from models.evaluate import choose_threshold, evaluate_split, fast_scorer
+from models.evaluate import evaluate_model
 from models.training import make_client_dataset
 from tff_core.fedavg import keras_loss
 
@@ -44,16 +44,8 @@ def train_centralized(config: SimulationConfig, exp: Experiment, run: RunFolder)
     class RoundEval(tf.keras.callbacks.Callback):  # type: ignore[name-defined]
         def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
             nonlocal final
-            scorer = fast_scorer(model)  # scored as the federated model is
-            threshold = choose_threshold(
-                scorer, exp.dataset.val, exp.preprocess, exp.positive_class
-            )
-            final = evaluate_split(
-                scorer,
-                exp.dataset.test,
-                exp.preprocess,
-                positive_class=exp.positive_class,
-                threshold=threshold,
+            final = evaluate_model(  # scored as the federated model is
+                model, exp.dataset, exp.preprocess, positive_class=exp.positive_class
             )
             run.append_metrics(
                 {
