@@ -1,8 +1,9 @@
 """The edge agent: joins the federation, trains on the site's images, keeps the newest model.
 
-The agent never sends an image: only model weights, the number of local examples and local
-training metrics leave the device. Training needs TensorFlow (the ``train`` extra); nothing
-here imports TensorFlow Federated.
+The agent never sends an image: only model weights, the number of local examples, local
+training metrics and, for each new global model, an evaluation report of sums over the
+site's held-out images (:mod:`edge.evaluation`) leave the device. Training needs TensorFlow
+(the ``train`` extra); nothing here imports TensorFlow Federated.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from common.data.arrays import LabeledImages
 from common.data.local import load_local_dataset
 from common.data.medmnist import resolve_dataset
 from common.errors import DataError, InputError, ModelError, PrivadxError
+from common.evaluation.holdout import split_holdout
 from common.mqtt_link import LinkConfig, MqttLink
 from common.preprocess import PreprocessSpec
 from common.secagg.protocol import SecAggError
@@ -41,6 +43,7 @@ from common.wire.messages import (
 from common.wire.secure import Step
 from common.wire.topics import Topics
 from edge.config import EdgeConfig
+from edge.evaluation import log_own_figures, report_envelope, score_held_out
 from edge.secure_participant import SecureParticipant
 from edge.store import ONNX_FILE, ModelStore
 from models.spec import ModelSpec
@@ -49,6 +52,9 @@ from models.training import LocalTraining
 log = logging.getLogger(__name__)
 
 POLL = 0.2
+EVAL_GRACE = 1.0
+"""Seconds a new model is held before it is evaluated while no announcement names it yet: the
+next round's announcement follows the model at once, and training comes first."""
 MODEL_INFO_KEYS = ("model_spec", "preprocess", "class_names", "positive_class")
 MAX_MODEL_BYTES = 512 * 1024 * 1024
 TrainingResult = tuple[dict[str, np.ndarray], int, dict[str, float]]
@@ -80,6 +86,12 @@ class EdgeAgent:
         self._skipped: str | None = None
         """The announcement this agent decided not to train for."""
         self.data: LabeledImages | None = None
+        """The local images trained on."""
+        self.held_out: LabeledImages | None = None
+        """The local images kept back for federated evaluation (never trained on)."""
+        self._evaluated: set[str] = set()
+        """Global models (by hash) this site has reported on or given up evaluating."""
+        self._model_since = 0.0
         self._keras: Any = None
         self._keras_spec: str | None = None
         self.identity = Identity.load(config.identity) if config.identity else None
@@ -119,7 +131,8 @@ class EdgeAgent:
             self._publish_presence(Presence.ONLINE, wait=None)
 
     def _publish_presence(self, state: Presence, *, wait: float | None) -> None:
-        env = presence_envelope(Kind.PRESENCE, self.config.site_id, state)
+        evaluates = self.config.eval_fraction > 0 or self.config.eval_data is not None
+        env = presence_envelope(Kind.PRESENCE, self.config.site_id, state, evaluates=evaluates)
         self.link.publish(
             self.topics.presence(self.config.site_id), wire.to_bytes(env), retain=True, wait=wait
         )
@@ -132,12 +145,15 @@ class EdgeAgent:
             DataError: The site's training data is missing (checked before connecting).
         """
         resolve_dataset(self.config.data, fetch=False)
+        if self.config.eval_data is not None:
+            resolve_dataset(self.config.eval_data, fetch=False)
         self.link.start(timeout=120.0)
         started = time.monotonic()
         try:
             while True:
                 self._process_one()
                 self._maybe_train()
+                self._maybe_evaluate()
                 if self.config.once and self._finished():
                     log.info("run finished; model.onnx saved in %s", self.store.root)
                     return 0
@@ -252,6 +268,7 @@ class EdgeAgent:
         # training, not start-up. Prepared or not: a problem is reported when training.
         self._prepare(model)
         first, self.model = self.model is None, model
+        self._model_since = time.monotonic()
         if first:
             self._publish_presence(Presence.ONLINE, wait=None)
 
@@ -267,6 +284,52 @@ class EdgeAgent:
             self._keras_model(m.info["model_spec"])
         except PrivadxError as exc:
             log.warning("could not prepare local training yet: %s", exc)
+
+    # --- evaluation -------------------------------------------------------------------------
+    def _maybe_evaluate(self) -> None:
+        """Report on the current global model once nothing more urgent is waiting."""
+        m, a = self.model, self.announcement
+        if m is None or m.round < 1 or m.sha256 in self._evaluated:
+            return
+        if not self.link.inbox.empty() or self._training_due():
+            return
+        named = a is not None and a.model_sha256 == m.sha256
+        if not named and time.monotonic() - self._model_since < EVAL_GRACE:
+            return
+        self._evaluated.add(m.sha256)
+        try:
+            preprocess = PreprocessSpec.from_json(m.info["preprocess"])
+            self._local_data(preprocess, tuple(m.info["class_names"]))
+            if self.held_out is None or len(self.held_out) == 0:
+                return
+            logits = score_held_out(
+                self._keras_model(m.info["model_spec"]), m.weights, self.held_out, preprocess
+            )
+            env, report = report_envelope(
+                site=self.config.site_id,
+                run=m.run,
+                round_num=m.round,
+                model_sha256=m.sha256,
+                logits=logits,
+                held_out=self.held_out,
+                positive_class=int(m.info["positive_class"]),
+            )
+        except PrivadxError as exc:
+            log.warning("round %d model: could not evaluate it here: %s", m.round, exc)
+            return
+        self._send(self._sign(env), self.topics.evaluation(self.config.site_id))
+        log_own_figures(report, m.round, int(m.info["positive_class"]))
+
+    def _training_due(self) -> bool:
+        """The current announcement asks this site to train on the current model, not done."""
+        a, m = self.announcement, self.model
+        if a is None or m is None or a.phase is not Phase.TRAINING:
+            return False
+        if a.model_sha256 != m.sha256 or a.announcement == self._skipped:
+            return False
+        if a.secure is not None:
+            return self.secure.attempt_id != a.announcement
+        return not self.store.submitted(a.run, a.round) and time.time() <= a.deadline
 
     # --- training ---------------------------------------------------------------------------
     def _maybe_train(self) -> None:
@@ -363,20 +426,31 @@ class EdgeAgent:
         self, preprocess: PreprocessSpec, class_names: tuple[str, ...]
     ) -> LabeledImages:
         if self.data is None:
-            path = resolve_dataset(self.config.data, fetch=False)
-            report = load_local_dataset(path, preprocess, class_names)
-            if report.data.num_classes != len(class_names):
-                raise InputError(
-                    f"local data has {report.data.num_classes} classes; "
-                    f"the model has {len(class_names)}"
-                )
-            self.data = report.data
+            local = self._load(self.config.data, preprocess, class_names)
+            if self.config.eval_data is not None:
+                self.data = local
+                self.held_out = self._load(self.config.eval_data, preprocess, class_names)
+            else:
+                self.data, self.held_out = split_holdout(local, self.config.eval_fraction)
             log.info(
-                "loaded %d local training images (%d skipped)",
-                len(report.data),
-                len(report.skipped),
+                "local images: %d to train on, %d held out for evaluation",
+                len(self.data),
+                len(self.held_out),
             )
         return self.data
+
+    def _load(
+        self, source: str, preprocess: PreprocessSpec, class_names: tuple[str, ...]
+    ) -> LabeledImages:
+        report = load_local_dataset(resolve_dataset(source, fetch=False), preprocess, class_names)
+        if report.data.num_classes != len(class_names):
+            raise InputError(
+                f"local data has {report.data.num_classes} classes; "
+                f"the model has {len(class_names)}"
+            )
+        if report.skipped:
+            log.warning("%d local image files could not be used", len(report.skipped))
+        return report.data
 
     def _train(
         self, m: GlobalModel, a: RoundAnnouncement, settings: LocalTraining

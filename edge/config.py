@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from common.evaluation.holdout import DEFAULT_EVAL_FRACTION, check_fraction
 from common.mqtt_link import BrokerAddress, MqttVersion
 from common.trust.identity import check_security
 from common.wire.topics import check_name
@@ -32,6 +33,12 @@ class EdgeConfig:
     """Exit after the run is finished and the ONNX model is saved (instead of serving on)."""
     threads: int = 1
     """TensorFlow threads for local training (devices share cores with other services)."""
+    eval_fraction: float = DEFAULT_EVAL_FRACTION
+    """Share of each class of the local images held out for federated evaluation (never
+    trained on); 0 sends no evaluation reports."""
+    eval_data: str | None = None
+    """A separate folder, CSV or ``.npz`` of evaluation images instead (then every local
+    training image is trained on)."""
 
     def __post_init__(self) -> None:
         check_security(
@@ -39,3 +46,4 @@ class EdgeConfig:
         )
         check_name("site id", self.site_id)
         check_name("federation name", self.federation)
+        check_fraction(self.eval_fraction)

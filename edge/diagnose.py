@@ -103,14 +103,21 @@ def iter_images(files: list[Path]) -> Iterator[tuple[str, np.ndarray | None, str
             yield str(file), None, str(exc)
 
 
-def diagnose(model: OnnxClassifier, paths: list[Path]) -> list[Diagnosis]:
-    """Classify every image found in ``paths``; failures become error entries, in order."""
+def diagnose(
+    model: OnnxClassifier, paths: list[Path], *, threshold: float | None = None
+) -> list[Diagnosis]:
+    """Classify every image found in ``paths``; failures become error entries, in order.
+
+    ``threshold``: a site's own decision threshold instead of the model's (binary models).
+    """
     results: list[Diagnosis | None] = []
     pending: list[tuple[int, str, np.ndarray]] = []
     names = model.info.class_names
 
     def flush() -> None:
-        probs, predicted = model.predict(np.stack([img for _, _, img in pending]))
+        probs, predicted = model.predict(
+            np.stack([img for _, _, img in pending]), threshold=threshold
+        )
         for (slot, source, _), p, k in zip(pending, probs, predicted, strict=True):
             results[slot] = Diagnosis(
                 source,

@@ -29,7 +29,16 @@ class ModelInfo:
     class_names: tuple[str, ...]
     positive_class: int
     threshold: float | None
+    """Binary tasks: the positive class's (calibrated) probability at which it is predicted."""
     provenance: dict[str, Any]
+    temperature: float | None = None
+    """Logits are divided by this before the softmax (temperature scaling); ``None``: the
+    probabilities are not calibrated."""
+
+    @property
+    def calibrated(self) -> bool:
+        """Whether the probabilities are calibrated (the model carries a temperature)."""
+        return self.temperature is not None
 
 
 def read_model_info(meta: dict[str, str], source: str) -> ModelInfo:
@@ -45,12 +54,18 @@ def read_model_info(meta: dict[str, str], source: str) -> ModelInfo:
         raise ModelError(f"{source}: model metadata format {fmt!r} is not supported")
     try:
         threshold = json.loads(meta[f"{META_PREFIX}threshold"])
+        temperature = json.loads(meta.get(f"{META_PREFIX}temperature", "null"))
+        if temperature is not None and not (
+            isinstance(temperature, int | float) and 0.01 <= temperature <= 100
+        ):
+            raise ValueError(f"temperature {temperature!r} is not a number in [0.01, 100]")
         return ModelInfo(
             preprocess=PreprocessSpec.from_json(meta[f"{META_PREFIX}preprocess"]),
             class_names=tuple(json.loads(meta[f"{META_PREFIX}class_names"])),
             positive_class=int(json.loads(meta[f"{META_PREFIX}positive_class"])),
             threshold=None if threshold is None else float(threshold),
             provenance=json.loads(meta.get(f"{META_PREFIX}provenance", "{}")),
+            temperature=None if temperature is None else float(temperature),
         )
     except (KeyError, ValueError, TypeError, DataError) as exc:
         raise ModelError(f"{source}: malformed PrivaDx metadata ({exc})") from exc
@@ -82,8 +97,16 @@ class OnnxClassifier:
         )
         return np.asarray(out, dtype=np.float32)
 
-    def predict(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """``(probabilities (N, K), predicted class (N,))`` with the model's decision rule."""
-        probs = softmax(self.logits(images))
+    def predict(
+        self, images: np.ndarray, *, threshold: float | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``(probabilities (N, K), predicted class (N,))`` with the model's decision rule.
+
+        The probabilities are calibrated when the model carries a temperature; ``threshold``
+        (a site's own) replaces the model's threshold on them.
+        """
         info = self.info
-        return probs, decide(probs, positive_class=info.positive_class, threshold=info.threshold)
+        logits = self.logits(images)
+        probs = softmax(logits / info.temperature if info.temperature else logits)
+        cut = info.threshold if threshold is None else threshold
+        return probs, decide(probs, positive_class=info.positive_class, threshold=cut)

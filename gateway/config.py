@@ -8,12 +8,12 @@ from pathlib import Path
 
 from common.errors import InputError
 from common.mqtt_link import BrokerAddress, MqttVersion
+from common.task import TaskSpec
 from common.trust.identity import check_security
 from common.wire.chunks import DEFAULT_CHUNK_SIZE
 from common.wire.secure import SecureSettings
 from common.wire.topics import check_name
 from models.optim import OptimizerName, OptimizerSpec
-from models.spec import Architecture
 from models.training import LocalTraining
 from tff_core.privacy import DpSpec
 from tff_core.robust import DEFAULT_TRIM, AggregationRule
@@ -30,9 +30,12 @@ class GatewayConfig:
 
     broker: BrokerAddress
     out: Path
-    dataset: str
-    """Dataset name or .npz whose classes and image size define the task, and whose
-    validation and test splits the gateway evaluates on (no training images are used)."""
+    task: TaskSpec
+    """What the federation learns (classes, input size, model): the gateway holds no images."""
+    eval_data: str | None = None
+    """Optional public benchmark (MedMNIST name or .npz) the coordinating centre may hold:
+    every round's model is also scored on its test split (threshold from its validation
+    split), reported apart from the federated evaluation. Without it no image file is opened."""
     data_dir: Path | None = None
     federation: str = "default"
     run_id: str = field(default_factory=default_run_id)
@@ -47,6 +50,9 @@ class GatewayConfig:
     rounds: int = 5
     min_sites: int = 2
     round_timeout: float = 600.0
+    eval_timeout: float | None = None
+    """Seconds the sites have to report their evaluation of a new model (default: the round
+    timeout; a site evaluates after training the next round)."""
     start_timeout: float = 600.0
     """How long to wait for ``min_sites`` sites to come online before round 1."""
     max_retries: int = 3
@@ -67,8 +73,6 @@ class GatewayConfig:
     max_weight_ratio: float = 10.0
     """A site's example count (its weight) is capped at this multiple of the round's median
     reported count; 0 turns the cap off."""
-    arch: Architecture = Architecture.CNN
-    dropout: float = 0.3
     seed: int = 0
     chunk_size: int = DEFAULT_CHUNK_SIZE
     export_onnx: bool = True
@@ -97,6 +101,13 @@ class GatewayConfig:
             raise InputError(f"--trim must lie in [0, 0.5), got {self.trim}")
         if not self.round_timeout > 0:
             raise InputError(f"--round-timeout must be positive, got {self.round_timeout}")
+        if self.eval_timeout is not None and not self.eval_timeout > 0:
+            raise InputError(f"--eval-timeout must be positive, got {self.eval_timeout}")
+
+    @property
+    def evaluation_timeout(self) -> float:
+        """Seconds the sites have to report their evaluation of a new model."""
+        return self.round_timeout if self.eval_timeout is None else self.eval_timeout
 
     def _check_privacy(self) -> None:
         if self.dp is None:

@@ -19,7 +19,8 @@ from common.wire.topics import PREFIX, Channel
 ACL_HEADER = """\
 # PrivaDx topic permissions (Mosquitto acl_file).
 # Topic tree: privadx/<federation>/{round, model/<i>, onnx/<i>, gateway/status,
-#                                   secagg, site/<site>/{presence, update, secagg, inbox}}
+#                                   secagg, site/<site>/{presence, update, secagg, evaluation,
+#                                   inbox}}
 """
 
 
@@ -45,6 +46,7 @@ pattern read {site}/{Channel.INBOX}
 pattern write {site}/{Channel.PRESENCE}
 pattern write {site}/{Channel.UPDATE}
 pattern write {site}/{Channel.SECAGG}
+pattern write {site}/{Channel.EVALUATION}
 """
     )
 

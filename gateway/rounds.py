@@ -112,12 +112,9 @@ class RoundState:
     def _check(self, env: Envelope, site: str, reference: dict[str, np.ndarray]) -> str | None:
         if env.message_id in self.seen_messages or site in self.accepted:
             return "duplicate"
-        if env.kind is not Kind.UPDATE:
-            return f"wrong kind: {env.kind}"
-        if env.sender != site:
-            return f"sender mismatch: envelope says {env.sender!r}, topic says {site!r}"
-        if env.run != self.run:
-            return f"wrong run: update for run {env.run} during run {self.run}"
+        problem = routing_problem(env, site, Kind.UPDATE, self.run)
+        if problem is not None:
+            return problem
         if env.round != self.number:
             return f"wrong round: update for round {env.round} arrived during round {self.number}"
         if env.meta.get("base_model") != self.model_sha256:
@@ -153,6 +150,17 @@ class RoundState:
             "update_bytes": {u.site: u.nbytes for u in self.accepted.values()},
             "site_metrics": {u.site: u.metrics for u in self.accepted.values()},
         }
+
+
+def routing_problem(env: Envelope, site: str, kind: Kind, run: str) -> str | None:
+    """Why a site's message is not ``kind`` from ``site`` in ``run``, or ``None``."""
+    if env.kind is not kind:
+        return f"wrong kind: {env.kind}"
+    if env.sender != site:
+        return f"sender mismatch: envelope says {env.sender!r}, topic says {site!r}"
+    if env.run != run:
+        return f"wrong run: {kind} for run {env.run} during run {run}"
+    return None
 
 
 def _encoding(env: Envelope) -> Encoding:

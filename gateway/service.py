@@ -15,11 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from common.data.catalog import CATALOG
-from common.data.medmnist import load_npz, resolve_dataset
+from common.data.arrays import SplitDataset
 from common.errors import InputError, PrivadxError
+from common.evaluation.decision import decision
 from common.mqtt_link import LinkConfig, MqttLink
-from common.preprocess import PreprocessSpec
 from common.runlog import RunFolder, json_ready
 from common.secagg.protocol import SecAggError
 from common.secagg.vector import unflatten, vector_length
@@ -40,10 +39,12 @@ from common.wire.messages import (
 from common.wire.topics import Channel, Topics
 from gateway.checkpoint import Progress, RunCheckpoint
 from gateway.config import GatewayConfig
+from gateway.evaluation import FederatedEvaluation
+from gateway.outcome import DECISION_KEYS, federated_summary, final_record, headline
+from gateway.plots import plot_federated
 from gateway.rounds import AcceptedUpdate, RoundState, cap_example_counts, signature_check
 from gateway.secure_round import SecureRound
 from gateway.streaming import StreamingMean
-from models.spec import ModelSpec
 from tff_core.robust import AggregationRule
 
 log = logging.getLogger(__name__)
@@ -75,19 +76,12 @@ class Gateway:
     def __init__(self, config: GatewayConfig) -> None:
         self.config = config
         self.topics = Topics(config.federation)
-        self.dataset = load_npz(resolve_dataset(config.dataset, config.data_dir))
-        h, w, c = self.dataset.image_shape
-        self.preprocess = PreprocessSpec(height=h, width=w, channels=c)
-        self.model_spec = ModelSpec(
-            arch=config.arch,
-            height=h,
-            width=w,
-            channels=c,
-            num_classes=len(self.dataset.class_names),
-            dropout=config.dropout,
-        )
-        info = CATALOG.get(self.dataset.name)
-        self.positive_class = info.positive_class if info else 1
+        self.task = config.task
+        self.preprocess = self.task.preprocess()
+        self.model_spec = self.task.model_spec()
+        self.positive_class = self.task.positive_class
+        self.benchmark = self._load_benchmark()
+        """The public benchmark of --eval-data, if given; otherwise no image file is opened."""
         self.reassembler = Reassembler(max_payload=512 * 1024 * 1024, max_partial=256)
         self.folder = RunFolder(config.out)
         self.checkpoint = RunCheckpoint(config.out / "checkpoint")
@@ -106,6 +100,13 @@ class Gateway:
         self.verify_update = signature_check(
             self.identity.verifier() if self.identity else None,
             allow_unsigned=config.allow_unsigned,
+        )
+        self.evaluation = FederatedEvaluation(
+            run=config.run_id,
+            num_classes=self.task.num_classes,
+            positive_class=self.positive_class,
+            timeout=config.evaluation_timeout,
+            verify=self.verify_update,
         )
         will = (
             self.topics.gateway_status,
@@ -127,9 +128,26 @@ class Gateway:
                     self.topics.presence("+"),
                     self.topics.update("+"),
                     self.topics.site_secagg("+"),
+                    self.topics.evaluation("+"),
                 ),
             )
         )
+
+    def _load_benchmark(self) -> SplitDataset | None:
+        if self.config.eval_data is None:
+            return None
+        from common.data.medmnist import load_npz, resolve_dataset
+
+        dataset = load_npz(resolve_dataset(self.config.eval_data, self.config.data_dir))
+        if dataset.image_shape != (self.task.height, self.task.width, self.task.channels) or (
+            dataset.train.num_classes != self.task.num_classes
+        ):
+            raise InputError(
+                f"--eval-data {dataset.name} has {dataset.train.num_classes} classes of "
+                f"{dataset.image_shape} images; the task has {self.task.num_classes} classes "
+                f"of {(self.task.height, self.task.width, self.task.channels)}"
+            )
+        return dataset
 
     # --- the run --------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
@@ -166,9 +184,9 @@ class Gateway:
                     self._run_round(state, server, number, pending)
                     pending = {}
                 self._evaluate_pending()
-                self._commit(state, server)  # the last round's test metrics are durable too
-            final: dict[str, Any] = self.records[-1].get("test", {}) if self.records else {}
-            summary = self._finish(state, final, time.monotonic() - started)
+                self._await_evaluations(state)
+                self._commit(state, server)  # the last round's metrics are durable too
+            summary = self._finish(state, time.monotonic() - started)
         finally:
             self._publish_status(Presence.OFFLINE)
             self.link.stop()
@@ -206,7 +224,7 @@ class Gateway:
         state.round = progress.round
         server.restore(progress.server_state)
         self.records = progress.records
-        if self.records and "test" not in self.records[-1]:
+        if self.records and "evaluated_at" not in self.records[-1]:
             self._unevaluated = (len(self.records) - 1, progress.weights)
         self.folder.write_metrics(self.records)
         log.info(
@@ -273,6 +291,32 @@ class Gateway:
             f", epsilon {record['privacy']['epsilon']:.3f}" if "privacy" in record else "",
         )
         self._publish_model(state)
+        self.evaluation.start(number, state.model_sha256, _evaluating(state))
+
+    def _close_evaluations(self) -> None:
+        """Write every federated evaluation that can close into its round's record."""
+        for number in self.evaluation.due():
+            result = self.evaluation.close(number)
+            record = next(r for r in reversed(self.records) if r["round"] == number)
+            record["federated"] = json_ready(result.pop("federated"))
+            record["sites"] = json_ready(result.pop("sites"))
+            record["evaluation"] = {**result, "closed_at": round(time.time(), 3)}
+            self.folder.write_metrics(self.records)
+            fed = record["federated"] or {}
+            log.info(
+                "round %d/%d model: federated AUC %s, accuracy %s (%d of %d sites reported)",
+                number,
+                self.rounds,
+                _fmt(fed.get("auc")),
+                _fmt(fed.get("accuracy")),
+                len(result["sites_reported"]),
+                len(result["sites_reported"]) + len(result["sites_missing"]),
+            )
+
+    def _await_evaluations(self, state: GatewayRun) -> None:
+        """Wait until the sites reported on the final model (or its evaluation timed out)."""
+        while self.evaluation.open:
+            self._process_one(None, state)
 
     def _evaluate_pending(self) -> None:
         """Evaluate the last closed round's model, if not done yet, into its record."""
@@ -283,9 +327,11 @@ class Gateway:
         t0 = time.monotonic()
         metrics = self._evaluate(weights)
         record = self.records[index]
+        record["evaluated_at"] = round(time.time(), 3)
+        if not metrics:
+            return  # no public benchmark: the sites' reports are the evaluation
         record["test"] = json_ready(metrics)
         record["evaluation_seconds"] = round(time.monotonic() - t0, 2)
-        record["evaluated_at"] = round(time.time(), 3)
         self.folder.write_metrics(self.records)
         log.info(
             "round %d/%d model: test AUC %s, accuracy %s (evaluated in %.1f s)",
@@ -481,7 +527,7 @@ class Gateway:
         )
         self._publish(self.topics.round, announcement.to_envelope(), retain=True)
         self._evaluate_pending()  # the previous round's model, while the sites train
-        expected = {s for s, p in state.online.items() if p.get("state") == Presence.ONLINE}
+        expected = _online(state)
         log.info(
             "round %d/%d announced to %d online sites (deadline in %.0f s%s)",
             number,
@@ -508,6 +554,7 @@ class Gateway:
 
     # --- inbound messages -------------------------------------------------------------------
     def _process_one(self, round_state: RoundState | None, state: GatewayRun) -> None:
+        self._close_evaluations()
         try:
             topic, payload, _retained = self.link.inbox.get(timeout=POLL)
         except queue.Empty:
@@ -525,6 +572,8 @@ class Gateway:
                 self._on_update_chunk(site, env, round_state, state)
             elif topic == self.topics.site_secagg(site):
                 self._on_secagg_chunk(site, env, len(payload))
+            elif topic == self.topics.evaluation(site):
+                self._on_evaluation_chunk(site, env)
         except WireError as exc:
             log.warning("rejected a message from %s: %s", site or topic, exc)
             if round_state is not None:
@@ -541,8 +590,13 @@ class Gateway:
             )
         previous = state.online.get(site, {}).get("state")
         state.online[site] = dict(env.meta)
-        if round_state is not None and env.meta.get("state") == Presence.ONLINE:
-            round_state.expected.add(site)  # joined during the round: it gets its chance
+        if env.meta.get("state") == Presence.ONLINE:
+            if env.meta.get("evaluates") is True:
+                self.evaluation.site_online(site)
+            if round_state is not None:
+                round_state.expected.add(site)  # joined during the round: it gets its chance
+        else:
+            self.evaluation.site_offline(site)
         if previous != env.meta.get("state"):
             log.info("site %s is %s", site, env.meta.get("state"))
 
@@ -582,6 +636,18 @@ class Gateway:
             )
         elif reason != "duplicate":
             log.warning("round %d: update from %s rejected: %s", round_state.number, site, reason)
+
+    def _on_evaluation_chunk(self, site: str, env: Envelope) -> None:
+        whole = self.reassembler.add(env)
+        if whole is None:
+            return
+        reason = self.evaluation.offer(whole, site)
+        if reason is None:
+            log.debug("round %d: evaluation report from %s accepted", whole.round, site)
+        elif reason != "duplicate":
+            log.warning(
+                "evaluation report from %s for round %d rejected: %s", site, whole.round, reason
+            )
 
     def _on_secagg_chunk(self, site: str, env: Envelope, nbytes: int) -> None:
         secure = self.secure_round
@@ -646,52 +712,67 @@ class Gateway:
         return {
             "model_spec": self.model_spec.to_json(),
             "preprocess": self.preprocess.to_json(),
-            "class_names": list(self.dataset.class_names),
+            "class_names": list(self.task.class_names),
             "positive_class": self.positive_class,
         }
 
     # --- evaluation and the end of the run --------------------------------------------------
     def _evaluate(self, weights: dict[str, np.ndarray]) -> dict[str, Any]:
-        if not self.config.evaluate:
+        """The public benchmark's test metrics (with --eval-data; else nothing)."""
+        if not self.config.evaluate or self.benchmark is None:
             return {}
         from models.evaluate import evaluate_model
         from models.weights import set_weights
 
         set_weights(self.model, weights)  # scored as the ONNX graph the sites diagnose with
         return evaluate_model(
-            self.model, self.dataset, self.preprocess, positive_class=self.positive_class
+            self.model, self.benchmark, self.preprocess, positive_class=self.positive_class
         )
 
-    def _finish(self, state: GatewayRun, final: dict[str, Any], seconds: float) -> dict[str, Any]:
+    def _finish(self, state: GatewayRun, seconds: float) -> dict[str, Any]:
+        rule = decision(self.records)
+        head = headline(self.records, benchmark=self.benchmark is not None)
+        fed = federated_summary(self.records)
         meta = {
             **self._model_info(),
-            "threshold": final.get("threshold"),
+            "threshold": rule.threshold,
+            "temperature": rule.temperature,
             "provenance": {
                 "trained_by": "privadx gateway",
                 "run": self.config.run_id,
-                "dataset": self.dataset.name,
+                "task": self.task.name,
+                "benchmark": self.benchmark.name if self.benchmark else None,
                 "rounds": self.rounds,
                 "sites": sorted(state.online),
                 "model_sha256": state.model_sha256,
-                "test_metrics": {
-                    k: final.get(k) for k in ("accuracy", "auc", "sensitivity", "specificity")
-                },
+                "decision": {"source": rule.source, "temperature": rule.temperature},
+                "federated_metrics": fed["federated"],
+                "test_metrics": {k: head.get(k) for k in DECISION_KEYS}
+                if self.benchmark is not None
+                else None,
                 "privacy": self._privacy_facts(state.round),
             },
         }
         save_weights(self.config.out / "weights.npz", state.weights, meta)
         summary: dict[str, Any] = {
-            **{k: final.get(k) for k in ("accuracy", "auc", "sensitivity", "specificity")},
-            "threshold": final.get("threshold"),
+            **head,
+            **fed,
+            "decision": {
+                "threshold": rule.threshold,
+                "temperature": rule.temperature,
+                "source": rule.source,
+            },
             "rounds": self.rounds,
-            "sites": len(state.online),
-            "dataset": self.dataset.name,
+            "sites_online": len(state.online),
+            "task": self.task.name,
             "run": self.config.run_id,
             "seconds": round(seconds, 1),
-            "test": final,
+            "test": final_record(self.records).get("test"),
             "gateway_bytes_published": state.bytes_published,
             "privacy": meta["provenance"]["privacy"],
         }
+        if self.benchmark is not None:
+            summary["benchmark"] = self.benchmark.name
         onnx_sha = None
         if self.config.export_onnx:
             onnx_sha = self._export_and_publish(meta, state)
@@ -710,6 +791,7 @@ class Gateway:
         self._publish(self.topics.round, done.to_envelope(), retain=True)
         self.folder.write("summary.json", summary)
         self.folder.plot()
+        plot_federated(self.folder.root, self.records)
         return summary
 
     def _export_and_publish(self, meta: dict[str, Any], state: GatewayRun) -> str:
@@ -719,7 +801,7 @@ class Gateway:
         path = self.config.out / "model.onnx"
         set_weights(self.model, state.weights)
         sha = export_onnx(self.model, meta, path)
-        verify_parity(self.model, path, self.dataset.test.images[:256], self.preprocess)
+        verify_parity(self.model, path, self._parity_images(), self.preprocess)
         data = path.read_bytes()
         signed = None
         if self.identity is not None:
@@ -739,6 +821,18 @@ class Gateway:
         log.info("published model.onnx (%d bytes) to the sites", len(env.payload))
         return sha
 
+    def _parity_images(self) -> np.ndarray:
+        """Inputs on which Keras and the exported graph must agree.
+
+        Benchmark test images, or seeded noise of the task's shape (the gateway holds no
+        patient image).
+        """
+        if self.benchmark is not None:
+            return self.benchmark.test.images[:256]
+        t = self.task
+        shape = (64, t.height, t.width, t.channels)
+        return np.random.default_rng(0).integers(0, 256, size=shape, dtype=np.uint8)
+
     def _provenance(self, meta: dict[str, Any], state: GatewayRun) -> dict[str, Any]:
         """What the signed manifest says about where the model came from."""
         contributors = sorted({s for r in self.records for s in r["update_bytes"]})
@@ -746,13 +840,15 @@ class Gateway:
             "federation": self.config.federation,
             "run": self.config.run_id,
             "round": state.round,
-            "dataset": self.dataset.name,
+            "task": self.task.name,
             "contributors": len(contributors),
             "sites": contributors,
             "last_round_updates": self.records[-1]["updates"] if self.records else 0,
             "weights_sha256": state.model_sha256,
-            "metrics": meta["provenance"]["test_metrics"],
+            "metrics": meta["provenance"]["federated_metrics"],
+            "benchmark_metrics": meta["provenance"]["test_metrics"],
             "threshold": meta.get("threshold"),
+            "temperature": meta.get("temperature"),
             "aggregation": {
                 "rule": str(self.config.aggregation),
                 "server_optimizer": self.config.server_optimizer.to_dict(),
@@ -765,7 +861,7 @@ class Gateway:
         c = self.config
         return {
             "federation": c.federation,
-            "dataset": self.dataset.name,
+            "task": self.task.fingerprint(),
             "training": c.training.to_dict(),
             "server_optimizer": c.server_optimizer.to_dict(),
             "aggregation": str(c.aggregation),
@@ -773,8 +869,6 @@ class Gateway:
             "max_weight_ratio": c.max_weight_ratio,
             "secure_aggregation": c.secure.to_dict() if c.secure else None,
             "differential_privacy": c.dp.to_dict() if c.dp else None,
-            "arch": str(c.arch),
-            "dropout": c.dropout,
             "seed": c.seed,
         }
 
@@ -784,7 +878,7 @@ class Gateway:
             **self._resume_settings(),
             "broker": str(c.broker),
             "run_id": c.run_id,
-            "dataset": c.dataset,
+            "eval_data": c.eval_data,
             "rounds": c.rounds,
             "min_sites": c.min_sites,
             "round_timeout": c.round_timeout,
@@ -792,6 +886,15 @@ class Gateway:
             "insecure": c.insecure,
             "allow_unsigned": c.allow_unsigned,
         }
+
+
+def _online(state: GatewayRun) -> set[str]:
+    return {s for s, p in state.online.items() if p.get("state") == Presence.ONLINE}
+
+
+def _evaluating(state: GatewayRun) -> set[str]:
+    """Online sites that hold images back for evaluation (they say so when online)."""
+    return {s for s in _online(state) if state.online[s].get("evaluates") is True}
 
 
 def _fmt(value: Any) -> str:

@@ -1,8 +1,10 @@
 """Export trained Keras weights to ONNX with the metadata diagnosis needs.
 
 The ONNX file carries, as ``metadata_props``: the model and preprocessing specs, class names,
-the positive class and decision threshold, and the provenance of the training run, so that a
-site holding only the ``.onnx`` file can diagnose exactly as the model was validated. A
+the positive class, the decision threshold and the softmax temperature that calibrates the
+probabilities (from federated evaluation, when the gateway had reports), and the provenance
+of the training run, so that a site holding only the ``.onnx`` file can diagnose exactly as
+the model was validated. A
 ``sha256sum``-format file is written beside it.
 """
 
@@ -52,6 +54,7 @@ def metadata_props(meta: dict[str, Any]) -> dict[str, str]:
         f"{META_PREFIX}class_names": json.dumps(meta["class_names"]),
         f"{META_PREFIX}positive_class": json.dumps(meta.get("positive_class", 1)),
         f"{META_PREFIX}threshold": json.dumps(meta.get("threshold")),
+        f"{META_PREFIX}temperature": json.dumps(meta.get("temperature")),
         f"{META_PREFIX}provenance": json.dumps(meta.get("provenance", {}), sort_keys=True),
     }
 

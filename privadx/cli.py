@@ -16,11 +16,21 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from common.errors import InputError, PrivadxError
-from privadx.commands import certs, data, demo, diagnose, edge, export, gateway, simulate
+from privadx.commands import (
+    certs,
+    data,
+    demo,
+    diagnose,
+    edge,
+    export,
+    gateway,
+    simulate,
+    task,
+)
 
 log = logging.getLogger("privadx")
 
-SUBCOMMANDS = (data, simulate, export, diagnose, certs, gateway, edge, demo)
+SUBCOMMANDS = (data, simulate, task, export, diagnose, certs, gateway, edge, demo)
 
 EPILOG = """\
 roles:

@@ -6,14 +6,16 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from common.data.arrays import LabeledImages
+from common.evaluation.holdout import DEFAULT_EVAL_FRACTION, split_holdout
 from common.mqtt_link import BrokerAddress
+from common.task import TaskSpec, task_from_dataset
 from edge.agent import EdgeAgent
 from edge.config import EdgeConfig
 from gateway.config import GatewayConfig
@@ -39,6 +41,13 @@ def split_sites(npz: Path, count: int, *, alpha: float, seed: int) -> list[Label
     return [train.subset(p) for p in partition(train.labels, spec)]
 
 
+def training_parts(
+    sites: list[LabeledImages], fraction: float = DEFAULT_EVAL_FRACTION
+) -> list[LabeledImages]:
+    """What each site trains on: its images less those it holds out for evaluation."""
+    return [split_holdout(s, fraction)[0] for s in sites]
+
+
 def start_broker(folder: Path, sites: int, *, tls: bool = True) -> Mosquitto:
     """A running Mosquitto with one identity (mutual TLS) or account (passwords) per site."""
     from tests.mosquitto import configure, configure_tls
@@ -59,15 +68,31 @@ def _serve(agent: EdgeAgent) -> None:
         agent.run(max_seconds=1200)
 
 
+def task_for(dataset: Path | str, *, dropout: float = 0.3) -> TaskSpec:
+    """The task of a dataset (from its metadata), with the model's dropout."""
+    return replace(task_from_dataset(str(dataset)), dropout=dropout)
+
+
 def run_federation(
     broker: Mosquitto,
     root: Path,
     sites: list[LabeledImages],
     *,
+    dataset: Path | str | None = None,
+    dropout: float = 0.3,
+    eval_fraction: float = DEFAULT_EVAL_FRACTION,
     join_delay: float = 2.0,
     agent_class: Callable[[EdgeConfig], EdgeAgent] = EdgeAgent,
     **gateway_kw: Any,
 ) -> FederationResult:
+    """A gateway in this thread and one agent thread per site.
+
+    ``dataset`` gives the task (and, unless ``eval_data`` is passed, the public benchmark the
+    gateway also scores); ``eval_fraction`` is each site's held-out share.
+    """
+    if dataset is not None:
+        gateway_kw.setdefault("task", task_for(dataset, dropout=dropout))
+        gateway_kw.setdefault("eval_data", str(dataset))
     names = [site_name(i) for i in range(len(sites))]
     for name, site in zip(names, sites, strict=True):
         np.savez(root / f"{name}.npz", images=site.images, labels=site.labels)
@@ -95,6 +120,7 @@ def run_federation(
                 model_dir=d,
                 federation=config.federation,
                 once=True,
+                eval_fraction=eval_fraction,
             )
         )
         for n, d in zip(names, site_dirs, strict=True)

@@ -42,7 +42,13 @@ def start_gateway(
     broker: Mosquitto, out: Path, dataset: Path, *extra: str, log_name: str = "gateway.log"
 ) -> subprocess.Popen[bytes]:
     out.mkdir(parents=True, exist_ok=True)
-    args = ["gateway", *_link(broker, GATEWAY_USER), "--dataset", str(dataset), "--out", str(out)]
+    task = out.parent / f"{out.name}-task.toml"
+    if not task.exists():
+        from common.task import task_from_dataset
+
+        task_from_dataset(str(dataset)).save(task)
+    args = ["gateway", *_link(broker, GATEWAY_USER), "--task", str(task)]
+    args += ["--eval-data", str(dataset), "--out", str(out)]
     return _spawn([*args, "--json", *extra], out.parent / f"{out.name}-{log_name}")
 
 

@@ -1,4 +1,4 @@
-"""The centralized baseline: the same model trained on the pooled site data.
+"""The centralized baseline: the same model trained on the sites' training images pooled.
 
 The compute budget matches the federated run: each "round" trains on as many examples as the
 sites of a federated round see together (local epochs x share of sites per round x training
@@ -12,6 +12,9 @@ import math
 import time
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
+from common.data.arrays import LabeledImages
 from common.deps import require
 from common.runlog import RunFolder
 from models.architectures import build_model
@@ -29,7 +32,12 @@ log = logging.getLogger(__name__)
 def train_centralized(config: SimulationConfig, exp: Experiment, run: RunFolder) -> dict[str, Any]:
     """Train and evaluate the pooled baseline; append its curve to the run's metrics."""
     tf = require("tensorflow")
-    pooled = exp.dataset.train
+    # The sites' training images pooled (what they hold out for evaluation stays out).
+    pooled = LabeledImages(
+        np.concatenate([s.images for s in exp.sites]),
+        np.concatenate([s.labels for s in exp.sites]),
+        exp.dataset.class_names,
+    )
     model = build_model(exp.model_spec, seed=config.seed)
     model.compile(optimizer=config.client_optimizer.to_keras(), loss=keras_loss())
     share = config.sites_per_round / config.partition.sites

@@ -8,6 +8,7 @@ from typing import Any
 
 from common.data.partition import PartitionSpec
 from common.errors import InputError
+from common.evaluation.holdout import DEFAULT_EVAL_FRACTION, check_fraction
 from models.optim import OptimizerName, OptimizerSpec
 from models.spec import Architecture
 from tff_core.privacy import DpSpec
@@ -45,6 +46,9 @@ class SimulationConfig:
     """Model aggregator: TFF's robust aggregator (norm bounding) by default, or the plain mean."""
     arch: Architecture = Architecture.CNN
     seed: int = 0
+    eval_fraction: float = DEFAULT_EVAL_FRACTION
+    """Share of each class of every site's images held out for federated evaluation (never
+    trained on), as the edge agents do."""
     centralized: bool = False
     """Also train the centralized baseline with the same model and compute budget."""
     export_onnx: bool = True
@@ -61,6 +65,7 @@ class SimulationConfig:
             raise InputError(f"--local-epochs must be at least 1, got {self.local_epochs}")
         if self.batch_size < 1:
             raise InputError(f"--batch-size must be at least 1, got {self.batch_size}")
+        check_fraction(self.eval_fraction)
         k = self.clients_per_round
         if k is not None and not 1 <= k <= self.partition.sites:
             raise InputError(

@@ -12,12 +12,16 @@ import numpy as np
 from common.data.arrays import LabeledImages, SplitDataset
 from common.data.catalog import CATALOG
 from common.data.medmnist import load_npz, resolve_dataset
-from common.data.partition import class_counts, partition
+from common.data.partition import partition
 from common.deps import require
+from common.evaluation.decision import decision
+from common.evaluation.federated import score_reports, summary_figures
+from common.evaluation.holdout import split_holdout
+from common.evaluation.report import build_report
 from common.preprocess import PreprocessSpec
 from common.runlog import RunFolder
 from common.weights_io import save_weights
-from models.evaluate import choose_threshold, evaluate_split, fast_scorer
+from models.evaluate import choose_threshold, evaluate_split, fast_scorer, predict_logits
 from models.spec import ModelSpec
 from models.training import local_seed, make_client_dataset, site_name
 from tff_core.config import SimulationConfig
@@ -41,6 +45,9 @@ class Experiment:
     model_spec: ModelSpec
     positive_class: int
     sites: list[LabeledImages]
+    """What each site trains on."""
+    held_out: list[LabeledImages]
+    """What each site holds back for federated evaluation (never trained on)."""
 
 
 def prepare(config: SimulationConfig) -> Experiment:
@@ -49,6 +56,7 @@ def prepare(config: SimulationConfig) -> Experiment:
     h, w, c = dataset.image_shape
     info = CATALOG.get(dataset.name)
     parts = partition(dataset.train.labels, config.partition)
+    splits = [split_holdout(dataset.train.subset(p), config.eval_fraction) for p in parts]
     return Experiment(
         dataset=dataset,
         preprocess=PreprocessSpec(height=h, width=w, channels=c),
@@ -56,7 +64,8 @@ def prepare(config: SimulationConfig) -> Experiment:
             arch=config.arch, height=h, width=w, channels=c, num_classes=len(dataset.class_names)
         ),
         positive_class=info.positive_class if info else 1,
-        sites=[dataset.train.subset(p) for p in parts],
+        sites=[train for train, _ in splits],
+        held_out=[held for _, held in splits],
     )
 
 
@@ -108,22 +117,27 @@ def run_simulation(config: SimulationConfig) -> dict[str, Any]:
     with tff_runtime():
         model, final = _train_federated(config, exp, run, rounds_run)
     fed_seconds = time.monotonic() - started
-    meta = weights_metadata(config, exp, final)
+    records = [r for r in run.read_metrics() if r.get("series") == "federated"]
+    meta = weights_metadata(config, exp, final, records)
     meta["provenance"]["rounds"] = rounds_run
     if config.dp:
         meta["provenance"]["privacy"] = privacy_record(config.dp, rounds_run)
     from models.weights import get_weights
 
     save_weights(config.out / WEIGHTS_FILE, get_weights(model), meta)
+    last = records[-1]
     summary: dict[str, Any] = {
         **{k: final[k] for k in ("accuracy", "auc", "sensitivity", "specificity") if k in final},
         "threshold": final.get("threshold"),
+        "federated": summary_figures(last.get("federated")),
+        "sites": last.get("sites", {}),
         "rounds": rounds_run,
-        "sites": config.partition.sites,
+        "num_sites": config.partition.sites,
         "dataset": exp.dataset.name,
         "seconds": round(fed_seconds, 1),
         "test": final,
         "privacy": meta["provenance"].get("privacy"),
+        "decision": meta["provenance"]["decision"],
     }
     if config.centralized:
         from tff_core.centralized import train_centralized
@@ -187,7 +201,8 @@ def _train_federated(
             "clients": chosen,
             "train": {k: float(v) for k, v in train.items()},
             "test": final,
-            "sites": _per_site(scorer, exp, threshold),
+            "sites_train": _per_site(scorer, exp, threshold),
+            **_federated_evaluation(scorer, exp),
         }
         eps = epsilon(config.dp, round_num) if config.dp else None
         if config.dp:
@@ -210,6 +225,25 @@ def _train_federated(
     return model, final
 
 
+def _federated_evaluation(model: Any, exp: Experiment) -> dict[str, Any]:
+    """The federated evaluation a deployment would report.
+
+    Each site's report of its held-out images, scored by the functions the gateway uses.
+    """
+    reports = {
+        site_name(i): build_report(
+            predict_logits(model, held.images, exp.preprocess),
+            held.labels,
+            num_classes=held.num_classes,
+            positive_class=exp.positive_class,
+        )
+        for i, held in enumerate(exp.held_out)
+        if len(held)
+    }
+    federated, sites = score_reports(reports, positive_class=exp.positive_class)
+    return {"federated": federated, "sites": sites}
+
+
 def _per_site(model: Any, exp: Experiment, threshold: float | None) -> list[dict[str, Any]]:
     results = []
     for i, site in enumerate(exp.sites):
@@ -223,35 +257,41 @@ def _per_site(model: Any, exp: Experiment, threshold: float | None) -> list[dict
 
 
 def _partition_record(exp: Experiment) -> dict[str, Any]:
-    counts = class_counts(
-        np.concatenate([s.labels for s in exp.sites]),
-        _site_ranges(exp.sites),
-        exp.dataset.train.num_classes,
-    )
-    return {
-        "class_names": list(exp.dataset.class_names),
-        "sites": [
-            {"site": i, "class_counts": c.tolist(), "examples": int(c.sum())}
-            for i, c in enumerate(counts)
-        ],
-    }
-
-
-def _site_ranges(sites: list[LabeledImages]) -> list[np.ndarray]:
-    bounds = np.cumsum([0, *[len(s) for s in sites]])
-    return [np.arange(bounds[i], bounds[i + 1]) for i in range(len(sites))]
+    """Each site's share of the training split, and how much of it is held out."""
+    sites = []
+    for i, (train, held) in enumerate(zip(exp.sites, exp.held_out, strict=True)):
+        counts = np.add(train.class_counts(), held.class_counts())
+        sites.append(
+            {
+                "site": i,
+                "class_counts": counts.tolist(),
+                "examples": int(counts.sum()),
+                "train_examples": len(train),
+                "held_out_examples": len(held),
+            }
+        )
+    return {"class_names": list(exp.dataset.class_names), "sites": sites}
 
 
 def weights_metadata(
-    config: SimulationConfig, exp: Experiment, final: dict[str, Any]
+    config: SimulationConfig,
+    exp: Experiment,
+    final: dict[str, Any],
+    records: list[dict[str, Any]],
 ) -> dict[str, Any]:
-    """What a weights file records about its model and its provenance."""
+    """What a weights file records about its model and its provenance.
+
+    The decision rule (threshold, temperature) is the one a deployment's gateway would write:
+    from the federated evaluation of the final model (:mod:`common.evaluation.decision`).
+    """
+    rule = decision(records)
     return {
         "model_spec": exp.model_spec.to_json(),
         "preprocess": exp.preprocess.to_json(),
         "class_names": list(exp.dataset.class_names),
         "positive_class": exp.positive_class,
-        "threshold": final.get("threshold"),
+        "threshold": rule.threshold,
+        "temperature": rule.temperature,
         "provenance": {
             "trained_by": "privadx simulate",
             "dataset": exp.dataset.name,
@@ -263,6 +303,12 @@ def weights_metadata(
             "seed": config.seed,
             "test_metrics": {
                 k: final.get(k) for k in ("accuracy", "auc", "sensitivity", "specificity")
+            },
+            "federated_metrics": summary_figures(records[-1].get("federated")) if records else None,
+            "decision": {
+                "source": rule.source,
+                "threshold": rule.threshold,
+                "temperature": rule.temperature,
             },
         },
     }

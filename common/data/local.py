@@ -105,6 +105,21 @@ def load_csv_manifest(
     manifest: Path, spec: PreprocessSpec, class_names: tuple[str, ...] | None = None
 ) -> LoadReport:
     """Load the images listed in a ``file,label`` CSV manifest."""
+    rows = _manifest_rows(manifest)
+    raw_labels = [r["label"].strip() for r in rows]
+    names = class_names or _names_from_labels(raw_labels)
+    entries = []
+    for line, (row, raw) in enumerate(zip(rows, raw_labels, strict=True), start=2):
+        entries.append((manifest.parent / row["file"].strip(), _label_index(raw, names, line)))
+    return _decode_all(entries, spec, names, str(manifest))
+
+
+def read_manifest_labels(manifest: Path) -> tuple[str, ...]:
+    """The class names a ``file,label`` manifest implies (no image is opened)."""
+    return _names_from_labels([r["label"].strip() for r in _manifest_rows(manifest)])
+
+
+def _manifest_rows(manifest: Path) -> list[dict[str, str]]:
     try:
         with manifest.open(newline="", encoding="utf-8") as fh:
             rows = list(csv.DictReader(fh))
@@ -112,12 +127,7 @@ def load_csv_manifest(
         raise DataError(f"{manifest}: unreadable CSV manifest ({exc})") from exc
     if not rows or not {"file", "label"} <= set(rows[0]):
         raise DataError(f"{manifest}: a manifest needs a header with the columns 'file,label'")
-    raw_labels = [r["label"].strip() for r in rows]
-    names = class_names or _names_from_labels(raw_labels)
-    entries = []
-    for line, (row, raw) in enumerate(zip(rows, raw_labels, strict=True), start=2):
-        entries.append((manifest.parent / row["file"].strip(), _label_index(raw, names, line)))
-    return _decode_all(entries, spec, names, str(manifest))
+    return rows
 
 
 def _names_from_labels(raw: list[str]) -> tuple[str, ...]:

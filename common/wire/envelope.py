@@ -34,6 +34,7 @@ class Kind(StrEnum):
     PRESENCE = "presence"
     STATUS = "status"
     SECAGG = "secagg"
+    EVALUATION = "evaluation"
 
 
 class WireError(InputError):

@@ -12,6 +12,9 @@
 - ``ONNX`` (gateway, retained chunks): the exported model file.
 - ``SECAGG``: the steps of a secure round (:mod:`common.wire.secure`); a round announced
   with ``secure`` settings gets no plain ``UPDATE``.
+- ``EVALUATION`` (site, chunks): the site's evaluation report of one global model on its
+  held-out images (:mod:`common.evaluation.report`: sums only, no per-image value), the
+  model's hash and the report's binning scheme.
 - ``PRESENCE`` / ``STATUS`` (retained, also the last will): online/offline.
 """
 
@@ -153,6 +156,20 @@ def update_envelope(
             "base_model": base_model,
             "encoding": str(encoding),
         },
+    )
+
+
+def evaluation_envelope(
+    *, run: str, round_num: int, site: str, report: dict[str, np.ndarray], meta: dict[str, Any]
+) -> Envelope:
+    """A site's ``EVALUATION`` message: its report's tensors and ``meta`` (model, scheme)."""
+    return Envelope(
+        kind=Kind.EVALUATION,
+        run=run,
+        round=round_num,
+        sender=site,
+        payload=tensors.to_bytes(report),
+        meta=meta,
     )
 
 

@@ -15,7 +15,7 @@ import numpy as np
 from common.errors import InputError
 
 ALLOWED_DTYPES = frozenset(
-    {"float32", "float16", "int8", "uint8", "int32", "int64", "uint32", "uint64"}
+    {"float64", "float32", "float16", "int8", "uint8", "int32", "int64", "uint32", "uint64"}
 )
 _LEN = struct.Struct("<I")
 

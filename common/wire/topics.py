@@ -11,6 +11,7 @@
     privadx/<federation>/secagg                    gateway: secure-aggregation step to all sites
     privadx/<federation>/site/<site>/secagg        site: its secure-aggregation messages
     privadx/<federation>/site/<site>/inbox         gateway: the encrypted key shares for a site
+    privadx/<federation>/site/<site>/evaluation    site: its evaluation report of a global model
 
 Each site's identity is one whole topic level, so a broker ACL pattern such as
 ``privadx/+/site/%u/#`` confines a device to its own subtree (see ``deploy/mosquitto``).
@@ -41,6 +42,7 @@ class Channel(StrEnum):
     UPDATE = "update"
     SECAGG = "secagg"
     INBOX = "inbox"
+    EVALUATION = "evaluation"
 
 
 def check_name(kind: str, value: str) -> str:
@@ -104,6 +106,10 @@ class Topics:
     def inbox(self, site: str) -> str:
         """What the gateway routes to one site alone (its encrypted key shares)."""
         return f"{self.root}/{Channel.SITE}/{site}/{Channel.INBOX}"
+
+    def evaluation(self, site: str) -> str:
+        """A site's evaluation reports (``"+"`` for all sites)."""
+        return f"{self.root}/{Channel.SITE}/{site}/{Channel.EVALUATION}"
 
     def site_of(self, topic: str) -> str | None:
         """The site id a ``site/<site>/...`` topic belongs to, else ``None``."""

@@ -24,11 +24,14 @@ log = logging.getLogger(__name__)
 HELP = "run broker, gateway and N edge agents as processes on real data, then diagnose"
 DESCRIPTION = """\
 One command for the whole system: split a real MedMNIST dataset across N sites (Dirichlet
-label skew), start an MQTT broker (embedded unless --broker is given), the gateway and one
-edge agent per site as separate processes, train for R rounds, export the ONNX model, run
-`privadx diagnose` at one site on a few test images, and print a summary. RUN_DIR gets the
-gateway's run folder files plus summary.json with bytes sent and received per site, the
-sites' model folders and logs.
+label skew), write the task file (RUN_DIR/task.toml), start an MQTT broker (embedded unless
+--broker is given), the gateway and one edge agent per site as separate processes, train for
+R rounds, export the ONNX model, run `privadx diagnose` at one site on a few test images,
+and print a summary. The gateway holds no site image: it learns the task from the task file
+and the model's quality from the sites' evaluation reports on their held-out images
+(federated evaluation); it also scores the dataset's public test split, reported apart.
+RUN_DIR gets the gateway's run folder files plus summary.json with bytes sent and received
+per site, the sites' model folders and logs.
 
 Every participant gets an identity from a fresh federation CA (RUN_DIR/pki, as from
 `privadx certs init`; or --pki to reuse one): the gateway signs every model and the sites
@@ -119,6 +122,7 @@ def run(args: argparse.Namespace) -> int:
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     site_files = write_site_data(args, out / "site-data")
+    task = _write_task(args, out / "task.toml")
     pki = _federation_pki(args, out)
     with contextlib.ExitStack() as stack:
         if args.broker:
@@ -142,7 +146,9 @@ def run(args: argparse.Namespace) -> int:
                 *_link(broker_url, version, transport),
                 "--identity",
                 str(pki.gateway),
-                "--dataset",
+                "--task",
+                str(task),
+                "--eval-data",
                 args.dataset,
                 *(["--data-dir", str(args.data_dir)] if args.data_dir else []),
                 "--rounds",
@@ -178,6 +184,15 @@ def run(args: argparse.Namespace) -> int:
     diagnosis = _diagnose_at_site(args, out)
     _print(summary, diagnosis, args.json)
     return 0
+
+
+def _write_task(args: argparse.Namespace, path: Path) -> Path:
+    """The task file the gateway runs from (from the dataset's metadata, no pixels)."""
+    from common.data.medmnist import resolve_dataset
+    from common.task import task_from_dataset
+
+    task_from_dataset(str(resolve_dataset(args.dataset, args.data_dir))).save(path)
+    return path
 
 
 def _federation_pki(args: argparse.Namespace, out: Path) -> FederationPki:
@@ -257,8 +272,10 @@ def _summary(gateway: dict[str, Any], out: Path, sites: int, seconds: float) -> 
         "per_round": [
             {
                 "round": r["round"],
-                "auc": r["test"].get("auc"),
-                "accuracy": r["test"].get("accuracy"),
+                "federated_auc": (r.get("federated") or {}).get("auc"),
+                "sites_reported": len((r.get("evaluation") or {}).get("sites_reported", [])),
+                "benchmark_auc": (r.get("test") or {}).get("auc"),
+                "benchmark_accuracy": (r.get("test") or {}).get("accuracy"),
                 "updates": r["updates"],
                 "seconds": r["seconds"],
             }
@@ -288,25 +305,47 @@ def _diagnose_at_site(args: argparse.Namespace, out: Path) -> str:
     return f"{result.stdout}(true labels: {truth})"
 
 
+def _num(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else "n/a"
+
+
 def _print(summary: dict[str, Any], diagnosis: str, as_json: bool) -> None:
     if as_json:
         json.dump(summary, sys.stdout, indent=2, sort_keys=True)
         sys.stdout.write("\n")
         return
     print(
-        f"federated run over MQTT: {summary['sites']} sites, {summary['rounds']} rounds, "
-        f"{summary['demo_seconds']:.0f} s"
+        f"federated run over MQTT: {len(summary['bytes_per_site'])} sites, "
+        f"{summary['rounds']} rounds, {summary['demo_seconds']:.0f} s"
     )
     for r in summary["per_round"]:
         print(
-            f"  round {r['round']}: {r['updates']} updates, test AUC {r['auc']:.4f}, "
-            f"accuracy {r['accuracy']:.4f} ({r['seconds']:.1f} s)"
+            f"  round {r['round']}: {r['updates']} updates, federated AUC "
+            f"{_num(r['federated_auc'])} ({r['sites_reported']} sites reported), public test "
+            f"AUC {_num(r['benchmark_auc'])} ({r['seconds']:.1f} s)"
         )
     for site, b in summary["bytes_per_site"].items():
         print(f"  {site}: sent {b['bytes_sent']} bytes, received {b['bytes_received']} bytes")
+    fed = summary.get("federated") or {}
+    if fed:
+        lo, hi = fed.get("auc_ci") or (None, None)
+        print(
+            f"final, federated evaluation on the sites' {fed['examples']} held-out images: AUC "
+            f"{_num(fed['auc'])} (95% CI {_num(lo)}-{_num(hi)}), sensitivity "
+            f"{_num(fed['sensitivity'])}, specificity {_num(fed['specificity'])} at threshold "
+            f"{_num(fed['threshold'])}; ECE {_num(fed['ece'])} -> {_num(fed['ece_calibrated'])} "
+            f"at temperature {_num(fed['temperature'])}"
+        )
+    for site, m in summary.get("sites", {}).items():
+        print(
+            f"  {site}: {m['examples']} held-out images, AUC {_num(m['auc'])}, sensitivity "
+            f"{_num(m['sensitivity'])}, specificity {_num(m['specificity'])}, own threshold "
+            f"{_num(m['own_threshold'])}"
+        )
     print(
-        f"final: AUC {summary['auc']:.4f}, accuracy {summary['accuracy']:.4f}, "
-        f"sensitivity {summary['sensitivity']:.4f}, specificity {summary['specificity']:.4f}"
+        f"final, public test split (benchmark, held by the coordinating centre): AUC "
+        f"{_num(summary['auc'])}, accuracy {_num(summary['accuracy'])}, sensitivity "
+        f"{_num(summary['sensitivity'])}, specificity {_num(summary['specificity'])}"
     )
     print("diagnosis at site-0 with its model.onnx:")
     print(diagnosis)

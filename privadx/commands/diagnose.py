@@ -16,9 +16,12 @@ if TYPE_CHECKING:
 HELP = "diagnose PNG/JPEG/DICOM/.npz images with an ONNX model (no TensorFlow needed)"
 DESCRIPTION = """\
 Classify image files (or every image in the given folders) with an exported PrivaDx model.
-Images are brought to the model's input with the preprocessing stored in the model; binary
-models decide at the threshold chosen on validation data during training. A file that cannot
-be read is reported and skipped; the exit code is 7 if any file failed, 0 if all succeeded.
+Images are brought to the model's input with the preprocessing stored in the model. The
+probabilities shown are calibrated when the model carries a temperature (chosen by federated
+evaluation on the sites' held-out images), and binary models decide at the federation's
+threshold unless a site gives its own (--threshold, shown as the site threshold). A file that
+cannot be read is reported and skipped; the exit code is 7 if any file failed, 0 if all
+succeeded.
 
 The model must carry a valid signature: MODEL.manifest.json beside it, signed by the
 federation's gateway, whose SHA-256 matches the file. It is checked against the federation CA
@@ -39,6 +42,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("paths", type=Path, nargs="+", metavar="PATH", help="image files or folders")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
+    p.add_argument(
+        "--threshold",
+        type=_probability,
+        default=None,
+        help="binary models: this site's own decision threshold on the (calibrated) "
+        "probability of the positive class, instead of the federation's",
+    )
     p.add_argument(
         "--ca",
         type=Path,
@@ -62,7 +72,9 @@ def run(args: argparse.Namespace) -> int:
 
     data, manifest = _verified_model(args)
     model = OnnxClassifier(args.model, threads=args.threads, data=data)
-    results = diagnose(model, args.paths)
+    if args.threshold is not None and len(model.info.class_names) != 2:
+        raise InputError("--threshold applies to binary models only; this one decides at argmax")
+    results = diagnose(model, args.paths, threshold=args.threshold)
     if not results:
         raise InputError("no images found in the given paths")
     failed = sum(not r.ok for r in results)
@@ -71,7 +83,10 @@ def run(args: argparse.Namespace) -> int:
             {
                 "model": str(args.model),
                 "class_names": list(model.info.class_names),
-                "threshold": model.info.threshold,
+                "threshold": _threshold(model.info, args.threshold),
+                "threshold_source": "site" if args.threshold is not None else "model",
+                "calibrated": model.info.calibrated,
+                "temperature": model.info.temperature,
                 "manifest": manifest,
                 "results": [r.to_dict() for r in results],
                 "failed": failed,
@@ -79,11 +94,25 @@ def run(args: argparse.Namespace) -> int:
         )
     else:
         _print_provenance(manifest)
-        _print_table(results, model.info)
+        _print_table(results, model.info, args.threshold)
     if failed:
         print(f"privadx: {failed} of {len(results)} images could not be diagnosed", file=sys.stderr)
         return EXIT_PARTIAL
     return 0
+
+
+def _probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a probability, got {text!r}") from None
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a probability in (0, 1), got {value}")
+    return value
+
+
+def _threshold(info: ModelInfo, site: float | None) -> float | None:
+    return site if site is not None else info.threshold
 
 
 def _verified_model(args: argparse.Namespace) -> tuple[bytes, dict[str, object] | None]:
@@ -109,14 +138,21 @@ def _print_provenance(manifest: dict[str, object] | None) -> None:
         return
     metrics = manifest.get("metrics") or {}
     auc = metrics.get("auc") if isinstance(metrics, dict) else None
+    reported = metrics.get("sites_reported") if isinstance(metrics, dict) else None
     print(
         f"model: signed by the federation gateway; run {manifest.get('run')}, round "
         f"{manifest.get('round')}, {manifest.get('contributors')} contributing sites"
-        + (f", test AUC {auc:.4f}" if isinstance(auc, float) else "")
+        + (
+            f", federated AUC {auc:.4f} on {reported} sites' held-out images"
+            if isinstance(auc, float) and reported
+            else f", AUC {auc:.4f}"
+            if isinstance(auc, float)
+            else ""
+        )
     )
 
 
-def _print_table(results: list[Diagnosis], info: ModelInfo) -> None:
+def _print_table(results: list[Diagnosis], info: ModelInfo, site: float | None) -> None:
     names = info.class_names
     width = max(12, *(len(r.source) for r in results))
     label = max(10, *(len(n) for n in names))
@@ -132,9 +168,17 @@ def _print_table(results: list[Diagnosis], info: ModelInfo) -> None:
             print(f"{r.source:<{width}}  {r.predicted:<{label}}{probs}")
         else:
             print(f"{r.source:<{width}}  ERROR: {r.error}")
-    if info.threshold is not None and len(names) == 2:
+    calibration = (
+        f"probabilities calibrated (temperature {info.temperature:.3f}, federated evaluation)"
+        if info.temperature is not None
+        else "probabilities not calibrated"
+    )
+    threshold = _threshold(info, site)
+    if threshold is not None and len(names) == 2:
         positive = names[info.positive_class]
+        source = "site threshold" if site is not None else "federation threshold"
         print(
-            f"decision: {positive} when P({positive}) >= {info.threshold:.4f} "
-            "(threshold chosen on validation data during training)"
+            f"decision: {positive} when P({positive}) >= {threshold:.4f} ({source}); {calibration}"
         )
+    else:
+        print(f"decision: the most probable class; {calibration}")

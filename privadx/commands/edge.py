@@ -12,8 +12,11 @@ HELP = "run a site's agent: train on local images when the gateway asks, keep th
 DESCRIPTION = """\
 Join a federation as one site. The agent announces itself, takes the current global model
 (also when it joins late), trains on the site's own images whenever the gateway announces a
-round, and sends back only the trained weights, the number of images and local metrics. No
-image ever leaves the device. It keeps the newest global weights and, at the end of a run, the
+round, and sends back only the trained weights, the number of images and local metrics. It
+holds part of its images back (--eval-fraction, stratified by class, or --eval-data) and
+scores every new global model on them, sending the gateway a signed report of sums
+(histograms, counts, losses) and logging the decision threshold its own images would choose.
+No image ever leaves the device. It keeps the newest global weights and, at the end of a run, the
 exported model.onnx in --model-dir, so `privadx diagnose` works at the site. It reconnects by
 itself after a broker or network outage and never sends the same round twice.
 """
@@ -46,6 +49,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--threads", type=positive_int, default=1, help="TensorFlow threads for training"
     )
+    held = p.add_mutually_exclusive_group()
+    held.add_argument(
+        "--eval-fraction",
+        type=float,
+        default=0.2,
+        help="share of each class of --data held out for federated evaluation, never "
+        "trained on; 0 sends no evaluation reports (default: %(default)s)",
+    )
+    held.add_argument(
+        "--eval-data",
+        default=None,
+        help="a separate folder, CSV manifest or .npz of evaluation images instead "
+        "(every --data image is then trained on)",
+    )
     p.set_defaults(subparser=p, run=run)
 
 
@@ -67,5 +84,7 @@ def run(args: argparse.Namespace) -> int:
         model_dir=args.model_dir,
         once=args.once,
         threads=args.threads,
+        eval_fraction=args.eval_fraction,
+        eval_data=args.eval_data,
     )
     return EdgeAgent(config).run()

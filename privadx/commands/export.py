@@ -17,10 +17,11 @@ log = logging.getLogger(__name__)
 HELP = "export weights.npz to ONNX (opset 17, metadata, SHA-256, parity-checked)"
 DESCRIPTION = """\
 Rebuild the Keras model a weights file describes, convert it to ONNX with tf2onnx (opset 17,
-input 'image', dynamic batch), embed class names, preprocessing, decision threshold and
-training provenance as metadata, check it with onnx.checker, write MODEL.onnx.sha256 beside
-it, and verify that ONNX Runtime and Keras agree (max |logit difference| <= 1e-4) on real
-test images of the dataset the weights were trained on (or --verify-data).
+input 'image', dynamic batch), embed class names, preprocessing, decision threshold,
+calibration temperature and training provenance as metadata, check it with onnx.checker,
+write MODEL.onnx.sha256 beside it, and verify that ONNX Runtime and Keras agree (max |logit
+difference| <= 1e-4) on real test images of the dataset the weights were trained on (or
+--verify-data).
 With --identity (the gateway's identity folder from `privadx certs`), it also writes
 MODEL.onnx.manifest.json, the signed manifest `privadx diagnose` checks.
 
@@ -183,8 +184,9 @@ def _sign(args: argparse.Namespace, meta: dict[str, Any], path: Path) -> str:
             "round": provenance.get("rounds"),
             "dataset": provenance.get("dataset"),
             "contributors": len(sites) if isinstance(sites, list) else sites,
-            "metrics": provenance.get("test_metrics"),
+            "metrics": provenance.get("federated_metrics") or provenance.get("test_metrics"),
             "threshold": meta.get("threshold"),
+            "temperature": meta.get("temperature"),
             "exported_from": args.weights.name,
         },
     )
@@ -203,7 +205,8 @@ def _parity_images(
 def _dataset_source(args: argparse.Namespace, meta: dict[str, Any]) -> str:
     from common.errors import DataError
 
-    source = args.verify_data or meta.get("provenance", {}).get("dataset")
+    provenance = meta.get("provenance", {})
+    source = args.verify_data or provenance.get("dataset") or provenance.get("benchmark")
     if not source:
         raise DataError("no dataset to check parity on; pass --verify-data NAME_OR_NPZ")
     return str(source)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from privadx.commands._common import add_data_dir, positive_float, positive_int, print_json
 from privadx.commands._mqtt import add_mqtt_options, broker_from_args
@@ -14,10 +15,18 @@ DESCRIPTION = """\
 Start a federated training run over MQTT. The gateway publishes the initial global model,
 waits for --min-sites sites, then for each round announces the training settings and a
 deadline, collects the sites' weights, aggregates them with the TFF-defined weighted mean and
-server optimizer (the same computation as `privadx simulate`), evaluates the new model on the
-dataset's test split and publishes it. After the last round it exports model.onnx and
-publishes it to the sites. RUN_DIR gets metrics.jsonl, summary.json, curves.png, weights.npz
-and model.onnx.
+server optimizer (the same computation as `privadx simulate`) and publishes the new model.
+
+The gateway holds no image: the task (classes, input size, model) comes from --task, a file
+written by `privadx task init`. Every site scores each new model on its own held-out images
+and sends a signed report of sums (histograms, counts, losses); the gateway adds them up into
+federated metrics (AUC with its 95% interval, the decision threshold at the best Youden J,
+sensitivity, specificity, calibration error) and per-site figures. The final model's
+threshold and calibration temperature come from that evaluation and are written into
+model.onnx, which is exported after the last round and published to the sites. --eval-data
+adds a score on a public benchmark the coordinating centre may hold, reported apart.
+RUN_DIR gets metrics.jsonl, summary.json, curves.png, federated.png, weights.npz and
+model.onnx.
 
 Every accepted update and every finished round is written to RUN_DIR/checkpoint before it
 counts. Started again on the same RUN_DIR after a crash (even kill -9), the gateway resumes
@@ -35,9 +44,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_mqtt_options(p, broker_required=True)
     p.add_argument(
-        "--dataset",
-        default="pneumoniamnist",
-        help="task definition and evaluation data: MedMNIST name or .npz (default: %(default)s)",
+        "--task",
+        type=Path,
+        required=True,
+        help="task file (TOML) from `privadx task init`: classes, input size, model",
+    )
+    p.add_argument(
+        "--eval-data",
+        default=None,
+        help="optional public benchmark (MedMNIST name or .npz) also scored every round, "
+        "reported apart from the federated evaluation; without it no image file is opened",
     )
     add_data_dir(p)
     p.add_argument("--rounds", type=positive_int, default=5)
@@ -48,6 +64,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=positive_float,
         default=600.0,
         help="seconds to wait for --min-sites sites before round 1",
+    )
+    p.add_argument(
+        "--eval-timeout",
+        type=positive_float,
+        default=None,
+        help="seconds the sites have to report their evaluation of a new model "
+        "(default: the round timeout)",
     )
     p.add_argument("--local-epochs", type=positive_int, default=2)
     p.add_argument("--batch-size", type=positive_int, default=32)
@@ -141,6 +164,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the gateway until the run is finished."""
+    from common.task import TaskSpec
     from common.wire.secure import SecureSettings
     from common.wire.update_codec import Encoding
     from gateway.checkpoint import RunCheckpoint
@@ -162,12 +186,14 @@ def run(args: argparse.Namespace) -> int:
         allow_unsigned=args.allow_unsigned,
         federation=args.federation,
         out=args.out,
-        dataset=args.dataset,
+        task=TaskSpec.load(args.task),
+        eval_data=args.eval_data,
         data_dir=args.data_dir,
         run_id=run_id or default_run_id(),
         rounds=args.rounds,
         min_sites=args.min_sites,
         round_timeout=args.round_timeout,
+        eval_timeout=args.eval_timeout,
         start_timeout=args.start_timeout,
         seed=args.seed,
         training=LocalTraining(
@@ -200,9 +226,27 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print_json(summary)
     else:
-        print(
-            f"run {summary['run']}: {summary['rounds']} rounds, {summary['sites']} sites, "
-            f"test AUC {summary['auc']:.4f}, accuracy {summary['accuracy']:.4f}; "
-            f"run folder {args.out}"
-        )
+        print(_headline(summary, args.out))
     return 0
+
+
+def _headline(summary: dict[str, Any], out: Path) -> str:
+    fed = summary.get("federated") or {}
+    parts = [f"run {summary['run']}: {summary['rounds']} rounds"]
+    if fed:
+        lo, hi = fed.get("auc_ci") or (float("nan"), float("nan"))
+        parts.append(
+            f"federated AUC {_num(fed.get('auc'))} (95% CI {_num(lo)}-{_num(hi)}) on "
+            f"{fed['examples']} held-out images of {fed['sites_reported']} sites, "
+            f"ECE {_num(fed.get('ece'))} -> {_num(fed.get('ece_calibrated'))} calibrated"
+        )
+    else:
+        parts.append("no site reported an evaluation")
+    if summary.get("benchmark"):
+        test = summary.get("test") or {}
+        parts.append(f"{summary['benchmark']} test AUC {_num(test.get('auc'))}")
+    return "; ".join(parts) + f"; run folder {out}"
+
+
+def _num(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else "n/a"

@@ -17,7 +17,9 @@ DESCRIPTION = """\
 Split a real dataset across N simulated hospital sites (IID or Dirichlet label skew), train
 one classifier with TFF's weighted federated averaging, evaluate the global model after every
 round on the official test split (binary tasks at the threshold chosen on the validation
-split), and write a run folder: metrics.jsonl, summary.json, curves.png, weights.npz and the
+split) and, as a deployed federation does, on each site's held-out images (--eval-fraction)
+through the sites' evaluation reports (federated AUC, threshold, calibration), and write a
+run folder: metrics.jsonl, summary.json, curves.png, weights.npz and the
 exported model.onnx. --centralized adds the pooled-data baseline with the same model and
 compute budget. Settings can also come from --config FILE.toml (keys = option names).
 """
@@ -92,6 +94,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "norms) or the plain weighted mean (default: %(default)s)",
     )
     add_dp_options(p, "DP replaces --aggregation with TFF's DP aggregator.")
+    p.add_argument(
+        "--eval-fraction",
+        type=float,
+        default=0.2,
+        help="share of each class of every site's images held out for federated evaluation, "
+        "never trained on, as edge agents do (default: %(default)s)",
+    )
     p.add_argument("--arch", choices=("cnn", "mobilenet"), default="cnn")
     p.add_argument(
         "--centralized",
@@ -145,6 +154,7 @@ def build_config(args: argparse.Namespace) -> SimulationConfig:
         dp=dp_spec(args, sites_per_round=args.clients_per_round or args.sites, sites=args.sites),
         arch=Architecture(args.arch),
         seed=args.seed,
+        eval_fraction=args.eval_fraction,
         centralized=args.centralized,
         export_onnx=args.export_onnx,
     )
@@ -173,10 +183,18 @@ def format_summary(summary: dict, out: Path) -> str:
         )
 
     lines = [
-        f"{summary['dataset']}: {summary['sites']} sites, {summary['rounds']} rounds, "
+        f"{summary['dataset']}: {summary['num_sites']} sites, {summary['rounds']} rounds, "
         f"{summary['seconds']:.0f} s"
     ]
     lines.append(line("federated", summary))
+    fed = summary.get("federated")
+    if fed:
+        lo, hi = fed["auc_ci"] or (float("nan"), float("nan"))
+        lines.append(
+            f"{'':<12} on the sites' {fed['examples']} held-out images: federated AUC "
+            f"{fed['auc']:.4f} (95% CI {lo:.4f}-{hi:.4f}), ECE {fed['ece']:.4f} -> "
+            f"{fed['ece_calibrated']:.4f} at temperature {fed['temperature']:.3f}"
+        )
     if "centralized" in summary:
         lines.append(line("centralized", summary["centralized"]))
     lines.append(f"run folder: {out}")

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 from pydicom.data import get_testdata_file
 
-from tests.conftest import SUMMARY_KEYS, run_cli
+from tests.conftest import REPO, SUMMARY_KEYS, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +55,10 @@ def test_simulate_writes_the_run_folder(sim_run: Path) -> None:
         "partition.json",
     } <= names
     summary = json.loads((sim_run / "summary.json").read_text())
-    assert summary["rounds"] == 2 and summary["sites"] == 4
+    assert summary["rounds"] == 2 and summary["num_sites"] == 4
+    assert set(summary["sites"]) == {f"site-{i}" for i in range(4)}
+    assert summary["federated"]["sites_reported"] == 4
+    assert 0.0 <= summary["federated"]["auc"] <= 1.0
     assert 0.0 <= summary["auc"] <= 1.0 and summary["centralized"]["auc"] is not None
     assert summary["onnx"]["max_abs_logit_diff"] <= 1e-4
     records = [json.loads(line) for line in (sim_run / "metrics.jsonl").read_text().splitlines()]
@@ -176,6 +179,8 @@ GATEWAY = [
     "mqtt://127.0.0.1:1",
     "--insecure",
     "--allow-unsigned",
+    "--task",
+    "deploy/tasks/pneumoniamnist.toml",
     "--out",
     "r",
 ]
@@ -283,3 +288,82 @@ def test_certs_init_and_issue(tmp_path: Path) -> None:
     plain = run_cli("edge", "--broker", "mqtt://localhost:1", "--site-id", "a", "--data", "x")
     assert plain.returncode == 2 and "--insecure" in plain.stderr
     assert "Traceback" not in again.stderr + plain.stderr
+
+
+def test_diagnose_with_a_site_threshold_and_calibrated_probabilities(
+    sim_run: Path, tmp_path: Path, breast_npz: Path
+) -> None:
+    Image.fromarray(np.load(breast_npz)["test_images"][0]).save(tmp_path / "ok.png")
+    model = str(sim_run / "model.onnx")
+    proc = run_cli("diagnose", model, str(tmp_path / "ok.png"), "--allow-unsigned")
+    assert proc.returncode == 0, proc.stderr
+    assert "(federation threshold); probabilities calibrated (temperature" in proc.stdout
+    proc = run_cli(
+        "diagnose", model, str(tmp_path / "ok.png"), "--allow-unsigned", "--threshold", "0.9"
+    )
+    assert "P(malignant) >= 0.9000 (site threshold)" in proc.stdout
+    as_json = run_cli(
+        "diagnose", model, str(tmp_path / "ok.png"), "--allow-unsigned", "--threshold", "0.01",
+        "--json",
+    )  # fmt: skip
+    out = json.loads(as_json.stdout)
+    assert out["threshold"] == 0.01 and out["threshold_source"] == "site" and out["calibrated"]
+    # Below any probability: everything is called positive (the site's rule, not the model's).
+    assert out["results"][0]["prediction"] == "malignant"
+    bad = run_cli("diagnose", model, str(tmp_path / "ok.png"), "--threshold", "1.5")
+    assert bad.returncode == 2 and "probability in (0, 1)" in bad.stderr
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        ("[task]\nname = 'x'\n", "task.class_names: missing"),
+        ("[task]\nname = 'x'\nclass_names = ['a', 'b']\npositive_class = 2\n", "positive_class"),
+        ("[task]\nname = 'x'\nclass_names = ['a', 'b']\n[input]\nheight = '28'\n", "input.height"),
+        ("[task]\nname = 'x'\nclass_names = ['a', 'b']\n[model]\narch = 'vit'\n", "model.arch"),
+        ("[task]\nname = 'x'\nclass_names = ['a']\n", "task.class_names"),
+        ("[task\n", "not valid TOML"),
+    ],
+)
+def test_a_bad_task_file_gets_one_line_naming_the_field(
+    tmp_path: Path, text: str, field: str
+) -> None:
+    (tmp_path / "task.toml").write_text(text)
+    task = str(tmp_path / "task.toml")
+    proc = run_cli(*[task if a.endswith("pneumoniamnist.toml") else a for a in GATEWAY])
+    assert proc.returncode == 2, proc.stderr
+    assert field in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_task_init_from_names_and_files(tmp_path: Path, breast_npz: Path) -> None:
+    from common.task import TaskSpec
+
+    proc = run_cli("task", "init", "--from", str(breast_npz), "--out", str(tmp_path / "t.toml"))
+    assert proc.returncode == 0, proc.stderr
+    task = TaskSpec.load(tmp_path / "t.toml")
+    assert task.class_names == ("malignant", "normal, benign") and task.positive_class == 0
+    assert (task.height, task.width, task.channels) == (28, 28, 1)
+    # The shipped task files are what `privadx task init` writes.
+    for name in ("pneumoniamnist", "breastmnist"):
+        shipped = REPO / "deploy" / "tasks" / f"{name}.toml"
+        run_cli("task", "init", "--from", name, "--out", str(tmp_path / f"{name}.toml"))
+        assert (tmp_path / f"{name}.toml").read_text() == shipped.read_text()
+    again = run_cli("task", "init", "--from", name, "--out", str(tmp_path / f"{name}.toml"))
+    assert again.returncode == 2 and "--force" in again.stderr
+    folder = tmp_path / "images"
+    for cls in ("normal", "tumour", "cyst"):
+        (folder / cls).mkdir(parents=True)
+    made = run_cli(
+        "task",
+        "init",
+        "--from",
+        str(folder),
+        "--out",
+        str(tmp_path / "f.toml"),
+        "--size",
+        "64x64x3",
+    )
+    assert made.returncode == 0, made.stderr
+    folder_task = TaskSpec.load(tmp_path / "f.toml")
+    assert folder_task.class_names == ("cyst", "normal", "tumour") and folder_task.channels == 3

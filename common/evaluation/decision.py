@@ -1,0 +1,39 @@
+"""How an exported model turns logits into a diagnosis: threshold and temperature.
+
+Both come from the federated evaluation of the final model (the sites' held-out images):
+the temperature with the smallest summed NLL, and the Youden threshold carried over to the
+calibrated probabilities. Without any report they come from a public benchmark's validation
+split if the run had one, else the model decides at argmax, uncalibrated. One rule for the
+gateway and the simulation alike.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Decision:
+    """How the exported model turns logits into a diagnosis."""
+
+    threshold: float | None
+    """Binary tasks: predict the positive class when its (calibrated) probability is at least
+    this; ``None``: argmax."""
+    temperature: float | None
+    """Logits are divided by this before the softmax (``None``: not calibrated)."""
+    source: str
+    """Where the two came from: ``federated``, ``benchmark`` or ``none``."""
+
+
+def decision(records: list[dict[str, Any]]) -> Decision:
+    """The final model's threshold and temperature (see the module docstring)."""
+    last = records[-1] if records else {}
+    fed = last.get("federated")
+    if fed:
+        calibrated = fed.get("threshold_calibrated")
+        return Decision(calibrated, fed["temperature"], "federated")
+    test = last.get("test") or {}
+    if test.get("threshold") is not None:
+        return Decision(test["threshold"], None, "benchmark")
+    return Decision(None, None, "none")

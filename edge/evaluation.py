@@ -1,0 +1,75 @@
+"""A site's part in federated evaluation: score each new global model on held-out images.
+
+The site keeps back part of its images (:mod:`common.evaluation.holdout`, or a separate
+evaluation set), scores every new global model on them and sends the gateway one signed
+report of sums (:mod:`common.evaluation.report`): no per-image value leaves the site. It also
+logs the figures its own images give, including the decision threshold they would choose.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+
+from common.data.arrays import LabeledImages
+from common.evaluation.federated import site_metrics
+from common.evaluation.report import SCHEME, EvaluationReport, build_report
+from common.preprocess import PreprocessSpec
+from common.wire.envelope import Envelope
+from common.wire.messages import evaluation_envelope
+
+log = logging.getLogger(__name__)
+
+
+def score_held_out(
+    keras: Any, weights: dict[str, np.ndarray], held_out: LabeledImages, spec: PreprocessSpec
+) -> np.ndarray:
+    """Logits of the global ``weights`` on the held-out images (``keras`` gives the graph)."""
+    from models.evaluate import predict_logits
+    from models.weights import set_weights
+
+    set_weights(keras, weights)
+    return predict_logits(keras, held_out.images, spec)
+
+
+def report_envelope(
+    *,
+    site: str,
+    run: str,
+    round_num: int,
+    model_sha256: str,
+    logits: np.ndarray,
+    held_out: LabeledImages,
+    positive_class: int,
+) -> tuple[Envelope, EvaluationReport]:
+    """The ``EVALUATION`` message of one model (unsigned) and the report in it."""
+    report = build_report(
+        logits, held_out.labels, num_classes=held_out.num_classes, positive_class=positive_class
+    )
+    env = evaluation_envelope(
+        run=run,
+        round_num=round_num,
+        site=site,
+        report=report.to_tensors(),
+        meta={"base_model": model_sha256, "scheme": SCHEME, "examples": report.examples},
+    )
+    return env, report
+
+
+def log_own_figures(report: EvaluationReport, round_num: int, positive_class: int) -> None:
+    """Tell the site how the model does on its own images, and the threshold they'd pick."""
+    own = site_metrics(report, positive_class=positive_class, threshold_logit=None)
+    log.info(
+        "round %d model on this site's %d held-out images: AUC %s; the threshold these images "
+        "would choose: %s",
+        round_num,
+        own["examples"],
+        _fmt(own["auc"]),
+        _fmt(own["own_threshold"]),
+    )
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) and np.isfinite(value) else "n/a"

@@ -1,0 +1,137 @@
+"""The gateway's side of federated evaluation: collect the sites' reports, sum, score.
+
+After publishing the model of round ``r`` the gateway opens its evaluation for the sites online
+then. Each site scores its held-out images and sends one signed report
+(:mod:`common.evaluation.report`); the evaluation closes when every expected site reported or
+at its deadline, with those that did, and its record says who reported and who did not.
+Reports arrive while the sites train the next round, so this is off the rounds' critical path.
+
+Pure bookkeeping: no MQTT and no TensorFlow, so it is tested with plain envelopes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from common.evaluation.federated import score_reports
+from common.evaluation.report import SCHEME, EvaluationReport, ReportError
+from common.wire.envelope import Envelope, Kind
+from common.wire.tensors import TensorFormatError, from_bytes
+from gateway.rounds import Verify, routing_problem
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class OpenEvaluation:
+    """The evaluation of one global model: who is expected and what arrived."""
+
+    round: int
+    model_sha256: str
+    expected: set[str]
+    deadline: float
+    reports: dict[str, EvaluationReport] = field(default_factory=dict)
+    rejected: Counter[str] = field(default_factory=Counter)
+
+    def complete(self) -> bool:
+        """Every expected site reported."""
+        return bool(self.expected) and self.expected <= set(self.reports)
+
+
+class FederatedEvaluation:
+    """Open evaluations by round; turns the reports of a closed one into its record."""
+
+    def __init__(
+        self,
+        *,
+        run: str,
+        num_classes: int,
+        positive_class: int,
+        timeout: float,
+        verify: Verify | None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.run = run
+        self.num_classes = num_classes
+        self.positive_class = positive_class
+        self.scored = 1 if num_classes == 2 else num_classes
+        self.timeout = timeout
+        self.verify = verify
+        self.clock = clock
+        self.open: dict[int, OpenEvaluation] = {}
+
+    def start(self, round_num: int, model_sha256: str, expected: set[str]) -> None:
+        """Open the evaluation of round ``round_num``'s model (replacing an older one)."""
+        self.open[round_num] = OpenEvaluation(
+            round_num, model_sha256, set(expected), self.clock() + self.timeout
+        )
+
+    def site_offline(self, site: str) -> None:
+        """A site that went offline is no longer waited for."""
+        for evaluation in self.open.values():
+            if site not in evaluation.reports:
+                evaluation.expected.discard(site)
+
+    def site_online(self, site: str) -> None:
+        """A site that came online is expected by the evaluation of the newest model."""
+        if self.open:
+            self.open[max(self.open)].expected.add(site)
+
+    def offer(self, env: Envelope, site: str) -> str | None:
+        """Validate and keep a report; ``None`` if accepted, else the reason (counted)."""
+        evaluation = self.open.get(env.round)
+        reason = self._check(env, site, evaluation)
+        report = None
+        if reason is None and self.verify is not None:
+            reason = self.verify(env, site)
+        if reason is None:
+            try:
+                report = EvaluationReport.from_tensors(
+                    from_bytes(env.payload), self.num_classes, self.scored
+                )
+            except (TensorFormatError, ReportError) as exc:
+                reason = f"malformed report: {exc}"
+        if reason is None and evaluation is not None and report is not None:
+            evaluation.reports[site] = report
+            return None
+        if evaluation is not None and reason != "duplicate":
+            evaluation.rejected[reason.split(":")[0] if reason else "unknown"] += 1
+        return reason
+
+    def _check(self, env: Envelope, site: str, evaluation: OpenEvaluation | None) -> str | None:
+        problem = routing_problem(env, site, Kind.EVALUATION, self.run)
+        if problem is not None:
+            return problem
+        if evaluation is None:
+            return f"wrong round: no evaluation of round {env.round}'s model is open"
+        if site in evaluation.reports:
+            return "duplicate"
+        if env.meta.get("base_model") != evaluation.model_sha256:
+            return "stale model: report is of another global model"
+        if env.meta.get("scheme") != SCHEME:
+            return f"wrong scheme: {env.meta.get('scheme')!r}, expected {SCHEME!r}"
+        return None
+
+    def due(self) -> list[int]:
+        """Rounds whose evaluation can close: complete, or past the deadline."""
+        now = self.clock()
+        return sorted(r for r, e in self.open.items() if e.complete() or now >= e.deadline)
+
+    def close(self, round_num: int) -> dict[str, Any]:
+        """Close round ``round_num``'s evaluation; its record (``federated``, ``sites``)."""
+        evaluation = self.open.pop(round_num)
+        reported = sorted(evaluation.reports)
+        record: dict[str, Any] = {
+            "sites_reported": reported,
+            "sites_missing": sorted(evaluation.expected - set(reported)),
+            "rejected": dict(evaluation.rejected),
+        }
+        record["federated"], record["sites"] = score_reports(
+            evaluation.reports, positive_class=self.positive_class
+        )
+        return record

@@ -1,0 +1,40 @@
+"""What a gateway run concluded: the figures its summary reports.
+
+Pure functions of the round records (the final model's decision rule is
+:mod:`common.evaluation.decision`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from common.evaluation.federated import summary_figures
+
+DECISION_KEYS = ("accuracy", "auc", "sensitivity", "specificity")
+
+
+def final_record(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """The last round's record (empty before any round)."""
+    return records[-1] if records else {}
+
+
+def federated_summary(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """``federated`` and ``sites`` of ``summary.json`` for the final model."""
+    last = final_record(records)
+    fed = last.get("federated")
+    return {
+        "federated": summary_figures(fed),
+        "sites": last.get("sites") or {},
+        "evaluation": last.get("evaluation"),
+    }
+
+
+def headline(records: list[dict[str, Any]], *, benchmark: bool) -> dict[str, Any]:
+    """The summary's top-level figures: the public benchmark's with one, else the federated."""
+    last = final_record(records)
+    source = (last.get("test") or {}) if benchmark else (last.get("federated") or {})
+    return {
+        **{k: source.get(k) for k in DECISION_KEYS},
+        "threshold": source.get("threshold"),
+        "figures_from": "benchmark test split" if benchmark else "federated evaluation",
+    }

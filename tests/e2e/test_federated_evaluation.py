@@ -1,0 +1,135 @@
+"""A gateway that holds no image: task file only, federated evaluation by the sites.
+
+The real commands as processes over a mutual-TLS Mosquitto: `privadx task init` writes the
+task from the dataset's name alone, the gateway runs where no dataset exists (its data folder
+is empty) with every file its Python opens recorded, and three edge agents train on
+PneumoniaMNIST shards and report on their held-out images. The federated figures are then
+recomputed centrally, from the exported model, on the union of the sites' held-out images.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from common.data.local import load_site_npz
+from common.evaluation.holdout import split_holdout
+from common.evaluation.report import log_softmax
+from common.metrics import binary_metrics, roc_auc
+from edge.onnx_model import OnnxClassifier
+from models.training import site_name
+from tests.conftest import REPO, run_cli
+from tests.federation import split_sites
+from tests.mosquitto import GATEWAY_USER, configure_tls
+from tests.processes import _link, start_edge, stop
+
+pytest.importorskip("tensorflow_federated")
+
+SITES = 3
+IMAGE_SUFFIXES = (".npz", ".png", ".jpg", ".jpeg", ".dcm", ".csv")
+
+
+def _ece(probs: np.ndarray, labels: np.ndarray) -> float:
+    conf, correct = probs.max(axis=1), probs.argmax(axis=1) == labels
+    m = np.clip((conf * 15).astype(int), 0, 14)
+    return float(sum(abs(correct[m == b].sum() - conf[m == b].sum()) for b in range(15)))
+
+
+@pytest.mark.slow
+def test_gateway_without_images_reports_federated_metrics(
+    tmp_path: Path, pneumonia_npz: Path
+) -> None:
+    names = [site_name(i) for i in range(SITES)]
+    broker = configure_tls(tmp_path / "broker", names)
+    broker.start()
+    site_files = []
+    for name, site in zip(names, split_sites(pneumonia_npz, SITES, alpha=0.5, seed=1), strict=True):
+        site_files.append(tmp_path / "sites" / f"{name}.npz")
+        site_files[-1].parent.mkdir(exist_ok=True)
+        np.savez(site_files[-1], images=site.images, labels=site.labels)
+    empty = tmp_path / "no-data"
+    empty.mkdir()
+    no_data = {"PRIVADX_DATA": str(empty)}
+    task = tmp_path / "task.toml"
+    made = run_cli("task", "init", "--from", "pneumoniamnist", "--out", str(task), env=no_data)
+    assert made.returncode == 0, made.stderr
+    out, audit = tmp_path / "run", tmp_path / "opened.txt"
+    edges = [
+        start_edge(broker, n, f, tmp_path / f"model-{n}")
+        for n, f in zip(names, site_files, strict=True)
+    ]
+    gateway_args = [*_link(broker, GATEWAY_USER), "--task", str(task), "--rounds", "2"]
+    gateway_args += ["--min-sites", str(SITES), "--local-epochs", "1", "--out", str(out)]
+    audited = [sys.executable, str(REPO / "tests" / "open_audit.py"), str(audit), "gateway"]
+    try:
+        gateway = subprocess.run(
+            [*audited, *gateway_args],
+            capture_output=True,
+            text=True,
+            timeout=900,
+            cwd=tmp_path,
+            env={**os.environ, **no_data, "TF_CPP_MIN_LOG_LEVEL": "2"},
+            check=False,
+        )
+        assert gateway.returncode == 0, gateway.stderr[-3000:]
+        for edge in edges:
+            assert edge.wait(120) == 0
+    finally:
+        for edge in edges:
+            stop(edge)
+        broker.stop()
+
+    # The gateway opened no image file and nothing of the sites' data.
+    opened = [Path(line.split("\t")[0]) for line in audit.read_text().splitlines()]
+    assert len(opened) > 10  # the audit hook saw the run
+    for path in opened:
+        resolved = path.resolve() if path.is_absolute() else (tmp_path / path).resolve()
+        assert tmp_path / "sites" not in resolved.parents, path
+        assert pneumonia_npz.parent not in resolved.parents, path
+        if resolved.suffix.lower() in IMAGE_SUFFIXES:
+            assert out in resolved.parents, path  # its own checkpoint and weights files only
+
+    summary = json.loads((out / "summary.json").read_text())
+    fed = summary["federated"]
+    assert fed["sites_reported"] == SITES and set(summary["sites"]) == set(names)
+    assert summary["figures_from"] == "federated evaluation" and summary["auc"] == fed["auc"]
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["evaluation"]["sites_reported"] for r in records] == [names, names]
+    assert all("test" not in r for r in records)  # no public benchmark was given
+    assert (out / "federated.png").stat().st_size > 10_000
+    assert f"{SITES} sites reported" in gateway.stderr or "3 of 3 sites" in gateway.stderr
+
+    # Recomputed centrally on the union of the sites' held-out images, from model.onnx.
+    held = [split_holdout(load_site_npz(f, ("normal", "pneumonia")), 0.2)[1] for f in site_files]
+    images = np.concatenate([h.images for h in held])
+    labels = np.concatenate([h.labels for h in held])
+    assert fed["examples"] == labels.size == sum(s["examples"] for s in summary["sites"].values())
+    model = OnnxClassifier(out / "model.onnx")
+    assert model.info.temperature == fed["temperature"]
+    logits = model.logits(images)
+    positive = labels == 1
+    exact_auc = roc_auc(positive, logits[:, 1] - logits[:, 0])
+    print(f"federated AUC {fed['auc']:.4f}, central {exact_auc:.4f}, bound {fed_bound(records)}")
+    assert abs(fed["auc"] - exact_auc) <= fed_bound(records) + 1e-3
+    probs, predicted = model.predict(images)  # calibrated, at the model's threshold
+    at = binary_metrics(labels, np.exp(log_softmax(logits)), threshold=fed["threshold"])
+    one = 1.0 / min(positive.sum(), (~positive).sum())
+    for key in ("sensitivity", "specificity", "accuracy"):
+        assert abs(fed[key] - at[key]) <= one, key
+    assert abs(float(np.mean((predicted == 1) == positive)) - fed["accuracy"]) <= one
+    raw = np.exp(log_softmax(logits))
+    assert abs(fed["ece"] - _ece(raw, labels) / labels.size) <= 0.01
+    assert abs(fed["ece_calibrated"] - _ece(probs, labels) / labels.size) <= 0.01
+    # Temperature scaling lowers the calibration error on the held-out images.
+    print(f"ECE {fed['ece']:.4f} -> {fed['ece_calibrated']:.4f} at T={fed['temperature']}")
+    assert fed["ece_calibrated"] < fed["ece"]
+
+
+def fed_bound(records: list[dict]) -> float:
+    return float(records[-1]["federated"]["auc_binning_bound"])
