@@ -89,8 +89,9 @@ class EdgeAgent:
         """The local images trained on."""
         self.held_out: LabeledImages | None = None
         """The local images kept back for federated evaluation (never trained on)."""
-        self._evaluated: set[str] = set()
-        """Global models (by hash) this site has reported on or given up evaluating."""
+        self._evaluated: set[tuple[str, int, str]] = set()
+        """Global models (run, round, hash) this site has reported on or given up evaluating.
+        The run matters: a run with the same seed and data can reach the same weights."""
         self._model_since = 0.0
         self._keras: Any = None
         self._keras_spec: str | None = None
@@ -289,14 +290,17 @@ class EdgeAgent:
     def _maybe_evaluate(self) -> None:
         """Report on the current global model once nothing more urgent is waiting."""
         m, a = self.model, self.announcement
-        if m is None or m.round < 1 or m.sha256 in self._evaluated:
+        key = (m.run, m.round, m.sha256) if m is not None else None
+        if m is None or key is None or m.round < 1 or key in self._evaluated:
             return
         if not self.link.inbox.empty() or self._training_due():
             return
+        if a is not None and a.secure is not None:
+            return  # a report would reveal more than the secure sum does (see the docs)
         named = a is not None and a.model_sha256 == m.sha256
         if not named and time.monotonic() - self._model_since < EVAL_GRACE:
             return
-        self._evaluated.add(m.sha256)
+        self._evaluated.add(key)
         try:
             preprocess = PreprocessSpec.from_json(m.info["preprocess"])
             self._local_data(preprocess, tuple(m.info["class_names"]))

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from common.evaluation.federated import summary_figures
+from gateway.config import GatewayConfig
 
 DECISION_KEYS = ("accuracy", "auc", "sensitivity", "specificity")
 
@@ -38,3 +39,25 @@ def headline(records: list[dict[str, Any]], *, benchmark: bool) -> dict[str, Any
         "threshold": source.get("threshold"),
         "figures_from": "benchmark test split" if benchmark else "federated evaluation",
     }
+
+
+def privacy_facts(config: GatewayConfig, rounds: int) -> dict[str, Any]:
+    """What protects the sites' updates in this run (model metadata and manifest)."""
+    return {
+        "secure_aggregation": config.secure.to_dict() if config.secure else None,
+        "differential_privacy": privacy_guarantee(config, rounds) if config.dp else None,
+    }
+
+
+def privacy_guarantee(config: GatewayConfig, rounds: int) -> dict[str, Any]:
+    """The DP guarantee after ``rounds`` rounds.
+
+    The accountant is a function of the settings and the rounds done, so a resumed run's
+    checkpoint (its round number, settings checked on resume) restores it exactly.
+    """
+    from tff_core.privacy import privacy_record
+
+    assert config.dp is not None
+    record = privacy_record(config.dp, rounds)
+    record["noise_added_by"] = "gateway, to the secure sum" if config.secure else "TFF"
+    return record

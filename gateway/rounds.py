@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from common.errors import PrivadxError
 from common.trust.pki import TrustError
 from common.trust.signing import SIGNATURE_KEY, Verifier
 from common.wire.envelope import Envelope, Kind
@@ -44,6 +45,12 @@ def signature_check(verifier: Verifier | None, *, allow_unsigned: bool) -> Verif
         return None
 
     return check
+
+
+class QuorumError(PrivadxError):
+    """A round could not gather enough updates, even after retries."""
+
+    exit_code = 9
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,6 @@ a bad one is logged with its reason and counted, never allowed to stop the servi
 from __future__ import annotations
 
 import logging
-import queue
 import time
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -16,17 +15,12 @@ from typing import Any
 import numpy as np
 
 from common.data.arrays import SplitDataset
-from common.errors import InputError, PrivadxError
+from common.errors import InputError
 from common.evaluation.decision import decision
-from common.mqtt_link import LinkConfig, MqttLink
 from common.runlog import RunFolder, json_ready
-from common.secagg.protocol import SecAggError
-from common.secagg.vector import unflatten, vector_length
 from common.trust.identity import Identity
-from common.trust.manifest import build_manifest, write_signed
 from common.weights_io import save_weights
-from common.wire import envelope as wire
-from common.wire.chunks import Reassembler, split
+from common.wire.chunks import Reassembler
 from common.wire.envelope import Envelope, Kind, WireError
 from common.wire.messages import (
     GATEWAY_SENDER,
@@ -34,28 +28,35 @@ from common.wire.messages import (
     Presence,
     RoundAnnouncement,
     model_envelope,
-    presence_envelope,
 )
-from common.wire.topics import Channel, Topics
+from common.wire.topics import Channel
 from gateway.checkpoint import Progress, RunCheckpoint
 from gateway.config import GatewayConfig
 from gateway.evaluation import FederatedEvaluation
-from gateway.outcome import DECISION_KEYS, federated_summary, final_record, headline
+from gateway.final_model import RunFacts, export_signed, weights_meta
+from gateway.outcome import (
+    federated_summary,
+    final_record,
+    headline,
+    privacy_facts,
+    privacy_guarantee,
+)
 from gateway.plots import plot_federated
-from gateway.rounds import AcceptedUpdate, RoundState, cap_example_counts, signature_check
-from gateway.secure_round import SecureRound
+from gateway.rounds import (
+    AcceptedUpdate,
+    QuorumError,
+    RoundState,
+    cap_example_counts,
+    signature_check,
+)
+from gateway.secure_driver import SecureRounds
 from gateway.streaming import StreamingMean
+from gateway.transport import GatewayTransport, InboundError
 from tff_core.robust import AggregationRule
 
 log = logging.getLogger(__name__)
 
 POLL = 0.2
-
-
-class QuorumError(PrivadxError):
-    """A round could not gather enough updates, even after retries."""
-
-    exit_code = 9
 
 
 @dataclass
@@ -66,16 +67,13 @@ class GatewayRun:
     model_sha256: str = ""
     round: int = 0
     online: dict[str, dict[str, Any]] = field(default_factory=dict)
-    published_chunks: dict[Channel, int] = field(default_factory=dict)
-    bytes_published: int = 0
 
 
 class Gateway:
     """Runs one federated training run over MQTT."""
 
-    def __init__(self, config: GatewayConfig) -> None:
+    def __init__(self, config: GatewayConfig, transport: GatewayTransport | None = None) -> None:
         self.config = config
-        self.topics = Topics(config.federation)
         self.task = config.task
         self.preprocess = self.task.preprocess()
         self.model_spec = self.task.model_spec()
@@ -86,8 +84,6 @@ class Gateway:
         self.folder = RunFolder(config.out)
         self.checkpoint = RunCheckpoint(config.out / "checkpoint")
         self.records: list[dict[str, Any]] = []
-        self.secure_round: SecureRound | None = None
-        """The open secure-aggregation attempt, if any."""
         self.streams = config.aggregation is AggregationRule.MEAN and config.dp is None
         """Plain FedAvg folds updates one at a time (memory independent of the number of
         sites); TFF's robust and DP aggregators need every update at once."""
@@ -108,29 +104,14 @@ class Gateway:
             timeout=config.evaluation_timeout,
             verify=self.verify_update,
         )
-        will = (
-            self.topics.gateway_status,
-            wire.to_bytes(
-                self._sign(presence_envelope(Kind.STATUS, GATEWAY_SENDER, Presence.OFFLINE))
-            ),
-        )
-        self._noise = np.random.default_rng()
-        """Source of the DP noise added to secure sums (fresh entropy, never seeded)."""
-        self.link = MqttLink(
-            LinkConfig(
-                broker=config.broker,
-                client_id=f"privadx-gateway-{config.federation}",
-                version=config.mqtt_version,
-                tls=self.identity.tls_files if self.identity else None,
-                insecure=config.insecure,
-                will=will,
-                subscriptions=(
-                    self.topics.presence("+"),
-                    self.topics.update("+"),
-                    self.topics.site_secagg("+"),
-                    self.topics.evaluation("+"),
-                ),
-            )
+        self.transport = transport or GatewayTransport(config, self.identity)
+        self.topics = self.transport.topics
+        self.secure = SecureRounds(
+            config,
+            self.transport,
+            announce=self._announce_round,
+            pump=lambda state: self._process_one(None, state),
+            verify=self.verify_update,
         )
 
     def _load_benchmark(self) -> SplitDataset | None:
@@ -162,10 +143,7 @@ class Gateway:
         state = GatewayRun(weights=get_weights(self.model))
         progress = self.checkpoint.load(self.config.run_id, self._resume_settings())
         self.folder.write("config.json", self._config_record())
-        self.link.start()
-        # A previous run's retained "finished" announcement must not end this run's sites.
-        self.link.publish(self.topics.round, b"", retain=True)
-        self._publish_status(Presence.ONLINE)
+        self.transport.start()  # also clears a previous run's "finished" announcement
         try:
             with tff_runtime():
                 server = FedAvgServer(
@@ -173,7 +151,7 @@ class Gateway:
                     self.config.server_optimizer,
                     self.config.aggregation,
                     trim=self.config.trim,
-                    # On a secure sum the gateway adds the noise itself (_secure_round).
+                    # On a secure sum the gateway adds the noise itself (gateway.secure_driver).
                     dp=self.config.dp if self.config.secure is None else None,
                 )
                 pending = self._resume(progress, state, server)
@@ -188,8 +166,7 @@ class Gateway:
                 self._commit(state, server)  # the last round's metrics are durable too
             summary = self._finish(state, time.monotonic() - started)
         finally:
-            self._publish_status(Presence.OFFLINE)
-            self.link.stop()
+            self.transport.stop()
         return summary
 
     def _privacy_budget(self) -> int:
@@ -263,7 +240,7 @@ class Gateway:
         if self.config.secure is None:
             attempts, facts = self._plain_round(state, server, number, pending)
         else:
-            attempts, facts = self._secure_round(state, server, number)
+            attempts, facts = self.secure.run_round(state, server, number)
         state.round = number
         record: dict[str, Any] = {
             "series": "mqtt",
@@ -276,7 +253,7 @@ class Gateway:
             "aggregation": {"rule": str(self.config.aggregation), **server.last_measurements},
         }
         if self.config.dp is not None:
-            record["privacy"] = self._privacy(number)
+            record["privacy"] = privacy_guarantee(self.config, number)
         self.records.append(json_ready(record))
         self._unevaluated = (len(self.records) - 1, state.weights)
         self._commit(state, server)  # the round is durable from here on
@@ -291,7 +268,8 @@ class Gateway:
             f", epsilon {record['privacy']['epsilon']:.3f}" if "privacy" in record else "",
         )
         self._publish_model(state)
-        self.evaluation.start(number, state.model_sha256, _evaluating(state))
+        if self.config.secure is None:  # under secure aggregation sites send no report
+            self.evaluation.start(number, state.model_sha256, _evaluating(state))
 
     def _close_evaluations(self) -> None:
         """Write every federated evaluation that can close into its round's record."""
@@ -393,94 +371,6 @@ class Gateway:
         state.weights = server.aggregate(state.weights, updates)
         return attempt, {**round_state.summary(), "capped_examples": capped}
 
-    def _secure_round(
-        self, state: GatewayRun, server: Any, number: int
-    ) -> tuple[int, dict[str, Any]]:
-        """Secure aggregation until one attempt recovers the sum; then the server step.
-
-        The gateway learns ``sum_i n_i * clip(delta_i)`` and ``sum_i n_i`` over the sites
-        whose masked input arrived, i.e. the weighted mean of their clipped deltas, and runs
-        the TFF server step (mean of one, server optimizer) on it.
-        """
-        failures: list[str] = []
-        for attempt in range(1, self.config.max_retries + 2):
-            secure = self._announce_secure(state, number)
-            self.secure_round = secure
-            try:
-                values, weight = self._secure_steps(secure, state)
-                break
-            except SecAggError as exc:
-                failures.append(str(exc))
-                log.warning(
-                    "round %d: secure aggregation attempt %d failed: %s; announcing it again",
-                    number,
-                    attempt,
-                    exc,
-                )
-            finally:
-                self.secure_round = None
-        else:
-            raise QuorumError(
-                f"round {number}: secure aggregation failed {self.config.max_retries + 1} "
-                f"times: {failures[-1]}"
-            )
-        if self.config.dp is not None:  # values: the unweighted sum of clipped deltas
-            from tff_core.privacy import noised_mean
-
-            mean = unflatten(noised_mean(values, self.config.dp, self._noise), state.weights)
-        else:
-            mean = unflatten(values / weight, state.weights)
-        averaged = {n: state.weights[n] - mean[n] for n in state.weights}
-        state.weights = server.aggregate(state.weights, [(averaged, weight)])
-        u3 = sorted(secure.masked)
-        return attempt, {
-            "updates": len(u3),
-            "expected": len(secure.expected),
-            "examples": weight,
-            "rejected": dict(secure.rejected),
-            "update_bytes": {s: secure.nbytes[s] for s in u3},
-            "secure_aggregation": {**secure.summary(), "failed_attempts": failures},
-        }
-
-    def _privacy_facts(self, rounds: int) -> dict[str, Any]:
-        """What protects the sites' updates in this run (model metadata and manifest)."""
-        c = self.config
-        return {
-            "secure_aggregation": c.secure.to_dict() if c.secure else None,
-            "differential_privacy": self._privacy(rounds) if c.dp else None,
-        }
-
-    def _privacy(self, rounds: int) -> dict[str, Any]:
-        """The guarantee after ``rounds`` rounds.
-
-        The accountant is a function of the settings and the rounds done, so a resumed run's
-        checkpoint (its round number, settings checked on resume) restores it exactly.
-        """
-        from tff_core.privacy import privacy_record
-
-        assert self.config.dp is not None
-        record = privacy_record(self.config.dp, rounds)
-        record["noise_added_by"] = "gateway, to the secure sum" if self.config.secure else "TFF"
-        return record
-
-    def _secure_steps(self, secure: SecureRound, state: GatewayRun) -> tuple[np.ndarray, int]:
-        """Drive one attempt through its steps; raises SecAggError when it cannot finish."""
-        self._collect(secure, state)
-        self._publish_secagg(self.topics.secagg, secure.close_advertising())
-        log.info("round %d: %d sites advertised keys", secure.number, len(secure.u1))
-        self._collect(secure, state)
-        for site, env in secure.close_sharing().items():
-            self._publish_secagg(self.topics.inbox(site), env)
-        self._collect(secure, state)
-        self._publish_secagg(self.topics.secagg, secure.close_masking())
-        log.info("round %d: %d masked inputs arrived", secure.number, len(secure.masked))
-        self._collect(secure, state)
-        return secure.result()
-
-    def _collect(self, secure: SecureRound, state: GatewayRun) -> None:
-        while not secure.complete() and not secure.expired():
-            self._process_one(None, state)
-
     def _announce(
         self, state: GatewayRun, number: int, accepted: dict[str, AcceptedUpdate]
     ) -> RoundState:
@@ -493,21 +383,6 @@ class Gateway:
             min_updates=self.config.min_sites,
             expected=expected,
             accepted=dict(accepted),
-        )
-
-    def _announce_secure(self, state: GatewayRun, number: int) -> SecureRound:
-        a, expected = self._announce_round(state, number)
-        assert self.config.secure is not None
-        return SecureRound(
-            run=self.config.run_id,
-            number=number,
-            attempt=a.announcement,
-            settings=self.config.secure,
-            length=vector_length(state.weights) + 1,
-            min_updates=self.config.min_sites,
-            expected=expected,
-            deadline=a.deadline,
-            verify=self.verify_update,
         )
 
     def _announce_round(
@@ -525,7 +400,7 @@ class Gateway:
             accepted=accepted,
             secure=self.config.secure,
         )
-        self._publish(self.topics.round, announcement.to_envelope(), retain=True)
+        self.transport.publish_round(announcement.to_envelope())
         self._evaluate_pending()  # the previous round's model, while the sites train
         expected = _online(state)
         log.info(
@@ -555,31 +430,27 @@ class Gateway:
     # --- inbound messages -------------------------------------------------------------------
     def _process_one(self, round_state: RoundState | None, state: GatewayRun) -> None:
         self._close_evaluations()
+        source = None
         try:
-            topic, payload, _retained = self.link.inbox.get(timeout=POLL)
-        except queue.Empty:
-            return
-        if not payload:
-            return  # a cleared retained message
-        site = self.topics.site_of(topic)
-        try:
-            env = wire.from_bytes(payload)
-            if site is None:
-                raise WireError(f"message on unexpected topic {topic}")
-            if topic == self.topics.presence(site):
-                self._on_presence(site, env, state, round_state)
-            elif topic == self.topics.update(site):
-                self._on_update_chunk(site, env, round_state, state)
-            elif topic == self.topics.site_secagg(site):
-                self._on_secagg_chunk(site, env, len(payload))
-            elif topic == self.topics.evaluation(site):
-                self._on_evaluation_chunk(site, env)
+            msg = self.transport.receive(POLL)
+            if msg is None:
+                return
+            source = msg.site
+            if msg.channel is Channel.PRESENCE:
+                self._on_presence(msg.site, msg.env, state, round_state)
+            elif msg.channel is Channel.UPDATE:
+                self._on_update_chunk(msg.site, msg.env, round_state, state)
+            elif msg.channel is Channel.SECAGG:
+                self._on_secagg_chunk(msg.site, msg.env, msg.nbytes)
+            elif msg.channel is Channel.EVALUATION:
+                self._on_evaluation_chunk(msg.site, msg.env)
         except WireError as exc:
-            log.warning("rejected a message from %s: %s", site or topic, exc)
+            where = exc.source if isinstance(exc, InboundError) else source
+            log.warning("rejected a message from %s: %s", where, exc)
             if round_state is not None:
                 round_state.rejected["malformed"] += 1
-            if self.secure_round is not None:
-                self.secure_round.rejected["malformed"] += 1
+            if self.secure.current is not None:
+                self.secure.current.rejected["malformed"] += 1
 
     def _on_presence(
         self, site: str, env: Envelope, state: GatewayRun, round_state: RoundState | None
@@ -650,7 +521,7 @@ class Gateway:
             )
 
     def _on_secagg_chunk(self, site: str, env: Envelope, nbytes: int) -> None:
-        secure = self.secure_round
+        secure = self.secure.current
         if secure is not None:
             secure.nbytes[site] += nbytes  # every byte the site sent, chunk headers included
         whole = self.reassembler.add(env)
@@ -674,39 +545,10 @@ class Gateway:
             )
 
     # --- outbound messages -----------------------------------------------------------------
-    def _sign(self, env: Envelope) -> Envelope:
-        return self.identity.signer.sign_envelope(env) if self.identity else env
-
-    def _publish(self, topic: str, env: Envelope, *, retain: bool = False) -> None:
-        data = wire.to_bytes(self._sign(env))
-        self.link.publish(topic, data, retain=retain)
-
-    def _publish_chunked(self, channel: Channel, env: Envelope, state: GatewayRun) -> None:
-        chunks = split(self._sign(env), self.config.chunk_size)
-        topic_of = self.topics.model if channel is Channel.MODEL else self.topics.onnx
-        for chunk in chunks:
-            data = wire.to_bytes(chunk)
-            self.link.publish(topic_of(chunk.meta["chunk"]["index"]), data, retain=True)
-            state.bytes_published += len(data)
-        for stale in range(len(chunks), state.published_chunks.get(channel, 0)):
-            self.link.publish(topic_of(stale), b"", retain=True)  # clear leftovers
-        state.published_chunks[channel] = len(chunks)
-
-    def _publish_secagg(self, topic: str, env: Envelope) -> None:
-        for chunk in split(self._sign(env), self.config.chunk_size):
-            self.link.publish(topic, wire.to_bytes(chunk))
-
     def _publish_model(self, state: GatewayRun) -> None:
         env = model_envelope(self.config.run_id, state.round, state.weights, self._model_info())
         state.model_sha256 = env.meta["model_sha256"]
-        self._publish_chunked(Channel.MODEL, env, state)
-
-    def _publish_status(self, presence: Presence) -> None:
-        env = presence_envelope(Kind.STATUS, GATEWAY_SENDER, presence, run=self.config.run_id)
-        try:
-            self._publish(self.topics.gateway_status, env, retain=True)
-        except PrivadxError as exc:
-            log.warning("could not publish gateway status: %s", exc)
+        self.transport.publish_chunked(Channel.MODEL, env)
 
     def _model_info(self) -> dict[str, Any]:
         return {
@@ -733,26 +575,18 @@ class Gateway:
         rule = decision(self.records)
         head = headline(self.records, benchmark=self.benchmark is not None)
         fed = federated_summary(self.records)
-        meta = {
-            **self._model_info(),
-            "threshold": rule.threshold,
-            "temperature": rule.temperature,
-            "provenance": {
-                "trained_by": "privadx gateway",
-                "run": self.config.run_id,
-                "task": self.task.name,
-                "benchmark": self.benchmark.name if self.benchmark else None,
-                "rounds": self.rounds,
-                "sites": sorted(state.online),
-                "model_sha256": state.model_sha256,
-                "decision": {"source": rule.source, "temperature": rule.temperature},
-                "federated_metrics": fed["federated"],
-                "test_metrics": {k: head.get(k) for k in DECISION_KEYS}
-                if self.benchmark is not None
-                else None,
-                "privacy": self._privacy_facts(state.round),
-            },
-        }
+        facts = RunFacts(
+            config=self.config,
+            task=self.task,
+            benchmark=self.benchmark,
+            records=self.records,
+            rounds=self.rounds,
+            round=state.round,
+            sites_online=sorted(state.online),
+            model_sha256=state.model_sha256,
+            privacy=privacy_facts(self.config, state.round),
+        )
+        meta = weights_meta(facts, self._model_info(), rule, head, fed["federated"])
         save_weights(self.config.out / "weights.npz", state.weights, meta)
         summary: dict[str, Any] = {
             **head,
@@ -765,18 +599,20 @@ class Gateway:
             "rounds": self.rounds,
             "sites_online": len(state.online),
             "task": self.task.name,
+            "benchmark": self.benchmark.name if self.benchmark else None,
             "run": self.config.run_id,
             "seconds": round(seconds, 1),
             "test": final_record(self.records).get("test"),
-            "gateway_bytes_published": state.bytes_published,
-            "privacy": meta["provenance"]["privacy"],
+            "gateway_bytes_published": self.transport.bytes_published,
+            "privacy": facts.privacy,
         }
-        if self.benchmark is not None:
-            summary["benchmark"] = self.benchmark.name
         onnx_sha = None
         if self.config.export_onnx:
-            onnx_sha = self._export_and_publish(meta, state)
-            summary["onnx"] = {"path": "model.onnx", "sha256": onnx_sha}
+            path, onnx_sha, signed = export_signed(
+                self.model, state.weights, meta, facts, self.identity, self.preprocess
+            )
+            self._publish_onnx(path.read_bytes(), onnx_sha, signed)
+            summary["onnx"] = {"path": path.name, "sha256": onnx_sha}
         done = RoundAnnouncement(
             run=self.config.run_id,
             round=self.rounds,
@@ -788,27 +624,13 @@ class Gateway:
             phase=Phase.FINISHED,
             onnx_sha256=onnx_sha,
         )
-        self._publish(self.topics.round, done.to_envelope(), retain=True)
+        self.transport.publish_round(done.to_envelope())
         self.folder.write("summary.json", summary)
         self.folder.plot()
         plot_federated(self.folder.root, self.records)
         return summary
 
-    def _export_and_publish(self, meta: dict[str, Any], state: GatewayRun) -> str:
-        from models.onnx_export import export_onnx, verify_parity
-        from models.weights import set_weights
-
-        path = self.config.out / "model.onnx"
-        set_weights(self.model, state.weights)
-        sha = export_onnx(self.model, meta, path)
-        verify_parity(self.model, path, self._parity_images(), self.preprocess)
-        data = path.read_bytes()
-        signed = None
-        if self.identity is not None:
-            manifest = build_manifest(
-                file_name=path.name, data=data, provenance=self._provenance(meta, state)
-            )
-            signed = write_signed(path, manifest, self.identity.signer)
+    def _publish_onnx(self, data: bytes, sha: str, signed: dict[str, Any] | None) -> None:
         env = Envelope(
             kind=Kind.ONNX,
             run=self.config.run_id,
@@ -817,44 +639,8 @@ class Gateway:
             payload=data,
             meta={"onnx_sha256": sha, "manifest": signed},
         )
-        self._publish_chunked(Channel.ONNX, env, state)
-        log.info("published model.onnx (%d bytes) to the sites", len(env.payload))
-        return sha
-
-    def _parity_images(self) -> np.ndarray:
-        """Inputs on which Keras and the exported graph must agree.
-
-        Benchmark test images, or seeded noise of the task's shape (the gateway holds no
-        patient image).
-        """
-        if self.benchmark is not None:
-            return self.benchmark.test.images[:256]
-        t = self.task
-        shape = (64, t.height, t.width, t.channels)
-        return np.random.default_rng(0).integers(0, 256, size=shape, dtype=np.uint8)
-
-    def _provenance(self, meta: dict[str, Any], state: GatewayRun) -> dict[str, Any]:
-        """What the signed manifest says about where the model came from."""
-        contributors = sorted({s for r in self.records for s in r["update_bytes"]})
-        return {
-            "federation": self.config.federation,
-            "run": self.config.run_id,
-            "round": state.round,
-            "task": self.task.name,
-            "contributors": len(contributors),
-            "sites": contributors,
-            "last_round_updates": self.records[-1]["updates"] if self.records else 0,
-            "weights_sha256": state.model_sha256,
-            "metrics": meta["provenance"]["federated_metrics"],
-            "benchmark_metrics": meta["provenance"]["test_metrics"],
-            "threshold": meta.get("threshold"),
-            "temperature": meta.get("temperature"),
-            "aggregation": {
-                "rule": str(self.config.aggregation),
-                "server_optimizer": self.config.server_optimizer.to_dict(),
-            },
-            "privacy": meta["provenance"]["privacy"],
-        }
+        self.transport.publish_chunked(Channel.ONNX, env)
+        log.info("published model.onnx (%d bytes) to the sites", len(data))
 
     def _resume_settings(self) -> dict[str, Any]:
         """Settings a resumed run must share with the run it continues."""

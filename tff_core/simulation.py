@@ -14,6 +14,7 @@ from common.data.catalog import CATALOG
 from common.data.medmnist import load_npz, resolve_dataset
 from common.data.partition import partition
 from common.deps import require
+from common.evaluation.central import central_figures
 from common.evaluation.decision import decision
 from common.evaluation.federated import score_reports, summary_figures
 from common.evaluation.holdout import split_holdout
@@ -230,18 +231,24 @@ def _federated_evaluation(model: Any, exp: Experiment) -> dict[str, Any]:
 
     Each site's report of its held-out images, scored by the functions the gateway uses.
     """
+    held = [(site_name(i), h) for i, h in enumerate(exp.held_out) if len(h)]
+    logits = {s: predict_logits(model, h.images, exp.preprocess) for s, h in held}
     reports = {
-        site_name(i): build_report(
-            predict_logits(model, held.images, exp.preprocess),
-            held.labels,
-            num_classes=held.num_classes,
-            positive_class=exp.positive_class,
+        s: build_report(
+            logits[s], h.labels, num_classes=h.num_classes, positive_class=exp.positive_class
         )
-        for i, held in enumerate(exp.held_out)
-        if len(held)
+        for s, h in held
     }
     federated, sites = score_reports(reports, positive_class=exp.positive_class)
-    return {"federated": federated, "sites": sites}
+    record: dict[str, Any] = {"federated": federated, "sites": sites}
+    if federated is not None:  # what pooling the held-out images would give, for comparison
+        record["held_out_central"] = central_figures(
+            np.concatenate([logits[s] for s, _ in held]),
+            np.concatenate([h.labels for _, h in held]),
+            positive_class=exp.positive_class,
+            temperature=federated["temperature"],
+        )
+    return record
 
 
 def _per_site(model: Any, exp: Experiment, threshold: float | None) -> list[dict[str, Any]]:

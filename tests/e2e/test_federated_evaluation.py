@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from common.data.local import load_site_npz
+from common.evaluation.central import expected_calibration_error
 from common.evaluation.holdout import split_holdout
 from common.evaluation.report import log_softmax
 from common.metrics import binary_metrics, roc_auc
@@ -33,12 +34,6 @@ pytest.importorskip("tensorflow_federated")
 
 SITES = 3
 IMAGE_SUFFIXES = (".npz", ".png", ".jpg", ".jpeg", ".dcm", ".csv")
-
-
-def _ece(probs: np.ndarray, labels: np.ndarray) -> float:
-    conf, correct = probs.max(axis=1), probs.argmax(axis=1) == labels
-    m = np.clip((conf * 15).astype(int), 0, 14)
-    return float(sum(abs(correct[m == b].sum() - conf[m == b].sum()) for b in range(15)))
 
 
 @pytest.mark.slow
@@ -118,14 +113,15 @@ def test_gateway_without_images_reports_federated_metrics(
     print(f"federated AUC {fed['auc']:.4f}, central {exact_auc:.4f}, bound {fed_bound(records)}")
     assert abs(fed["auc"] - exact_auc) <= fed_bound(records) + 1e-3
     probs, predicted = model.predict(images)  # calibrated, at the model's threshold
+    assert np.allclose(probs, np.exp(log_softmax(logits / fed["temperature"])), atol=1e-6)
     at = binary_metrics(labels, np.exp(log_softmax(logits)), threshold=fed["threshold"])
     one = 1.0 / min(positive.sum(), (~positive).sum())
     for key in ("sensitivity", "specificity", "accuracy"):
         assert abs(fed[key] - at[key]) <= one, key
     assert abs(float(np.mean((predicted == 1) == positive)) - fed["accuracy"]) <= one
-    raw = np.exp(log_softmax(logits))
-    assert abs(fed["ece"] - _ece(raw, labels) / labels.size) <= 0.01
-    assert abs(fed["ece_calibrated"] - _ece(probs, labels) / labels.size) <= 0.01
+    t = fed["temperature"]
+    assert abs(fed["ece"] - expected_calibration_error(logits, labels, 1.0)) <= 0.01
+    assert abs(fed["ece_calibrated"] - expected_calibration_error(logits, labels, t)) <= 0.01
     # Temperature scaling lowers the calibration error on the held-out images.
     print(f"ECE {fed['ece']:.4f} -> {fed['ece_calibrated']:.4f} at T={fed['temperature']}")
     assert fed["ece_calibrated"] < fed["ece"]

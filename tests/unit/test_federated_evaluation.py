@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from common.data.arrays import LabeledImages
+from common.evaluation.central import expected_calibration_error
 from common.evaluation.federated import federated_metrics, sigmoid, site_metrics
 from common.evaluation.holdout import split_holdout
 from common.evaluation.report import (
@@ -47,12 +48,7 @@ def _sites(
 
 
 def _central_ece(logits: np.ndarray, labels: np.ndarray, temperature: float) -> float:
-    p = np.exp(log_softmax(logits / temperature))
-    conf, correct = p.max(axis=1), p.argmax(axis=1) == labels
-    m = np.clip((conf * 15).astype(int), 0, 14)
-    return float(
-        sum(abs(correct[m == b].sum() - conf[m == b].sum()) for b in range(15)) / labels.size
-    )
+    return expected_calibration_error(logits, labels, temperature)
 
 
 @pytest.mark.parametrize("positive_class", [0, 1])

@@ -1,0 +1,133 @@
+"""Driving a secure-aggregation round: announce, step through the protocol, retry, aggregate.
+
+The bookkeeping of one attempt is :class:`gateway.secure_round.SecureRound`; this driver
+publishes each step's messages, pumps the gateway's inbox until the step completes or times
+out, announces the round again when an attempt fails, and runs the server step on the sum.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from common.secagg.protocol import SecAggError
+from common.secagg.vector import unflatten, vector_length
+from common.wire.messages import RoundAnnouncement
+from gateway.config import GatewayConfig
+from gateway.rounds import QuorumError, Verify
+from gateway.secure_round import SecureRound
+from gateway.transport import GatewayTransport
+
+log = logging.getLogger(__name__)
+
+
+Announce = Callable[[Any, int], tuple[RoundAnnouncement, set[str]]]
+"""Publishes round ``number``'s announcement for a run state; returns it and the sites online."""
+
+
+class SecureRounds:
+    """Runs rounds whose updates are summed by secure aggregation (Bonawitz et al. 2017)."""
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        transport: GatewayTransport,
+        *,
+        announce: Announce,
+        pump: Callable[[Any], None],
+        verify: Verify | None,
+    ) -> None:
+        self.config = config
+        self.transport = transport
+        self.announce = announce
+        self.pump = pump
+        """Handles one inbound message (or waits briefly) for a run state."""
+        self.verify = verify
+        self.current: SecureRound | None = None
+        """The open attempt, if any (inbound secure-aggregation messages go to it)."""
+        self._noise = np.random.default_rng()
+        """Source of the DP noise added to secure sums (fresh entropy, never seeded)."""
+
+    def run_round(self, state: Any, server: Any, number: int) -> tuple[int, dict[str, Any]]:
+        """Secure aggregation until one attempt recovers the sum; then the server step.
+
+        The gateway learns ``sum_i n_i * clip(delta_i)`` and ``sum_i n_i`` over the sites
+        whose masked input arrived, i.e. the weighted mean of their clipped deltas, and runs
+        the TFF server step (mean of one, server optimizer) on it.
+        """
+        failures: list[str] = []
+        for attempt in range(1, self.config.max_retries + 2):
+            secure = self._open(state, number)
+            self.current = secure
+            try:
+                values, weight = self._steps(secure, state)
+                break
+            except SecAggError as exc:
+                failures.append(str(exc))
+                log.warning(
+                    "round %d: secure aggregation attempt %d failed: %s; announcing it again",
+                    number,
+                    attempt,
+                    exc,
+                )
+            finally:
+                self.current = None
+        else:
+            raise QuorumError(
+                f"round {number}: secure aggregation failed {self.config.max_retries + 1} "
+                f"times: {failures[-1]}"
+            )
+        if self.config.dp is not None:  # values: the unweighted sum of clipped deltas
+            from tff_core.privacy import noised_mean
+
+            mean = unflatten(noised_mean(values, self.config.dp, self._noise), state.weights)
+        else:
+            mean = unflatten(values / weight, state.weights)
+        averaged = {n: state.weights[n] - mean[n] for n in state.weights}
+        state.weights = server.aggregate(state.weights, [(averaged, weight)])
+        u3 = sorted(secure.masked)
+        return attempt, {
+            "updates": len(u3),
+            "expected": len(secure.expected),
+            "examples": weight,
+            "rejected": dict(secure.rejected),
+            "update_bytes": {s: secure.nbytes[s] for s in u3},
+            "secure_aggregation": {**secure.summary(), "failed_attempts": failures},
+        }
+
+    def _open(self, state: Any, number: int) -> SecureRound:
+        a, expected = self.announce(state, number)
+        assert self.config.secure is not None
+        return SecureRound(
+            run=self.config.run_id,
+            number=number,
+            attempt=a.announcement,
+            settings=self.config.secure,
+            length=vector_length(state.weights) + 1,
+            min_updates=self.config.min_sites,
+            expected=expected,
+            deadline=a.deadline,
+            verify=self.verify,
+        )
+
+    def _steps(self, secure: SecureRound, state: Any) -> tuple[np.ndarray, int]:
+        """Drive one attempt through its steps; raises SecAggError when it cannot finish."""
+        topics = self.transport.topics
+        self._collect(secure, state)
+        self.transport.publish_secagg(topics.secagg, secure.close_advertising())
+        log.info("round %d: %d sites advertised keys", secure.number, len(secure.u1))
+        self._collect(secure, state)
+        for site, env in secure.close_sharing().items():
+            self.transport.publish_secagg(topics.inbox(site), env)
+        self._collect(secure, state)
+        self.transport.publish_secagg(topics.secagg, secure.close_masking())
+        log.info("round %d: %d masked inputs arrived", secure.number, len(secure.masked))
+        self._collect(secure, state)
+        return secure.result()
+
+    def _collect(self, secure: SecureRound, state: Any) -> None:
+        while not secure.complete() and not secure.expired():
+            self.pump(state)
