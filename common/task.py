@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from common.errors import DataError, InputError
+from common.model_info import ModelInfo
 from common.preprocess import PreprocessSpec
 from models.spec import Architecture, ModelSpec
 
@@ -109,6 +110,15 @@ class TaskSpec:
             num_classes=self.num_classes,
             width_multiplier=self.width_multiplier,
             dropout=self.dropout,
+        )
+
+    def model_info(self) -> ModelInfo:
+        """The description every global model of this task travels with."""
+        return ModelInfo(
+            model_spec=self.model_spec(),
+            preprocess=self.preprocess(),
+            class_names=self.class_names,
+            positive_class=self.positive_class,
         )
 
     def preprocess(self) -> PreprocessSpec:

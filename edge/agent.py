@@ -21,6 +21,7 @@ from common.data.local import load_local_dataset
 from common.data.medmnist import resolve_dataset
 from common.errors import DataError, InputError, ModelError, PrivadxError
 from common.evaluation.holdout import split_holdout
+from common.model_info import ModelInfo
 from common.mqtt_link import LinkConfig, MqttLink
 from common.preprocess import PreprocessSpec
 from common.secagg.protocol import SecAggError
@@ -55,7 +56,6 @@ POLL = 0.2
 EVAL_GRACE = 1.0
 """Seconds a new model is held before it is evaluated while no announcement names it yet: the
 next round's announcement follows the model at once, and training comes first."""
-MODEL_INFO_KEYS = ("model_spec", "preprocess", "class_names", "positive_class")
 MAX_MODEL_BYTES = 512 * 1024 * 1024
 TrainingResult = tuple[dict[str, np.ndarray], int, dict[str, float]]
 """Trained weights, local example count, local metrics."""
@@ -69,7 +69,7 @@ class GlobalModel:
     round: int
     run: str
     weights: dict[str, np.ndarray]
-    info: dict[str, Any]
+    info: ModelInfo
 
 
 class EdgeAgent:
@@ -94,7 +94,7 @@ class EdgeAgent:
         The run matters: a run with the same seed and data can reach the same weights."""
         self._model_since = 0.0
         self._keras: Any = None
-        self._keras_spec: str | None = None
+        self._keras_spec: ModelSpec | None = None
         self.identity = Identity.load(config.identity) if config.identity else None
         if self.identity is not None and self.identity.name != config.site_id:
             raise InputError(
@@ -257,12 +257,12 @@ class EdgeAgent:
         if env.meta.get("model_sha256") != env.meta.get("sha256"):
             raise WireError("global model hash does not match its content")
         weights = tensors.from_bytes(env.payload)
-        missing = [k for k in MODEL_INFO_KEYS if k not in env.meta]
-        if missing:
-            raise WireError(f"global model message lacks {missing}")
-        info = {k: env.meta[k] for k in MODEL_INFO_KEYS}
+        try:
+            info = ModelInfo.from_meta(env.meta)
+        except ModelError as exc:
+            raise WireError(f"global model message: {exc}") from None
         model = GlobalModel(env.meta["sha256"], env.round, env.run, weights, info)
-        self.store.save_global(weights, info)
+        self.store.save_global(weights, info.to_meta())
         log.info("received global model of round %d (run %s)", env.round, env.run)
         # A site says it is online once it has prepared for the first model (TensorFlow
         # started, model built, images loaded), so a round the gateway starts for it times
@@ -280,9 +280,8 @@ class EdgeAgent:
         reports it when a round starts.
         """
         try:
-            preprocess = PreprocessSpec.from_json(m.info["preprocess"])
-            self._local_data(preprocess, tuple(m.info["class_names"]))
-            self._keras_model(m.info["model_spec"])
+            self._local_data(m.info.preprocess, m.info.class_names)
+            self._keras_model(m.info.model_spec)
         except PrivadxError as exc:
             log.warning("could not prepare local training yet: %s", exc)
 
@@ -302,12 +301,11 @@ class EdgeAgent:
             return
         self._evaluated.add(key)
         try:
-            preprocess = PreprocessSpec.from_json(m.info["preprocess"])
-            self._local_data(preprocess, tuple(m.info["class_names"]))
+            self._local_data(m.info.preprocess, m.info.class_names)
             if self.held_out is None or len(self.held_out) == 0:
                 return
             logits = score_held_out(
-                self._keras_model(m.info["model_spec"]), m.weights, self.held_out, preprocess
+                self._keras_model(m.info.model_spec), m.weights, self.held_out, m.info.preprocess
             )
             env, report = report_envelope(
                 site=self.config.site_id,
@@ -316,13 +314,13 @@ class EdgeAgent:
                 model_sha256=m.sha256,
                 logits=logits,
                 held_out=self.held_out,
-                positive_class=int(m.info["positive_class"]),
+                positive_class=m.info.positive_class,
             )
         except PrivadxError as exc:
             log.warning("round %d model: could not evaluate it here: %s", m.round, exc)
             return
         self._send(self._sign(env), self.topics.evaluation(self.config.site_id))
-        log_own_figures(report, m.round, int(m.info["positive_class"]))
+        log_own_figures(report, m.round, m.info.positive_class)
 
     def _training_due(self) -> bool:
         """The current announcement asks this site to train on the current model, not done."""
@@ -461,9 +459,9 @@ class EdgeAgent:
     ) -> TrainingResult:
         from models.training import local_seed, train_weights
 
-        preprocess = PreprocessSpec.from_json(m.info["preprocess"])
-        data = self._local_data(preprocess, tuple(m.info["class_names"]))
-        keras = self._keras_model(m.info["model_spec"])
+        preprocess = m.info.preprocess
+        data = self._local_data(preprocess, m.info.class_names)
+        keras = self._keras_model(m.info.model_spec)
         log.info("round %d: training on %d local images", a.round, len(data))
         seed = local_seed(a.seed, a.round, self.config.site_id)
         t0 = time.monotonic()
@@ -471,14 +469,14 @@ class EdgeAgent:
         metrics["seconds"] = round(time.monotonic() - t0, 3)
         return weights, len(data), metrics
 
-    def _keras_model(self, spec_json: str) -> Any:
+    def _keras_model(self, spec: ModelSpec) -> Any:
         """The Keras model whose architecture local training uses, built once per spec."""
         from models.architectures import build_model
 
-        if self._keras is None or self._keras_spec != spec_json:
+        if self._keras is None or self._keras_spec != spec:
             self._configure_tensorflow()
-            self._keras = build_model(ModelSpec.from_json(spec_json))
-            self._keras_spec = spec_json
+            self._keras = build_model(spec)
+            self._keras_spec = spec
         return self._keras
 
     def _configure_tensorflow(self) -> None:

@@ -99,9 +99,15 @@ class FederatedEvaluation:
         if reason is None and evaluation is not None and report is not None:
             evaluation.reports[site] = report
             return None
-        if evaluation is not None and reason != "duplicate":
-            evaluation.rejected[reason.split(":")[0] if reason else "unknown"] += 1
+        if reason is not None and reason != "duplicate":
+            self.count_rejected(reason.split(":")[0], evaluation)
         return reason
+
+    def count_rejected(self, reason: str, evaluation: OpenEvaluation | None = None) -> None:
+        """Count a rejected report in its evaluation, else in the newest open one."""
+        target = evaluation or (self.open[max(self.open)] if self.open else None)
+        if target is not None:
+            target.rejected[reason] += 1
 
     def _check(self, env: Envelope, site: str, evaluation: OpenEvaluation | None) -> str | None:
         problem = routing_problem(env, site, Kind.EVALUATION, self.run)

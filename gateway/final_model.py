@@ -7,7 +7,7 @@ file they write.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,15 +43,13 @@ class RunFacts:
     privacy: dict[str, Any]
 
 
-def weights_meta(
-    facts: RunFacts, info: dict[str, Any], rule: Decision, head: dict[str, Any], fed: Any
-) -> dict[str, Any]:
+def weights_meta(facts: RunFacts, rule: Decision, head: dict[str, Any], fed: Any) -> dict[str, Any]:
     """The metadata of ``weights.npz`` and ``model.onnx``: model info, decision, provenance."""
-    return {
-        **info,
-        "threshold": rule.threshold,
-        "temperature": rule.temperature,
-        "provenance": {
+    info = replace(
+        facts.task.model_info(),
+        threshold=rule.threshold,
+        temperature=rule.temperature,
+        provenance={
             "trained_by": "privadx gateway",
             "run": facts.config.run_id,
             "task": facts.task.name,
@@ -66,7 +64,8 @@ def weights_meta(
             else None,
             "privacy": facts.privacy,
         },
-    }
+    )
+    return info.to_meta()
 
 
 def parity_images(task: TaskSpec, benchmark: SplitDataset | None) -> np.ndarray:

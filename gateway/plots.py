@@ -27,7 +27,7 @@ def plot_federated(root: Path, records: list[dict[str, Any]]) -> Path | None:
     matplotlib = require("matplotlib")
     matplotlib.use("Agg")
     plt = require("matplotlib.pyplot")
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.6))
     names = sorted(sites)
     width = 0.27
     for i, key in enumerate(("auc", "sensitivity", "specificity")):
@@ -35,8 +35,8 @@ def plot_federated(root: Path, records: list[dict[str, Any]]) -> Path | None:
         left.bar([x + (i - 1) * width for x in range(len(names))], values, width, label=key)
     left.set_xticks(range(len(names)), [f"{n}\n({sites[n]['examples']})" for n in names])
     left.set_ylim(0, 1)
-    left.set_title(f"round {last['round']}: per site at the federated threshold")
-    left.legend(loc="lower right")
+    left.set_title(f"round {last['round']}: per site (held-out images), federated threshold")
+    left.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3, frameon=False)
     left.grid(alpha=0.3, axis="y")
     for key, label in (("reliability", "uncalibrated"), ("reliability_calibrated", "calibrated")):
         rel = fed[key]

@@ -447,6 +447,9 @@ class Gateway:
         except WireError as exc:
             where = exc.source if isinstance(exc, InboundError) else source
             log.warning("rejected a message from %s: %s", where, exc)
+            if isinstance(exc, InboundError) and exc.channel is Channel.EVALUATION:
+                self.evaluation.count_rejected("malformed")
+                return
             if round_state is not None:
                 round_state.rejected["malformed"] += 1
             if self.secure.current is not None:
@@ -546,17 +549,11 @@ class Gateway:
 
     # --- outbound messages -----------------------------------------------------------------
     def _publish_model(self, state: GatewayRun) -> None:
-        env = model_envelope(self.config.run_id, state.round, state.weights, self._model_info())
+        env = model_envelope(
+            self.config.run_id, state.round, state.weights, self.task.model_info().to_meta()
+        )
         state.model_sha256 = env.meta["model_sha256"]
         self.transport.publish_chunked(Channel.MODEL, env)
-
-    def _model_info(self) -> dict[str, Any]:
-        return {
-            "model_spec": self.model_spec.to_json(),
-            "preprocess": self.preprocess.to_json(),
-            "class_names": list(self.task.class_names),
-            "positive_class": self.positive_class,
-        }
 
     # --- evaluation and the end of the run --------------------------------------------------
     def _evaluate(self, weights: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -586,7 +583,7 @@ class Gateway:
             model_sha256=state.model_sha256,
             privacy=privacy_facts(self.config, state.round),
         )
-        meta = weights_meta(facts, self._model_info(), rule, head, fed["federated"])
+        meta = weights_meta(facts, rule, head, fed["federated"])
         save_weights(self.config.out / "weights.npz", state.weights, meta)
         summary: dict[str, Any] = {
             **head,

@@ -53,9 +53,11 @@ class Inbound:
 class InboundError(WireError):
     """A message that cannot be decoded; ``source`` names its site (or topic)."""
 
-    def __init__(self, source: str, reason: str) -> None:
+    def __init__(self, source: str, reason: str, channel: Channel | None = None) -> None:
         super().__init__(reason)
         self.source = source
+        self.channel = channel
+        """The site channel its topic names, if any."""
 
 
 SITE_CHANNELS = (Channel.PRESENCE, Channel.UPDATE, Channel.SECAGG, Channel.EVALUATION)
@@ -132,7 +134,7 @@ class GatewayTransport:
         try:
             env = wire.from_bytes(payload)
         except WireError as exc:
-            raise InboundError(site, str(exc)) from None
+            raise InboundError(site, str(exc), channel) from None
         return Inbound(site, channel, env, len(payload))
 
     # --- outbound --------------------------------------------------------------------------

@@ -11,7 +11,6 @@ the model was validated. A
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,6 +20,7 @@ import numpy as np
 from common.deps import require
 from common.errors import ModelError
 from common.fileio import write_atomic
+from common.model_info import ModelInfo
 from common.preprocess import PreprocessSpec, to_model_input
 from models.architectures import INPUT_NAME, OUTPUT_NAME
 
@@ -31,8 +31,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 OPSET = 17
-META_PREFIX = "privadx."
-META_FORMAT = "1"
 PARITY_TOLERANCE = 1e-4
 
 
@@ -43,20 +41,6 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def metadata_props(meta: dict[str, Any]) -> dict[str, str]:
-    """The string key/value pairs stored in the ONNX file for a weights file's metadata."""
-    return {
-        f"{META_PREFIX}format": META_FORMAT,
-        f"{META_PREFIX}model_spec": meta["model_spec"],
-        f"{META_PREFIX}preprocess": meta["preprocess"],
-        f"{META_PREFIX}class_names": json.dumps(meta["class_names"]),
-        f"{META_PREFIX}positive_class": json.dumps(meta.get("positive_class", 1)),
-        f"{META_PREFIX}threshold": json.dumps(meta.get("threshold")),
-        f"{META_PREFIX}temperature": json.dumps(meta.get("temperature")),
-        f"{META_PREFIX}provenance": json.dumps(meta.get("provenance", {}), sort_keys=True),
-    }
 
 
 def to_onnx(model: tf.keras.Model) -> onnx.ModelProto:
@@ -105,7 +89,7 @@ def export_onnx(model: tf.keras.Model, meta: dict[str, Any], out: Path) -> str:
     onnx = require("onnx")
     proto = to_onnx(model)
     proto.doc_string = "PrivaDx classifier; inputs are preprocessed as privadx.preprocess says"
-    for key, value in metadata_props(meta).items():
+    for key, value in ModelInfo.from_meta(meta).to_onnx_props().items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     try:

@@ -520,6 +520,7 @@ def flower(dataset: str, work: Path) -> dict[str, Any]:
             export_onnx=False,
             aggregation=AggregationRule.MEAN,
             training=LocalTraining(local_epochs=1),
+            eval_fraction=0.0,  # the Flower peer trains on every image of a site, so do we
         )
         our_runs.append(
             {

@@ -19,6 +19,7 @@ from common.evaluation.decision import decision
 from common.evaluation.federated import score_reports, summary_figures
 from common.evaluation.holdout import split_holdout
 from common.evaluation.report import build_report
+from common.model_info import ModelInfo
 from common.preprocess import PreprocessSpec
 from common.runlog import RunFolder
 from common.weights_io import save_weights
@@ -292,14 +293,14 @@ def weights_metadata(
     from the federated evaluation of the final model (:mod:`common.evaluation.decision`).
     """
     rule = decision(records)
-    return {
-        "model_spec": exp.model_spec.to_json(),
-        "preprocess": exp.preprocess.to_json(),
-        "class_names": list(exp.dataset.class_names),
-        "positive_class": exp.positive_class,
-        "threshold": rule.threshold,
-        "temperature": rule.temperature,
-        "provenance": {
+    info = ModelInfo(
+        model_spec=exp.model_spec,
+        preprocess=exp.preprocess,
+        class_names=exp.dataset.class_names,
+        positive_class=exp.positive_class,
+        threshold=rule.threshold,
+        temperature=rule.temperature,
+        provenance={
             "trained_by": "privadx simulate",
             "dataset": exp.dataset.name,
             "sites": config.partition.sites,
@@ -318,7 +319,8 @@ def weights_metadata(
                 "temperature": rule.temperature,
             },
         },
-    }
+    )
+    return info.to_meta()
 
 
 def _export(

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING
 from privadx.commands._common import print_json
 
 if TYPE_CHECKING:
+    from common.model_info import ModelInfo
     from edge.diagnose import Diagnosis
-    from edge.onnx_model import ModelInfo
 
 HELP = "diagnose PNG/JPEG/DICOM/.npz images with an ONNX model (no TensorFlow needed)"
 DESCRIPTION = """\

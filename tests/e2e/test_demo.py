@@ -27,8 +27,17 @@ def test_demo_runs_a_federation_end_to_end(tmp_path: Path, breast_npz: Path) -> 
     assert proc.returncode == 0, proc.stderr[-4000:]
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary) >= SUMMARY_KEYS
-    assert summary["rounds"] == 2 and summary["sites"] == 3
+    assert summary["rounds"] == 2 and set(summary["sites"]) == {"site-0", "site-1", "site-2"}
     assert [r["updates"] for r in summary["per_round"]] == [3, 3]
+    # The gateway ran from the task file; the sites' reports are its evaluation, the public
+    # test split a separate, labelled score.
+    assert (out / "task.toml").exists() and summary["benchmark"] == "breastmnist"
+    assert summary["federated"]["sites_reported"] == 3
+    assert [r["sites_reported"] for r in summary["per_round"]] == [3, 3]
+    assert all(0 <= r["federated_auc"] <= 1 for r in summary["per_round"])
+    assert summary["decision"]["source"] == "federated"
+    assert "final, federated evaluation on the sites'" in proc.stdout
+    assert "public test split (benchmark" in proc.stdout
     for site in ("site-0", "site-1", "site-2"):
         assert summary["bytes_per_site"][site]["bytes_sent"] > 100_000
         assert summary["bytes_per_site"][site]["bytes_received"] > 300_000

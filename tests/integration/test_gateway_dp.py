@@ -100,13 +100,14 @@ def test_secure_dp_run_accounts_every_round_and_stops_at_the_target(
 
 def test_gateway_refuses_dp_settings_it_cannot_honour(tmp_path: Path) -> None:
     from common.mqtt_link import BrokerAddress
+    from common.task import task_from_dataset
     from common.wire.secure import SecureSettings
     from gateway.config import GatewayConfig
 
     base = {
         "broker": BrokerAddress.parse("mqtt://127.0.0.1:1883"),
         "out": tmp_path,
-        "dataset": "breastmnist",
+        "task": task_from_dataset("breastmnist"),
         "insecure": True,
         "allow_unsigned": True,
         "aggregation": AggregationRule.MEAN,

@@ -95,3 +95,81 @@ def test_broken_and_forged_messages_are_counted_and_harmless(
     ]
     assert record["updates"] == 2
     assert record["rejected"] == {"malformed": 3, "unsigned": 1, "sender mismatch": 1}
+
+
+def _bad_reports(broker: Mosquitto, model_env: Envelope) -> list[bytes]:
+    """Evaluation reports site-1's key can sign, each wrong in its own way."""
+    from common.evaluation.report import SCHEME, build_report
+    from common.wire.messages import evaluation_envelope
+
+    assert broker.pki is not None
+    me = Identity.load(broker.pki / "sites" / "site-1")
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 40)
+    good = build_report(rng.normal(size=(40, 2)), labels, num_classes=2).to_tensors()
+    meta = {"base_model": model_env.meta["model_sha256"], "scheme": SCHEME, "examples": 40}
+
+    def report(tensors: dict, *, round_num: int = 1, site: str = "site-1", sign: bool = True):  # type: ignore[no-untyped-def]
+        env = evaluation_envelope(run=model_env.run, round_num=round_num, site=site,
+                                  report=tensors, meta=meta)  # fmt: skip
+        env = me.signer.sign_envelope(env) if sign else env
+        return b"".join(wire.to_bytes(c) for c in split(env))
+
+    return [
+        b"\x00not an envelope",
+        report({**good, "hist": good["hist"][:, :, :100]}),  # wrong bins
+        report({**good, "confusion": good["confusion"].astype(np.int32) - 30}),  # negative
+        report({**good, "nll": np.full_like(good["nll"], np.nan)}),  # NaN
+        report(good, round_num=0),  # wrong round
+        report(good, sign=False),  # unsigned
+        report(good, site="site-0"),  # another site's name on site-1's topic
+    ]
+
+
+def test_malformed_evaluation_reports_are_counted_and_the_evaluation_completes(
+    tmp_path: Path, breast_npz: Path
+) -> None:
+    sites = split_sites(breast_npz, 2, alpha=1.0, seed=2)
+    broker = start_broker(tmp_path / "broker", 2)
+    topics = Topics(FEDERATION)
+    attacker = ProbeClient.of(broker, "site-1")
+    sent = threading.Event()
+
+    def attack() -> None:  # as soon as round 1's model is out, before the honest reports
+        attacker.connected.wait(10)
+        attacker.sub(topics.model("#"))
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            for t, p in list(attacker.got):
+                if p and t.startswith(topics.model("")) and wire.from_bytes(p).round == 1:
+                    env = wire.from_bytes(p)
+                    for message in _bad_reports(broker, env):
+                        attacker.pub(topics.evaluation("site-1"), message)
+                    sent.set()
+                    return
+            time.sleep(0.02)
+
+    thread = threading.Thread(target=attack, daemon=True)
+    thread.start()
+    try:
+        result = run_federation(
+            broker, tmp_path, sites, dataset=str(breast_npz), rounds=1, seed=0,
+            federation=FEDERATION, training=LocalTraining(local_epochs=1), export_onnx=False,
+            join_delay=1.0,
+        )  # fmt: skip
+    finally:
+        attacker.close()
+        broker.stop()
+    assert sent.is_set()
+    (record,) = [
+        json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert record["evaluation"]["sites_reported"] == ["site-0", "site-1"]
+    assert record["evaluation"]["rejected"] == {
+        "malformed": 1,
+        "malformed report": 3,
+        "wrong round": 1,
+        "unsigned": 1,
+        "sender mismatch": 1,
+    }
+    assert result.summary["federated"]["sites_reported"] == 2

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from common.mqtt_link import BrokerAddress
+from common.task import task_from_dataset
 from common.trust.identity import Identity
 from common.trust.manifest import build_manifest
 from common.wire import envelope as wire
@@ -20,7 +21,7 @@ from edge.agent import EdgeAgent
 from edge.config import EdgeConfig
 from gateway.certs import FederationPki, init_federation
 
-INFO = {"model_spec": "{}", "preprocess": "{}", "class_names": ["a", "b"], "positive_class": 1}
+INFO = task_from_dataset("pneumoniamnist").model_info().to_meta()
 WEIGHTS = {"w": np.ones((2, 2), np.float32)}
 
 
