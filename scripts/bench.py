@@ -85,8 +85,9 @@ def parse_args() -> argparse.Namespace:
 
 def trunc(value: float, digits: int) -> str:
     """``value`` truncated (never rounded up) to ``digits`` decimals."""
-    scale = 10**digits
-    return f"{int(value * scale) / scale:.{digits}f}"
+    from common.figures import truncate
+
+    return truncate(value, digits)
 
 
 def best_of(fn: Callable[[], Any], repeat: int) -> float:

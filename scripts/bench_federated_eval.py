@@ -11,7 +11,7 @@ reports. For the final model of every run this prints and writes:
 - the spread of the per-site AUC (min, max, standard deviation across sites);
 
 then the mean and standard deviation over seeds, as JSON (``results.json``) and a Markdown
-table (``table.md``) in ``--out``.
+table (``table.md``, figures truncated, never rounded up) in ``--out``.
 
 Usage: uv run python scripts/bench_federated_eval.py --out runs/bench-federated-eval
 """
@@ -41,6 +41,11 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--local-epochs", type=int, default=2)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--out", type=Path, default=Path("runs/bench-federated-eval"))
+    p.add_argument(
+        "--table-only",
+        action="store_true",
+        help="rewrite table.md from an earlier run's results.json in --out (no training)",
+    )
     return p.parse_args()
 
 
@@ -100,7 +105,7 @@ def mean_sd(runs: list[dict[str, Any]], key: str) -> tuple[float, float]:
 ROWS = (
     ("federated AUC (summed site reports)", "federated_auc", 4),
     ("AUC of the same images pooled, exact", "pooled_auc", 4),
-    ("|federated - pooled| AUC", "auc_difference", 5),
+    ("AUC difference, federated vs pooled (absolute)", "auc_difference", 5),
     ("binning bound stated by the reports", "auc_binning_bound", 5),
     ("ECE before calibration", "ece", 4),
     ("ECE after temperature scaling", "ece_calibrated", 4),
@@ -112,6 +117,8 @@ ROWS = (
 
 
 def table(runs: list[dict[str, Any]], args: argparse.Namespace) -> str:
+    from common.figures import truncate
+
     head = (
         f"{args.dataset}, {args.sites} sites, Dirichlet({args.alpha}), {args.rounds} rounds x "
         f"{args.local_epochs} local epochs, 20% of each site held out; seeds "
@@ -121,8 +128,8 @@ def table(runs: list[dict[str, Any]], args: argparse.Namespace) -> str:
     lines = []
     for label, key, digits in ROWS:
         m, sd = mean_sd(runs, key)
-        per = ", ".join(f"{r[key]:.{digits}f}" for r in runs)
-        lines.append(f"| {label} | {m:.{digits}f} ± {sd:.{digits}f} | {per} |")
+        per = ", ".join(truncate(r[key], digits) for r in runs)
+        lines.append(f"| {label} | {truncate(m, digits)} ± {truncate(sd, digits)} | {per} |")
     return head + "\n".join(lines) + "\n"
 
 
@@ -132,6 +139,12 @@ def main() -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     args = parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.table_only:
+        runs = json.loads((args.out / "results.json").read_text())["runs"]
+        text = table(runs, args)
+        (args.out / "table.md").write_text(text)
+        print(text)
+        return 0
     runs = []
     for seed in args.seeds:
         runs.append(one_run(args, seed))
