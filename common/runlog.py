@@ -87,7 +87,8 @@ class RunFolder:
             ax.set_xlabel("round")
             ax.set_ylabel(f"test {key}")
             ax.grid(alpha=0.3)
-            ax.legend()
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend()
         fig.tight_layout()
         path = self.root / name
         fig.savefig(path, dpi=100)

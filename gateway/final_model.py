@@ -14,13 +14,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from common.data.arrays import SplitDataset
-from common.evaluation.decision import Decision
+from common.evaluation.decision import HEADLINE_KEYS, Decision
 from common.preprocess import PreprocessSpec
 from common.task import TaskSpec
 from common.trust.identity import Identity
 from common.trust.manifest import build_manifest, write_signed
 from gateway.config import GatewayConfig
-from gateway.outcome import DECISION_KEYS
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -57,9 +56,9 @@ def weights_meta(facts: RunFacts, rule: Decision, head: dict[str, Any], fed: Any
             "rounds": facts.rounds,
             "sites": facts.sites_online,
             "model_sha256": facts.model_sha256,
-            "decision": {"source": rule.source, "temperature": rule.temperature},
+            "decision": rule.to_dict(),
             "federated_metrics": fed,
-            "test_metrics": {k: head.get(k) for k in DECISION_KEYS}
+            "test_metrics": {k: head.get(k) for k in HEADLINE_KEYS}
             if facts.benchmark is not None
             else None,
             "privacy": facts.privacy,

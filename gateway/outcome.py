@@ -8,10 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from common.evaluation.decision import HEADLINE_KEYS
 from common.evaluation.federated import summary_figures
 from gateway.config import GatewayConfig
-
-DECISION_KEYS = ("accuracy", "auc", "sensitivity", "specificity")
 
 
 def final_record(records: list[dict[str, Any]]) -> dict[str, Any]:
@@ -35,7 +34,7 @@ def headline(records: list[dict[str, Any]], *, benchmark: bool) -> dict[str, Any
     last = final_record(records)
     source = (last.get("test") or {}) if benchmark else (last.get("federated") or {})
     return {
-        **{k: source.get(k) for k in DECISION_KEYS},
+        **{k: source.get(k) for k in HEADLINE_KEYS},
         "threshold": source.get("threshold"),
         "figures_from": "benchmark test split" if benchmark else "federated evaluation",
     }

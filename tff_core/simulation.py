@@ -15,7 +15,7 @@ from common.data.medmnist import load_npz, resolve_dataset
 from common.data.partition import partition
 from common.deps import require
 from common.evaluation.central import central_figures
-from common.evaluation.decision import decision
+from common.evaluation.decision import HEADLINE_KEYS, decision
 from common.evaluation.federated import score_reports, summary_figures
 from common.evaluation.holdout import split_holdout
 from common.evaluation.report import build_report
@@ -129,7 +129,7 @@ def run_simulation(config: SimulationConfig) -> dict[str, Any]:
     save_weights(config.out / WEIGHTS_FILE, get_weights(model), meta)
     last = records[-1]
     summary: dict[str, Any] = {
-        **{k: final[k] for k in ("accuracy", "auc", "sensitivity", "specificity") if k in final},
+        **{k: final[k] for k in HEADLINE_KEYS if k in final},
         "threshold": final.get("threshold"),
         "federated": summary_figures(last.get("federated")),
         "sites": last.get("sites", {}),
@@ -309,15 +309,9 @@ def weights_metadata(
             "rounds": config.rounds,
             "local_epochs": config.local_epochs,
             "seed": config.seed,
-            "test_metrics": {
-                k: final.get(k) for k in ("accuracy", "auc", "sensitivity", "specificity")
-            },
+            "test_metrics": {k: final.get(k) for k in HEADLINE_KEYS},
             "federated_metrics": summary_figures(records[-1].get("federated")) if records else None,
-            "decision": {
-                "source": rule.source,
-                "threshold": rule.threshold,
-                "temperature": rule.temperature,
-            },
+            "decision": rule.to_dict(),
         },
     )
     return info.to_meta()

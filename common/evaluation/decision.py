@@ -12,6 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+HEADLINE_KEYS = ("accuracy", "auc", "sensitivity", "specificity")
+"""The figures a model's decisions are judged by (a summary's top level, model metadata)."""
+
 
 @dataclass(frozen=True)
 class Decision:
@@ -24,6 +27,10 @@ class Decision:
     """Logits are divided by this before the softmax (``None``: not calibrated)."""
     source: str
     """Where the two came from: ``federated``, ``benchmark`` or ``none``."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The form of ``summary.json`` and of a model's provenance."""
+        return {"source": self.source, "threshold": self.threshold, "temperature": self.temperature}
 
 
 def decision(records: list[dict[str, Any]]) -> Decision:

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from common.evaluation.decision import HEADLINE_KEYS
 from common.preprocess import PreprocessSpec, fit_images
 from privadx.commands._common import add_data_dir, positive_int, print_json
 
@@ -149,7 +150,7 @@ def _onnx_metrics(path: Path, split: Any, preprocess: PreprocessSpec) -> dict[st
         positive_class=info.positive_class,
         threshold=info.threshold,
     )
-    return {k: float(metrics[k]) for k in ("accuracy", "auc", "sensitivity", "specificity")}
+    return {k: float(metrics[k]) for k in HEADLINE_KEYS}
 
 
 def _calibration_images(

@@ -7,7 +7,9 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -56,35 +58,43 @@ def _attack_messages(broker: Mosquitto, round_env: Envelope) -> list[bytes]:
     ]
 
 
-def test_broken_and_forged_messages_are_counted_and_harmless(
-    tmp_path: Path, breast_npz: Path
-) -> None:
+def _federate_under_attack(
+    tmp_path: Path,
+    breast_npz: Path,
+    *,
+    watch: str,
+    fires: Callable[[str, bytes], bool],
+    messages: Callable[[Mosquitto, Envelope], list[bytes]],
+    target: str,
+    join_delay: float,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A 2-site, 1-round run in which site-1's key, once a message on ``watch`` ``fires``,
+    also publishes ``messages`` on ``target``. Returns the round record and the summary."""
     sites = split_sites(breast_npz, 2, alpha=1.0, seed=2)
     broker = start_broker(tmp_path / "broker", 2)
-    topics = Topics(FEDERATION)
     attacker = ProbeClient.of(broker, "site-1")
     sent = threading.Event()
 
     def attack() -> None:
         attacker.connected.wait(10)
-        attacker.sub(topics.round)
+        attacker.sub(watch)
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
-            rounds = [p for t, p in attacker.got if t == topics.round and p]
-            if rounds:
-                for message in _attack_messages(broker, wire.from_bytes(rounds[-1])):
-                    attacker.pub(topics.update("site-1"), message)
+            hits = [p for t, p in list(attacker.got) if p and fires(t, p)]
+            if hits:
+                for message in messages(broker, wire.from_bytes(hits[0])):
+                    attacker.pub(target, message)
                 sent.set()
                 return
-            time.sleep(0.05)
+            time.sleep(0.02)
 
     thread = threading.Thread(target=attack, daemon=True)
     thread.start()
     try:
-        run_federation(
+        result = run_federation(
             broker, tmp_path, sites, dataset=str(breast_npz), rounds=1, seed=0,
             federation=FEDERATION, training=LocalTraining(local_epochs=1), export_onnx=False,
-            join_delay=4.0,
+            join_delay=join_delay,
         )  # fmt: skip
     finally:
         attacker.close()
@@ -93,6 +103,22 @@ def test_broken_and_forged_messages_are_counted_and_harmless(
     (record,) = [
         json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     ]
+    return record, result.summary
+
+
+def test_broken_and_forged_messages_are_counted_and_harmless(
+    tmp_path: Path, breast_npz: Path
+) -> None:
+    topics = Topics(FEDERATION)
+    record, _ = _federate_under_attack(
+        tmp_path,
+        breast_npz,
+        watch=topics.round,
+        fires=lambda topic, _: topic == topics.round,
+        messages=_attack_messages,
+        target=topics.update("site-1"),
+        join_delay=4.0,
+    )
     assert record["updates"] == 2
     assert record["rejected"] == {"malformed": 3, "unsigned": 1, "sender mismatch": 1}
 
@@ -129,41 +155,20 @@ def _bad_reports(broker: Mosquitto, model_env: Envelope) -> list[bytes]:
 def test_malformed_evaluation_reports_are_counted_and_the_evaluation_completes(
     tmp_path: Path, breast_npz: Path
 ) -> None:
-    sites = split_sites(breast_npz, 2, alpha=1.0, seed=2)
-    broker = start_broker(tmp_path / "broker", 2)
     topics = Topics(FEDERATION)
-    attacker = ProbeClient.of(broker, "site-1")
-    sent = threading.Event()
 
-    def attack() -> None:  # as soon as round 1's model is out, before the honest reports
-        attacker.connected.wait(10)
-        attacker.sub(topics.model("#"))
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            for t, p in list(attacker.got):
-                if p and t.startswith(topics.model("")) and wire.from_bytes(p).round == 1:
-                    env = wire.from_bytes(p)
-                    for message in _bad_reports(broker, env):
-                        attacker.pub(topics.evaluation("site-1"), message)
-                    sent.set()
-                    return
-            time.sleep(0.02)
+    def round_1_model(topic: str, payload: bytes) -> bool:  # before the honest reports
+        return topic.startswith(topics.model("")) and wire.from_bytes(payload).round == 1
 
-    thread = threading.Thread(target=attack, daemon=True)
-    thread.start()
-    try:
-        result = run_federation(
-            broker, tmp_path, sites, dataset=str(breast_npz), rounds=1, seed=0,
-            federation=FEDERATION, training=LocalTraining(local_epochs=1), export_onnx=False,
-            join_delay=1.0,
-        )  # fmt: skip
-    finally:
-        attacker.close()
-        broker.stop()
-    assert sent.is_set()
-    (record,) = [
-        json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
-    ]
+    record, summary = _federate_under_attack(
+        tmp_path,
+        breast_npz,
+        watch=topics.model("#"),
+        fires=round_1_model,
+        messages=_bad_reports,
+        target=topics.evaluation("site-1"),
+        join_delay=1.0,
+    )
     assert record["evaluation"]["sites_reported"] == ["site-0", "site-1"]
     assert record["evaluation"]["rejected"] == {
         "malformed": 1,
@@ -172,4 +177,4 @@ def test_malformed_evaluation_reports_are_counted_and_the_evaluation_completes(
         "unsigned": 1,
         "sender mismatch": 1,
     }
-    assert result.summary["federated"]["sites_reported"] == 2
+    assert summary["federated"]["sites_reported"] == 2
