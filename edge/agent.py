@@ -21,6 +21,8 @@ from common.data.local import load_local_dataset
 from common.data.medmnist import resolve_dataset
 from common.errors import DataError, InputError, ModelError, PrivadxError
 from common.evaluation.holdout import split_holdout
+from common.evaluation.report import EvaluationReport, ReportError, build_report
+from common.evaluation.secure_sum import ReportEncoding
 from common.model_info import ModelInfo
 from common.mqtt_link import LinkConfig, MqttLink
 from common.preprocess import PreprocessSpec
@@ -71,6 +73,11 @@ class GlobalModel:
     weights: dict[str, np.ndarray]
     info: ModelInfo
 
+    @property
+    def key(self) -> tuple[str, int, str]:
+        """(run, round, hash): a run with the same seed and data can reach the same weights."""
+        return (self.run, self.round, self.sha256)
+
 
 class EdgeAgent:
     """One site's participant in the federation."""
@@ -93,6 +100,11 @@ class EdgeAgent:
         """Global models (run, round, hash) this site has reported on or given up evaluating.
         The run matters: a run with the same seed and data can reach the same weights."""
         self._model_since = 0.0
+        self._last_report: tuple[tuple[str, int, str], Envelope] | None = None
+        """The last plain report sent and its model: sent again if a restarted gateway
+        publishes that model again (the gateway's evaluation of it was cut short)."""
+        self._joined: set[str] = set()
+        """Secure evaluations (announcement ids) this site has joined or let pass."""
         self._keras: Any = None
         self._keras_spec: ModelSpec | None = None
         self.identity = Identity.load(config.identity) if config.identity else None
@@ -235,7 +247,9 @@ class EdgeAgent:
         if reply is None:
             return
         self._send(self._sign(reply), self.topics.site_secagg(self.config.site_id))
-        if reply.meta.get("step") == Step.MASKED:
+        at = self.secure.attempt
+        training = at is not None and at.announcement.phase is Phase.TRAINING
+        if training and reply.meta.get("step") == Step.MASKED:
             self.store.mark_submitted(reply.run, reply.round)
 
     def _on_onnx(self, env: Envelope) -> None:
@@ -272,6 +286,9 @@ class EdgeAgent:
         self._model_since = time.monotonic()
         if first:
             self._publish_presence(Presence.ONLINE, wait=None)
+        if self._last_report is not None and self._last_report[0] == model.key:
+            self._send(self._last_report[1], self.topics.evaluation(self.config.site_id))
+            log.info("round %d model published again; sent this site's report again", model.round)
 
     def _prepare(self, m: GlobalModel) -> None:
         """Load the local images and build the Keras model before the round's clock runs.
@@ -289,38 +306,76 @@ class EdgeAgent:
     def _maybe_evaluate(self) -> None:
         """Report on the current global model once nothing more urgent is waiting."""
         m, a = self.model, self.announcement
-        key = (m.run, m.round, m.sha256) if m is not None else None
-        if m is None or key is None or m.round < 1 or key in self._evaluated:
-            return
-        if not self.link.inbox.empty() or self._training_due():
+        if m is None or m.round < 1:
             return
         if a is not None and a.secure is not None:
-            return  # a report would reveal more than the secure sum does (see the docs)
+            self._join_secure_evaluation(a, m)
+            return
+        key = m.key
+        if key in self._evaluated or not self.link.inbox.empty() or self._training_due():
+            return
         named = a is not None and a.model_sha256 == m.sha256
         if not named and time.monotonic() - self._model_since < EVAL_GRACE:
             return
         self._evaluated.add(key)
-        try:
-            self._local_data(m.info.preprocess, m.info.class_names)
-            if self.held_out is None or len(self.held_out) == 0:
-                return
-            logits = score_held_out(
-                self._keras_model(m.info.model_spec), m.weights, self.held_out, m.info.preprocess
-            )
-            env, report = report_envelope(
+        report = self._held_out_report(m)
+        if report is None:
+            return
+        env = self._sign(
+            report_envelope(
                 site=self.config.site_id,
                 run=m.run,
                 round_num=m.round,
                 model_sha256=m.sha256,
-                logits=logits,
-                held_out=self.held_out,
+                report=report,
+            )
+        )
+        self._send(env, self.topics.evaluation(self.config.site_id))
+        self._last_report = (key, env)
+
+    def _join_secure_evaluation(self, a: RoundAnnouncement, m: GlobalModel) -> None:
+        """Put this site's report on the announced model into the evaluation's secure sum."""
+        if a.phase is not Phase.EVALUATION or a.model_sha256 != m.sha256:
+            return
+        if a.announcement in self._joined or not self.link.inbox.empty():
+            return
+        self._joined.add(a.announcement)
+        if time.time() > a.deadline:
+            log.warning("round %d model: the secure evaluation closed before this site", a.round)
+            return
+        report = self._held_out_report(m)
+        if report is None:
+            return
+        encoding = ReportEncoding(len(m.info.class_names))
+        try:
+            x = encoding.encode(report)
+        except ReportError as exc:
+            log.warning("round %d model: cannot join the secure evaluation: %s", m.round, exc)
+            return
+        env = self.secure.begin_input(a, x, encoding)
+        self._send(self._sign(env), self.topics.site_secagg(self.config.site_id))
+        log.info("round %d model: report joining the secure evaluation", m.round)
+
+    def _held_out_report(self, m: GlobalModel) -> EvaluationReport | None:
+        """The report of ``m`` on this site's held-out images (logged); ``None``: none here."""
+        try:
+            self._local_data(m.info.preprocess, m.info.class_names)
+            if self.held_out is None or len(self.held_out) == 0:
+                return None
+            logits = score_held_out(
+                self._keras_model(m.info.model_spec), m.weights, self.held_out, m.info.preprocess
+            )
+            report = build_report(
+                logits,
+                self.held_out.labels,
+                num_classes=self.held_out.num_classes,
                 positive_class=m.info.positive_class,
             )
         except PrivadxError as exc:
             log.warning("round %d model: could not evaluate it here: %s", m.round, exc)
-            return
-        self._send(self._sign(env), self.topics.evaluation(self.config.site_id))
+            return None
         log_own_figures(report, m.round, m.info.positive_class)
+        return report
 
     def _training_due(self) -> bool:
         """The current announcement asks this site to train on the current model, not done."""

@@ -2,7 +2,9 @@
 
 The site keeps back part of its images (:mod:`common.evaluation.holdout`, or a separate
 evaluation set), scores every new global model on them and sends the gateway one signed
-report of sums (:mod:`common.evaluation.report`): no per-image value leaves the site. It also
+report of sums (:mod:`common.evaluation.report`): no per-image value leaves the site. Under
+secure aggregation the report goes into a secure sum instead (the agent's
+``_join_secure_evaluation``), so the gateway learns only the sites' total. It also
 logs the figures its own images give, including the decision threshold they would choose.
 """
 
@@ -15,7 +17,7 @@ import numpy as np
 
 from common.data.arrays import LabeledImages
 from common.evaluation.federated import site_metrics
-from common.evaluation.report import SCHEME, EvaluationReport, build_report
+from common.evaluation.report import SCHEME, EvaluationReport
 from common.preprocess import PreprocessSpec
 from common.wire.envelope import Envelope
 from common.wire.messages import evaluation_envelope
@@ -35,27 +37,16 @@ def score_held_out(
 
 
 def report_envelope(
-    *,
-    site: str,
-    run: str,
-    round_num: int,
-    model_sha256: str,
-    logits: np.ndarray,
-    held_out: LabeledImages,
-    positive_class: int,
-) -> tuple[Envelope, EvaluationReport]:
-    """The ``EVALUATION`` message of one model (unsigned) and the report in it."""
-    report = build_report(
-        logits, held_out.labels, num_classes=held_out.num_classes, positive_class=positive_class
-    )
-    env = evaluation_envelope(
+    *, site: str, run: str, round_num: int, model_sha256: str, report: EvaluationReport
+) -> Envelope:
+    """The plain ``EVALUATION`` message of one model's report (unsigned)."""
+    return evaluation_envelope(
         run=run,
         round_num=round_num,
         site=site,
         report=report.to_tensors(),
         meta={"base_model": model_sha256, "scheme": SCHEME, "examples": report.examples},
     )
-    return env, report
 
 
 def log_own_figures(report: EvaluationReport, round_num: int, positive_class: int) -> None:

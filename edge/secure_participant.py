@@ -1,8 +1,10 @@
 """This site's side of a secure round: the gateway's steps in, this site's replies out.
 
-The site quantizes ``examples * clip(delta)`` (plus its example count) once per attempt, then
-follows the steps of :mod:`common.wire.secure`. The update never leaves the device in the
-clear: the gateway receives it only added to pseudo-random masks that cancel in the sum.
+In a training round the site quantizes ``examples * clip(delta)`` (plus its example count)
+once per attempt; in an evaluation it encodes its report on the announced model
+(:mod:`common.evaluation.secure_sum`). Then it follows the steps of
+:mod:`common.wire.secure`. The input never leaves the device in the clear: the gateway
+receives it only added to pseudo-random masks that cancel in the sum.
 Before sharing its secrets a site checks every peer's public keys against that peer's
 certificate (so the gateway cannot slip in keys of its own) and that the threshold is a
 majority of the sites, as :meth:`SecureSettings.threshold` demands.
@@ -23,6 +25,7 @@ from common.wire.messages import RoundAnnouncement
 from common.wire.secure import (
     SecureSettings,
     Step,
+    SumModulus,
     advertisement_fields,
     ciphertexts_payload,
     masked_payload,
@@ -43,6 +46,7 @@ log = logging.getLogger(__name__)
 class _Attempt:
     announcement: RoundAnnouncement
     settings: SecureSettings
+    modulus: SumModulus
     client: SecAggClient
     x: np.ndarray
     done: set[Step]
@@ -64,17 +68,24 @@ class SecureParticipant:
     def begin(
         self, a: RoundAnnouncement, delta: np.ndarray, examples: int, rng: np.random.Generator
     ) -> Envelope:
-        """Start attempt ``a`` with this site's update; return its ``advertise`` message."""
-        settings = a.secure
-        if settings is None:
-            raise ValueError("round is not a secure round")
+        """Start training attempt ``a`` with this site's update; return its ``advertise``."""
+        settings = _settings(a)
         spec = settings.quant_spec
         weight = min(examples, spec.max_weight) if settings.weighted else 1
         if settings.weighted and weight < examples:
             log.warning("round %d: example count capped at %d for the secure sum", a.round, weight)
-        client = SecAggClient(self.site, a.run, a.round, settings.min_threshold, spec.modulus_bits)
-        x = quantize(delta, spec, rng, weight=weight)
-        self.attempt = _Attempt(a, settings, client, x, {Step.ADVERTISE})
+        return self._begin(a, quantize(delta, spec, rng, weight=weight), spec)
+
+    def begin_input(self, a: RoundAnnouncement, x: np.ndarray, modulus: SumModulus) -> Envelope:
+        """Start attempt ``a`` with an input already encoded for ``modulus`` (a report)."""
+        return self._begin(a, np.asarray(x, np.uint64), modulus)
+
+    def _begin(self, a: RoundAnnouncement, x: np.ndarray, modulus: SumModulus) -> Envelope:
+        settings = _settings(a)
+        client = SecAggClient(
+            self.site, a.run, a.round, settings.min_threshold, modulus.modulus_bits
+        )
+        self.attempt = _Attempt(a, settings, modulus, client, x, {Step.ADVERTISE})
         ad = client.advertise()
         return self._reply(Step.ADVERTISE, meta=advertisement_fields(ad))
 
@@ -111,7 +122,7 @@ class SecureParticipant:
                 raise SecAggError(f"shares from {sorted(bad)} do not decrypt")
             y = at.client.masked_input(at.x, u2)
             log.info("round %d: sending the masked update", at.announcement.round)
-            return self._reply(Step.MASKED, payload=masked_payload(y, at.settings.quant_spec))
+            return self._reply(Step.MASKED, payload=masked_payload(y, at.modulus))
         if step is Step.UNMASK:
             answer = at.client.unmask(site_list(env, "u3"))
             return self._reply(Step.UNMASK, payload=unmask_payload(answer))
@@ -154,3 +165,9 @@ class SecureParticipant:
             payload=payload,
             **(meta or {}),
         )
+
+
+def _settings(a: RoundAnnouncement) -> SecureSettings:
+    if a.secure is None:
+        raise ValueError("round is not a secure round")
+    return a.secure

@@ -26,6 +26,10 @@ from gateway.rounds import Verify, routing_problem
 
 log = logging.getLogger(__name__)
 
+UNCOUNTED = ("duplicate", "late")
+"""Reasons a report is not kept that are no fault of the sender: a report sent again (a site
+resends it when a restarted gateway publishes the model again) or after its evaluation closed."""
+
 
 @dataclass
 class OpenEvaluation:
@@ -64,6 +68,8 @@ class FederatedEvaluation:
         self.verify = verify
         self.clock = clock
         self.open: dict[int, OpenEvaluation] = {}
+        self.closed: set[int] = set()
+        """Rounds whose evaluation has closed: a report for one is late, not malformed."""
 
     def start(self, round_num: int, model_sha256: str, expected: set[str]) -> None:
         """Open the evaluation of round ``round_num``'s model (replacing an older one)."""
@@ -99,7 +105,7 @@ class FederatedEvaluation:
         if reason is None and evaluation is not None and report is not None:
             evaluation.reports[site] = report
             return None
-        if reason is not None and reason != "duplicate":
+        if reason is not None and reason not in UNCOUNTED:
             self.count_rejected(reason.split(":")[0], evaluation)
         return reason
 
@@ -114,6 +120,8 @@ class FederatedEvaluation:
         if problem is not None:
             return problem
         if evaluation is None:
+            if env.round in self.closed:
+                return "late"
             return f"wrong round: no evaluation of round {env.round}'s model is open"
         if site in evaluation.reports:
             return "duplicate"
@@ -131,6 +139,7 @@ class FederatedEvaluation:
     def close(self, round_num: int) -> dict[str, Any]:
         """Close round ``round_num``'s evaluation; its record (``federated``, ``sites``)."""
         evaluation = self.open.pop(round_num)
+        self.closed.add(round_num)
         reported = sorted(evaluation.reports)
         record: dict[str, Any] = {
             "sites_reported": reported,

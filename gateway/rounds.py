@@ -10,7 +10,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -22,6 +22,32 @@ from common.wire.tensors import TensorFormatError, from_bytes
 from common.wire.update_codec import Encoding, decode_update
 
 Verify = Callable[[Envelope, str], "str | None"]
+
+
+class ServerStep(Protocol):
+    """The server's half of a round (TFF's :class:`tff_core.aggregation.FedAvgServer`)."""
+
+    last_measurements: dict[str, Any]
+
+    def aggregate(
+        self,
+        global_weights: dict[str, np.ndarray],
+        updates: list[tuple[dict[str, np.ndarray], int]],
+    ) -> dict[str, np.ndarray]:
+        """New global weights from ``(trained weights, examples)`` of each site."""
+        ...  # pragma: no cover
+
+    def state_arrays(self) -> list[np.ndarray]:
+        """Its state as arrays, for the checkpoint."""
+        ...  # pragma: no cover
+
+    def restore(self, arrays: list[np.ndarray]) -> None:
+        """Continue from :meth:`state_arrays`."""
+        ...  # pragma: no cover
+
+
+ServerFactory = Callable[[dict[str, np.ndarray]], ServerStep]
+"""Builds the server step for a run's initial weights."""
 """Checks an update's signature: ``None`` if it passes, else the reason."""
 
 

@@ -3,19 +3,27 @@
 The bookkeeping of one attempt is :class:`gateway.secure_round.SecureRound`; this driver
 publishes each step's messages, pumps the gateway's inbox until the step completes or times
 out, announces the round again when an attempt fails, and runs the server step on the sum.
+
+After each round it sums the sites' evaluation reports of the new model the same way
+(:meth:`SecureRounds.evaluate`): announced in the ``evaluation`` phase, one attempt, and the
+gateway learns the summed report of the sites that took part, never one site's.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
+from common.evaluation.federated import federated_metrics
+from common.evaluation.report import ReportError
+from common.evaluation.secure_sum import ReportEncoding
 from common.secagg.protocol import SecAggError
 from common.secagg.vector import unflatten, vector_length
-from common.wire.messages import RoundAnnouncement
+from common.wire.messages import Phase, RoundAnnouncement
 from gateway.config import GatewayConfig
 from gateway.rounds import QuorumError, Verify
 from gateway.secure_round import SecureRound
@@ -107,14 +115,92 @@ class SecureRounds:
             attempt=a.announcement,
             settings=self.config.secure,
             length=vector_length(state.weights) + 1,
+            modulus=self.config.secure.quant_spec,
             min_updates=self.config.min_sites,
             expected=expected,
             deadline=a.deadline,
             verify=self.verify,
         )
 
+    def evaluate(
+        self, state: Any, number: int, expected: set[str], *, num_classes: int, positive_class: int
+    ) -> dict[str, Any]:
+        """Sum the sites' reports on round ``number``'s model; the record's evaluation fields.
+
+        ``expected``: the online sites that hold images back. The evaluation closes with the
+        sites whose masked report arrived; the record names them and the ones missing, and
+        carries no per-site figure (the gateway has none).
+        """
+        settings = self.config.secure
+        assert settings is not None
+        if not expected:
+            return {}  # no online site holds images back
+        encoding = ReportEncoding(num_classes)
+        a = RoundAnnouncement(
+            run=self.config.run_id,
+            round=number,
+            model_sha256=state.model_sha256,
+            deadline=time.time() + self.config.evaluation_timeout,
+            min_updates=settings.min_threshold,
+            training=self.config.training.to_dict(),
+            seed=self.config.seed,
+            phase=Phase.EVALUATION,
+            secure=settings,
+        )
+        self.transport.publish_round(a.to_envelope())
+        secure = SecureRound(
+            run=self.config.run_id,
+            number=number,
+            attempt=a.announcement,
+            settings=settings,
+            length=encoding.length,
+            modulus=encoding,
+            min_updates=settings.min_threshold,
+            expected=set(expected),
+            deadline=a.deadline,
+            verify=self.verify,
+        )
+        self.current = secure
+        federated, failure = None, None
+        try:
+            self._drive(secure, state)
+            report = encoding.decode(secure.total(), len(secure.masked))
+            federated = federated_metrics(
+                report, positive_class=positive_class, sites_reported=len(secure.masked)
+            )
+        except (SecAggError, ReportError) as exc:
+            failure = str(exc)
+            log.warning("round %d model: the secure evaluation failed: %s", number, exc)
+        finally:
+            self.current = None
+        reported = sorted(secure.masked) if failure is None else []
+        if federated is not None:
+            log.info(
+                "round %d model: federated AUC %s from the secure sum of %d sites' reports",
+                number,
+                f"{federated['auc']:.4f}" if federated.get("auc") is not None else "n/a",
+                len(reported),
+            )
+        return {
+            "federated": federated,
+            "sites": {},
+            "evaluation": {
+                "sites_reported": reported,
+                "sites_missing": sorted(secure.expected - set(reported)),
+                "rejected": dict(secure.rejected),
+                "secure_aggregation": secure.summary(),
+                "failed": failure,
+                "closed_at": round(time.time(), 3),
+            },
+        }
+
     def _steps(self, secure: SecureRound, state: Any) -> tuple[np.ndarray, int]:
         """Drive one attempt through its steps; raises SecAggError when it cannot finish."""
+        self._drive(secure, state)
+        return secure.result()
+
+    def _drive(self, secure: SecureRound, state: Any) -> None:
+        """Drive one attempt up to its unmasking; raises SecAggError if it cannot get there."""
         topics = self.transport.topics
         self._collect(secure, state)
         self.transport.publish_secagg(topics.secagg, secure.close_advertising())
@@ -126,7 +212,6 @@ class SecureRounds:
         self.transport.publish_secagg(topics.secagg, secure.close_masking())
         log.info("round %d: %d masked inputs arrived", secure.number, len(secure.masked))
         self._collect(secure, state)
-        return secure.result()
 
     def _collect(self, secure: SecureRound, state: Any) -> None:
         while not secure.complete() and not secure.expired():

@@ -6,6 +6,9 @@ sum of the inputs of U3 (and their total example count) and nothing else: a sing
 masked input is indistinguishable from random numbers, and the shares it forwards are
 encrypted for their recipients.
 
+The same bookkeeping sums a training round's updates and an evaluation's reports: the
+input's encoding (``modulus``) says which numbers a masked input may hold.
+
 The sets follow Bonawitz et al.: U1 advertised keys, U2 (within U1) shared them, U3 (within
 U2) sent a masked input; any t of U3 then unmask. A step closes when every member has
 answered or its deadline passes; fewer than t members at a step fail the attempt with
@@ -30,6 +33,7 @@ from common.wire.messages import GATEWAY_SENDER
 from common.wire.secure import (
     SecureSettings,
     Step,
+    SumModulus,
     advertisements_payload,
     ciphertexts_payload,
     read_advertisement,
@@ -59,7 +63,9 @@ class SecureRound:
     attempt: str
     settings: SecureSettings
     length: int
-    """Coordinates of a site's input: the model's values plus the example count."""
+    """Coordinates of a site's input (an update: the model's values plus the example count)."""
+    modulus: SumModulus
+    """The inputs' encoding: quantized updates, or evaluation reports."""
     min_updates: int
     expected: set[str]
     deadline: float
@@ -137,10 +143,11 @@ class SecureRound:
             return "sender mismatch"
         if (
             env.run == self.run
-            and env.round == self.number - 1
             and env.meta.get("step") == Step.UNMASK
+            and env.meta.get("attempt") != self.attempt
+            and env.round in (self.number, self.number - 1)
         ):
-            return "late"  # the last round was unmasked without this answer: it is not needed
+            return "late"  # the last sum was unmasked without this answer: it is not needed
         if (env.run, env.round) != (self.run, self.number):
             return "wrong round"
         if env.meta.get("attempt") != self.attempt:
@@ -176,7 +183,7 @@ class SecureRound:
                 raise WireError("shares must hold one ciphertext for every site of U1")
             self.shares[site] = ciphertexts
         elif step is Step.MASKED:
-            self.masked[site] = read_masked(env, self.settings.quant_spec, self.length)
+            self.masked[site] = read_masked(env, self.modulus, self.length)
         else:
             self.responses[site] = read_unmask(env, set(self.shares), set(self.masked))
 
@@ -216,17 +223,30 @@ class SecureRound:
         self._advance(Step.UNMASK)
         return self._envelope(Step.UNMASK, u3=u3)
 
-    def result(self) -> tuple[np.ndarray, int]:
-        """``(sum of weight * clipped update, total weight)`` over U3.
+    def site_offline(self, site: str) -> None:
+        """A site that went offline before advertising keys is no longer waited for."""
+        if self.collecting is Step.ADVERTISE and site not in self.advertised:
+            self.expected.discard(site)
+
+    def total(self) -> np.ndarray:
+        """The sum of U3's inputs modulo 2^k (uint64).
 
         Raises:
             SecAggError: Fewer than t unmasking answers, or the secrets do not recover.
         """
-        server = SecAggServer(self.threshold, self.settings.quant_spec.modulus_bits, self.length)
+        server = SecAggServer(self.threshold, self.modulus.modulus_bits, self.length)
         server.advertised = dict(self.advertised)
         # Any t answers recover every secret; using exactly t keeps the work bounded.
         chosen = dict(sorted(self.responses.items())[: self.threshold])
-        total = server.unmask(self.masked, sorted(self.shares), chosen)
+        return server.unmask(self.masked, sorted(self.shares), chosen)
+
+    def result(self) -> tuple[np.ndarray, int]:
+        """``(sum of weight * clipped update, total weight)`` over U3 of a training round.
+
+        Raises:
+            SecAggError: Fewer than t unmasking answers, or the secrets do not recover.
+        """
+        total = self.total()
         try:
             return dequantize_sum(total, self.settings.quant_spec)
         except InputError as exc:

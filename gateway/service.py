@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field, replace
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -41,16 +42,16 @@ from gateway.outcome import (
     privacy_facts,
     privacy_guarantee,
 )
+from gateway.plain_driver import PlainRounds
 from gateway.plots import plot_federated
 from gateway.rounds import (
     AcceptedUpdate,
     QuorumError,
-    RoundState,
-    cap_example_counts,
+    ServerFactory,
+    ServerStep,
     signature_check,
 )
 from gateway.secure_driver import SecureRounds
-from gateway.streaming import StreamingMean
 from gateway.transport import GatewayTransport, InboundError
 from tff_core.robust import AggregationRule
 
@@ -72,8 +73,22 @@ class GatewayRun:
 class Gateway:
     """Runs one federated training run over MQTT."""
 
-    def __init__(self, config: GatewayConfig, transport: GatewayTransport | None = None) -> None:
+    def __init__(
+        self,
+        config: GatewayConfig,
+        transport: GatewayTransport | None = None,
+        *,
+        server: tuple[dict[str, np.ndarray], ServerFactory] | None = None,
+    ) -> None:
+        """A gateway for ``config``.
+
+        ``transport``: over MQTT unless given. ``server``: initial weights and the server step
+        to use instead of TFF's; the gateway then builds no Keras model (so cannot export).
+        """
         self.config = config
+        self._server = server
+        self.model: Any = None
+        """The Keras model (its graph exports the ONNX model and scores --eval-data)."""
         self.task = config.task
         self.preprocess = self.task.preprocess()
         self.model_spec = self.task.model_spec()
@@ -84,10 +99,6 @@ class Gateway:
         self.folder = RunFolder(config.out)
         self.checkpoint = RunCheckpoint(config.out / "checkpoint")
         self.records: list[dict[str, Any]] = []
-        self.streams = config.aggregation is AggregationRule.MEAN and config.dp is None
-        """Plain FedAvg folds updates one at a time (memory independent of the number of
-        sites); TFF's robust and DP aggregators need every update at once."""
-        self._mean: StreamingMean | None = None
         self._unevaluated: tuple[int, dict[str, np.ndarray]] | None = None
         """The record index and weights of a closed round whose model is not evaluated yet."""
         self.rounds = self._privacy_budget()
@@ -106,11 +117,19 @@ class Gateway:
         )
         self.transport = transport or GatewayTransport(config, self.identity)
         self.topics = self.transport.topics
+        self.plain = PlainRounds(
+            config,
+            self.checkpoint,
+            announce=self._announce_round,
+            pump=self._process_one,
+            verify=self.verify_update,
+            streams=config.aggregation is AggregationRule.MEAN and config.dp is None,
+        )
         self.secure = SecureRounds(
             config,
             self.transport,
             announce=self._announce_round,
-            pump=lambda state: self._process_one(None, state),
+            pump=self._process_one,
             verify=self.verify_update,
         )
 
@@ -133,29 +152,17 @@ class Gateway:
     # --- the run --------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
         """Run every round, export, publish the ONNX model; return the summary."""
-        from models.architectures import build_model
-        from models.weights import get_weights
-        from tff_core.aggregation import FedAvgServer
-        from tff_core.runtime import tff_runtime
-
         started = time.monotonic()
-        self.model = build_model(self.model_spec, seed=self.config.seed)
-        state = GatewayRun(weights=get_weights(self.model))
+        state = GatewayRun(weights=self._initial_weights())
         progress = self.checkpoint.load(self.config.run_id, self._resume_settings())
         self.folder.write("config.json", self._config_record())
         self.transport.start()  # also clears a previous run's "finished" announcement
         try:
-            with tff_runtime():
-                server = FedAvgServer(
-                    state.weights,
-                    self.config.server_optimizer,
-                    self.config.aggregation,
-                    trim=self.config.trim,
-                    # On a secure sum the gateway adds the noise itself (gateway.secure_driver).
-                    dp=self.config.dp if self.config.secure is None else None,
-                )
+            with self._runtime():
+                server = self._server_step(state.weights)
                 pending = self._resume(progress, state, server)
                 self._publish_model(state)
+                self._reopen_evaluation(state)
                 if progress is None:
                     self._wait_for_sites(state)
                 for number in range(state.round + 1, self.rounds + 1):
@@ -168,6 +175,36 @@ class Gateway:
         finally:
             self.transport.stop()
         return summary
+
+    def _initial_weights(self) -> dict[str, np.ndarray]:
+        if self._server is not None:
+            return dict(self._server[0])
+        from models.architectures import build_model
+        from models.weights import get_weights
+
+        self.model = build_model(self.model_spec, seed=self.config.seed)
+        return get_weights(self.model)
+
+    def _runtime(self) -> AbstractContextManager[Any]:
+        if self._server is not None:
+            return nullcontext()
+        from tff_core.runtime import tff_runtime
+
+        return tff_runtime()
+
+    def _server_step(self, weights: dict[str, np.ndarray]) -> ServerStep:
+        if self._server is not None:
+            return self._server[1](weights)
+        from tff_core.aggregation import FedAvgServer
+
+        return FedAvgServer(
+            weights,
+            self.config.server_optimizer,
+            self.config.aggregation,
+            trim=self.config.trim,
+            # On a secure sum the gateway adds the noise itself (gateway.secure_driver).
+            dp=self.config.dp if self.config.secure is None else None,
+        )
 
     def _privacy_budget(self) -> int:
         dp = self.config.dp
@@ -238,7 +275,7 @@ class Gateway:
         """
         t0, started_at = time.monotonic(), time.time()
         if self.config.secure is None:
-            attempts, facts = self._plain_round(state, server, number, pending)
+            attempts, facts = self.plain.run_round(state, server, number, pending)
         else:
             attempts, facts = self.secure.run_round(state, server, number)
         state.round = number
@@ -251,6 +288,8 @@ class Gateway:
             "closed_at": round(time.time(), 3),
             **facts,
             "aggregation": {"rule": str(self.config.aggregation), **server.last_measurements},
+            # who the model's evaluation waits for, kept so a restarted gateway waits again
+            "evaluating": sorted(_evaluating(state)),
         }
         if self.config.dp is not None:
             record["privacy"] = privacy_guarantee(self.config, number)
@@ -268,8 +307,39 @@ class Gateway:
             f", epsilon {record['privacy']['epsilon']:.3f}" if "privacy" in record else "",
         )
         self._publish_model(state)
-        if self.config.secure is None:  # under secure aggregation sites send no report
-            self.evaluation.start(number, state.model_sha256, _evaluating(state))
+        self._open_evaluation(state, set(record["evaluating"]))
+
+    def _open_evaluation(self, state: GatewayRun, expected: set[str]) -> None:
+        """Evaluate the newest model (``state.round``'s) on the sites' held-out images.
+
+        Plain: reports arrive while the sites train the next round. Secure aggregation: the
+        reports are summed securely now, before the next round.
+        """
+        if self.config.secure is None:
+            self.evaluation.start(state.round, state.model_sha256, expected)
+            return
+        fields = self.secure.evaluate(
+            state,
+            state.round,
+            expected,
+            num_classes=self.task.num_classes,
+            positive_class=self.positive_class,
+        )
+        if fields:
+            self.records[-1].update(json_ready(fields))
+            self.folder.write_metrics(self.records)
+
+    def _reopen_evaluation(self, state: GatewayRun) -> None:
+        """After a restart: evaluate again the last round's model if its evaluation was cut.
+
+        The sites expected then are expected again; a site that had reported sends its kept
+        report once it sees the model published again.
+        """
+        last = self.records[-1] if self.records else None
+        if last is None or "evaluation" in last or last.get("round") != state.round:
+            return
+        log.info("round %d model: its evaluation was interrupted; opening it again", state.round)
+        self._open_evaluation(state, set(last.get("evaluating", [])))
 
     def _close_evaluations(self) -> None:
         """Write every federated evaluation that can close into its round's record."""
@@ -294,7 +364,7 @@ class Gateway:
     def _await_evaluations(self, state: GatewayRun) -> None:
         """Wait until the sites reported on the final model (or its evaluation timed out)."""
         while self.evaluation.open:
-            self._process_one(None, state)
+            self._process_one(state)
 
     def _evaluate_pending(self) -> None:
         """Evaluate the last closed round's model, if not done yet, into its record."""
@@ -318,71 +388,6 @@ class Gateway:
             _fmt(metrics.get("auc")),
             _fmt(metrics.get("accuracy")),
             record["evaluation_seconds"],
-        )
-
-    def _plain_round(
-        self,
-        state: GatewayRun,
-        server: Any,
-        number: int,
-        pending: dict[str, AcceptedUpdate],
-    ) -> tuple[int, dict[str, Any]]:
-        """Collect plain updates until the quorum; aggregate them. Returns (attempts, facts)."""
-        accepted = dict(pending)  # accepted updates carry over to a retry of the round
-        for attempt in range(1, self.config.max_retries + 2):
-            round_state = self._announce(state, number, accepted)
-            while not round_state.ready():
-                if round_state.expired_without_quorum():
-                    break
-                self._process_one(round_state, state)
-            accepted = round_state.accepted
-            if round_state.ready():
-                break
-            log.warning(
-                "round %d: %d of %d required updates by the deadline (attempt %d); retrying",
-                number,
-                len(round_state.accepted),
-                round_state.min_updates,
-                attempt,
-            )
-        else:
-            raise QuorumError(
-                f"round {number} gathered fewer than {self.config.min_sites} updates in "
-                f"{self.config.max_retries + 1} attempts"
-            )
-        # Sorted by site: the aggregate must not depend on the order updates happened to arrive.
-        ordered = sorted(round_state.accepted.items())
-        counts = cap_example_counts(
-            {s: u.examples for s, u in ordered}, self.config.max_weight_ratio
-        )
-        capped = {s: u.examples for s, u in ordered if counts[s] < u.examples}
-        if capped:
-            log.warning("round %d: example counts capped for %s", number, sorted(capped))
-        if self.streams:
-            if self._mean is None:
-                self._mean = StreamingMean(state.weights)
-            mean = self._mean
-            mean.reset(state.weights)
-            for s, _ in ordered:
-                mean.add(self.checkpoint.pending_weights(number, s), counts[s])  # from disk
-            updates = [(mean.as_single_update(), int(mean.weight))]
-        else:
-            updates = [(u.weights, counts[s]) for s, u in ordered]
-        state.weights = server.aggregate(state.weights, updates)
-        return attempt, {**round_state.summary(), "capped_examples": capped}
-
-    def _announce(
-        self, state: GatewayRun, number: int, accepted: dict[str, AcceptedUpdate]
-    ) -> RoundState:
-        a, expected = self._announce_round(state, number, accepted=tuple(sorted(accepted)))
-        return RoundState(
-            run=self.config.run_id,
-            number=number,
-            model_sha256=state.model_sha256,
-            deadline=a.deadline,
-            min_updates=self.config.min_sites,
-            expected=expected,
-            accepted=dict(accepted),
         )
 
     def _announce_round(
@@ -425,10 +430,10 @@ class Gateway:
                     f"only {len(state.online)} of the {self.config.min_sites} required sites came "
                     f"online within {self.config.start_timeout:.0f} s"
                 )
-            self._process_one(None, state)
+            self._process_one(state)
 
     # --- inbound messages -------------------------------------------------------------------
-    def _process_one(self, round_state: RoundState | None, state: GatewayRun) -> None:
+    def _process_one(self, state: GatewayRun) -> None:
         self._close_evaluations()
         source = None
         try:
@@ -437,9 +442,9 @@ class Gateway:
                 return
             source = msg.site
             if msg.channel is Channel.PRESENCE:
-                self._on_presence(msg.site, msg.env, state, round_state)
+                self._on_presence(msg.site, msg.env, state)
             elif msg.channel is Channel.UPDATE:
-                self._on_update_chunk(msg.site, msg.env, round_state, state)
+                self._on_update_chunk(msg.site, msg.env, state)
             elif msg.channel is Channel.SECAGG:
                 self._on_secagg_chunk(msg.site, msg.env, msg.nbytes)
             elif msg.channel is Channel.EVALUATION:
@@ -450,14 +455,12 @@ class Gateway:
             if isinstance(exc, InboundError) and exc.channel is Channel.EVALUATION:
                 self.evaluation.count_rejected("malformed")
                 return
-            if round_state is not None:
-                round_state.rejected["malformed"] += 1
+            if self.plain.current is not None:
+                self.plain.current.rejected["malformed"] += 1
             if self.secure.current is not None:
                 self.secure.current.rejected["malformed"] += 1
 
-    def _on_presence(
-        self, site: str, env: Envelope, state: GatewayRun, round_state: RoundState | None
-    ) -> None:
+    def _on_presence(self, site: str, env: Envelope, state: GatewayRun) -> None:
         if env.kind is not Kind.PRESENCE or env.sender != site:
             raise WireError(
                 f"presence message from {site} claims to be {env.kind} from {env.sender}"
@@ -467,49 +470,19 @@ class Gateway:
         if env.meta.get("state") == Presence.ONLINE:
             if env.meta.get("evaluates") is True:
                 self.evaluation.site_online(site)
-            if round_state is not None:
-                round_state.expected.add(site)  # joined during the round: it gets its chance
+            if self.plain.current is not None:  # joined during the round: it gets its chance
+                self.plain.current.expected.add(site)
         else:
             self.evaluation.site_offline(site)
+            if self.secure.current is not None:
+                self.secure.current.site_offline(site)
         if previous != env.meta.get("state"):
             log.info("site %s is %s", site, env.meta.get("state"))
 
-    def _on_update_chunk(
-        self, site: str, env: Envelope, round_state: RoundState | None, state: GatewayRun
-    ) -> None:
+    def _on_update_chunk(self, site: str, env: Envelope, state: GatewayRun) -> None:
         whole = self.reassembler.add(env)
-        if whole is None:
-            return
-        if round_state is None:
-            log.warning(
-                "update from %s for round %d arrived while no round is open", site, whole.round
-            )
-            return
-        reason = round_state.offer(whole, site, state.weights, verify=self.verify_update)
-        if reason is None:
-            try:
-                self.checkpoint.save_pending(round_state.number, round_state.accepted[site])
-            except OSError as exc:  # not durable, so not accepted: the site will resend it
-                del round_state.accepted[site]
-                log.error(
-                    "round %d: could not store the update from %s: %s",
-                    round_state.number,
-                    site,
-                    exc,
-                )
-                return
-            if self.streams:  # it is on disk now; read back one at a time when the round closes
-                update = round_state.accepted[site]
-                round_state.accepted[site] = replace(update, weights={})
-            log.info(
-                "round %d: update from %s accepted (%d/%d)",
-                round_state.number,
-                site,
-                len(round_state.accepted),
-                max(len(round_state.expected), round_state.min_updates),
-            )
-        elif reason != "duplicate":
-            log.warning("round %d: update from %s rejected: %s", round_state.number, site, reason)
+        if whole is not None:
+            self.plain.on_update(site, whole, state)
 
     def _on_evaluation_chunk(self, site: str, env: Envelope) -> None:
         whole = self.reassembler.add(env)
@@ -518,6 +491,10 @@ class Gateway:
         reason = self.evaluation.offer(whole, site)
         if reason is None:
             log.debug("round %d: evaluation report from %s accepted", whole.round, site)
+        elif reason == "late":
+            log.info(
+                "round %d: evaluation report from %s arrived after it closed", whole.round, site
+            )
         elif reason != "duplicate":
             log.warning(
                 "evaluation report from %s for round %d rejected: %s", site, whole.round, reason
@@ -588,11 +565,7 @@ class Gateway:
         summary: dict[str, Any] = {
             **head,
             **fed,
-            "decision": {
-                "threshold": rule.threshold,
-                "temperature": rule.temperature,
-                "source": rule.source,
-            },
+            "decision": rule.to_dict(),
             "rounds": self.rounds,
             "sites_online": len(state.online),
             "task": self.task.name,

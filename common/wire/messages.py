@@ -40,6 +40,8 @@ class Phase(StrEnum):
     """State of a run as announced on the round topic."""
 
     TRAINING = "training"
+    EVALUATION = "evaluation"
+    """Secure aggregation only: the sites sum their reports on the announced model."""
     FINISHED = "finished"
 
 

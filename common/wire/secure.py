@@ -19,6 +19,11 @@ unmask      site -> gateway             per site of U2: its share of ``b`` or of
 Bulk content (advertisements, ciphertexts, shares) is a JSON document in the payload, with
 bytes as base64 and shares as hex, so it is chunked like any large message; the masked input
 is a tensor payload (uint32 or uint64 by the modulus). No pickle anywhere.
+
+The same steps sum two kinds of input: a training round's quantized updates
+(:mod:`common.secagg.quantize`) and, announced in the ``evaluation`` phase, the sites'
+evaluation reports of a global model (:mod:`common.evaluation.secure_sum`). Each fixes its
+modulus and wire type (:class:`SumModulus`).
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -270,12 +275,26 @@ def read_unmask(env: Envelope, u2: set[str], u3: set[str]) -> dict[str, tuple[st
     return out
 
 
-def masked_payload(values: np.ndarray, spec: QuantSpec) -> bytes:
+class SumModulus(Protocol):
+    """What the masked messages need of an input's encoding."""
+
+    @property
+    def modulus_bits(self) -> int:
+        """Inputs, masks and sums are numbers modulo 2^modulus_bits."""
+        ...  # pragma: no cover
+
+    @property
+    def wire_dtype(self) -> np.dtype:
+        """The unsigned integer type a masked input travels in."""
+        ...  # pragma: no cover
+
+
+def masked_payload(values: np.ndarray, spec: SumModulus) -> bytes:
     """A masked input as a tensor payload in the modulus's wire type."""
     return tensors.to_bytes({MASKED_TENSOR: np.asarray(values).astype(spec.wire_dtype)})
 
 
-def read_masked(env: Envelope, spec: QuantSpec, length: int) -> np.ndarray:
+def read_masked(env: Envelope, spec: SumModulus, length: int) -> np.ndarray:
     """The masked input of a ``masked`` message as uint64; raises :class:`WireError`."""
     arrays = tensors.from_bytes(env.payload)
     values = arrays.get(MASKED_TENSOR)

@@ -154,6 +154,18 @@ def test_gateway_killed_mid_round_resumes_and_loses_nothing(
     # the resumed gateway evaluates it again, so every round still has its test metrics.
     for resumed, undisturbed in zip(hit.records(), calm.records(), strict=True):
         assert resumed["test"]["auc"] == pytest.approx(undisturbed["test"]["auc"], abs=1e-3)
+    # Round 1's federated evaluation was open at the crash (site-2, paused, had not reported):
+    # the resumed gateway opens it again for the same three sites, the two that had reported
+    # send their kept reports again, and its figures are the undisturbed run's.
+    assert "round 1 model: its evaluation was interrupted; opening it again" in hit.log()
+    resent = "round 1 model published again; sent this site's report again"
+    assert any(resent in (hit.out.parent / f"m{i}.log").read_text() for i in range(2))
+    names = [site_name(i) for i in range(SITES)]
+    for resumed, undisturbed in zip(hit.records(), calm.records(), strict=True):
+        assert resumed["evaluation"]["sites_reported"] == names
+        fed, want = resumed["federated"], undisturbed["federated"]
+        assert fed["examples"] == want["examples"]
+        assert fed["auc"] == pytest.approx(want["auc"], abs=1e-3)
 
 
 def test_broker_restart_mid_round(setup: Federation, calm: Federation) -> None:

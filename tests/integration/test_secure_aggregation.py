@@ -116,6 +116,15 @@ def test_ten_sites_three_dropping_after_masking_match_the_plain_run(
         assert r["updates"] == SITES and facts["u3"] == sorted(r["update_bytes"])
         assert facts["threshold"] == SITES // 2 + 1
         assert r["examples"] == sum(len(s) for s in training_parts(sites))
+    # The reports joined secure sums too: totals only, no per-site figure at the gateway.
+    names = sorted(f"site-{i}" for i in range(SITES))
+    assert records[0]["evaluation"]["sites_reported"] == names
+    assert records[-1]["evaluation"]["sites_reported"] == sorted(set(names) - DROPPERS)
+    assert all(r["sites"] == {} and r["federated"]["auc"] > 0.5 for r in records)
+    plain_first = _records(plain.out)[0]["federated"]
+    assert records[0]["federated"]["examples"] == plain_first["examples"]
+    assert abs(records[0]["federated"]["auc"] - plain_first["auc"]) <= 0.002
+    assert secure.summary["federated"]["sites_reported"] == SITES - len(DROPPERS)
     last = records[-1]["secure_aggregation"]
     assert not DROPPERS & set(last["unmasked_by"])  # the crashed sites never unmasked
     assert len(last["unmasked_by"]) >= last["threshold"]
@@ -184,3 +193,8 @@ def test_fewer_than_threshold_survivors_fail_the_attempt_and_the_round_goes_on(
     (failure,) = first["secure_aggregation"]["failed_attempts"]
     assert "2 sites answered the unmasking; need 3" in failure
     assert first["updates"] == second["updates"] == 4
+    held_out = sum(len(s) for s in sites) - first["examples"]
+    for record in (first, second):
+        assert record["evaluation"]["sites_reported"] == [f"site-{i}" for i in range(4)]
+        assert record["federated"]["examples"] == held_out and record["sites"] == {}
+    assert result.summary["decision"]["source"] == "federated"

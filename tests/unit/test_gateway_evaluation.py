@@ -68,6 +68,11 @@ def test_reports_close_when_all_expected_sites_reported() -> None:
     assert set(record["sites"]) == {"site-0", "site-1", "site-2"}
     assert all(0 <= s["auc"] <= 1 for s in record["sites"].values())
     assert fe.open == {}
+    # A report sent again after the close (a site resends when the model is republished) is
+    # late, not an error of the site's.
+    assert fe.offer(_env("site-0", _report(0)), "site-0") == "late"
+    fe.start(4, "m4", {"site-0"})
+    assert fe.open[4].rejected == {}
 
 
 def test_deadline_closes_with_the_sites_that_reported() -> None:

@@ -9,6 +9,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from common.evaluation.federated import score_reports
+from common.evaluation.report import build_report, sum_reports
+from common.evaluation.secure_sum import ReportEncoding
 from common.secagg.protocol import SecAggError
 from common.trust.identity import Identity
 from common.trust.pki import GATEWAY_IDENTITY, TrustError
@@ -45,7 +48,13 @@ def _identity(pki: FederationPki, name: str) -> Identity:
 class Federation:
     """Participants and the gateway's round, passing signed, chunked messages by hand."""
 
-    def __init__(self, pki: FederationPki, round_num: int = 1) -> None:
+    def __init__(
+        self,
+        pki: FederationPki,
+        round_num: int = 1,
+        *,
+        encoding: ReportEncoding | None = None,
+    ) -> None:
         self.ids = {s: _identity(pki, s) for s in SITES}
         gateway = _identity(pki, GATEWAY_IDENTITY)
         self.gateway_signer = gateway.signer
@@ -65,7 +74,8 @@ class Federation:
             number=round_num,
             attempt=self.announcement.announcement,
             settings=SETTINGS,
-            length=LENGTH + 1,
+            length=encoding.length if encoding else LENGTH + 1,
+            modulus=encoding or SETTINGS.quant_spec,
             min_updates=3,
             expected=set(SITES),
             deadline=self.announcement.deadline,
@@ -191,3 +201,44 @@ def test_too_few_unmasking_answers_fail_the_attempt(pki: FederationPki) -> None:
     fed.round.masked = dict(list(fed.round.masked.items())[:2])
     with pytest.raises(SecAggError, match="need 3"):
         fed.round.close_masking()
+
+
+def test_a_secure_evaluation_gives_the_summed_report_and_no_site_alone(
+    pki: FederationPki,
+) -> None:
+    """Reports in the secure sum: the gateway gets the total of U3, equal to the plain sum."""
+    encoding = ReportEncoding(2)
+    fed = Federation(pki, encoding=encoding)
+    rng = np.random.default_rng(3)
+    reports = {}
+    for i, s in enumerate(SITES):
+        labels = rng.integers(0, 2, size=40 + 10 * i)
+        logits = np.stack([np.zeros(labels.size), 2.0 * labels + rng.normal(size=labels.size)], 1)
+        reports[s] = build_report(logits, labels, num_classes=2, positive_class=1)
+    for s in SITES:
+        env = fed.sites[s].begin_input(fed.announcement, encoding.encode(reports[s]), encoding)
+        assert fed.to_gateway(s, env) is None
+    keys = fed.round.close_advertising()
+    for s in SITES:
+        fed.to_gateway(s, fed.to_site(s, keys))
+    inbox = fed.round.close_sharing()
+    for s in SITES[:4]:  # s4 drops before masking: its report is not in the sum
+        masked = fed.to_gateway(s, fed.to_site(s, inbox[s]))
+        assert masked is None
+    one = fed.round.masked["s0"]
+    assert not np.array_equal(one, encoding.encode(reports["s0"]))  # masked, not readable
+    unmask = fed.round.close_masking()
+    for s in SITES[:3]:
+        fed.to_gateway(s, fed.to_site(s, unmask))
+    total = encoding.decode(fed.round.total(), len(fed.round.masked))
+    plain = sum_reports([reports[s] for s in SITES[:4]])
+    assert np.array_equal(total.hist, plain.hist)
+    assert np.array_equal(total.confusion, plain.confusion)
+    assert np.array_equal(total.rel_count, plain.rel_count)
+    assert np.abs(total.nll - plain.nll).max() <= 4 * 2.0**-25
+    assert abs(total.cross_entropy - plain.cross_entropy) <= 4 * 2.0**-25
+    secure_auc = score_reports({"all": total}, positive_class=1)[0]
+    plain_auc = score_reports({s: reports[s] for s in SITES[:4]}, positive_class=1)[0]
+    assert secure_auc is not None and plain_auc is not None
+    for key in ("auc", "threshold", "sensitivity", "specificity", "temperature", "examples"):
+        assert secure_auc[key] == pytest.approx(plain_auc[key], abs=1e-12), key
