@@ -8,7 +8,7 @@ from pathlib import Path
 from common.evaluation.holdout import DEFAULT_EVAL_FRACTION, check_fraction
 from common.mqtt_link import BrokerAddress, MqttVersion
 from common.trust.identity import check_security
-from common.wire.topics import check_name
+from common.wire.topics import check_name, check_site_id
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -44,6 +44,6 @@ class EdgeConfig:
         check_security(
             self.broker, self.identity, insecure=self.insecure, allow_unsigned=self.allow_unsigned
         )
-        check_name("site id", self.site_id)
+        check_site_id(self.site_id)
         check_name("federation name", self.federation)
         check_fraction(self.eval_fraction)

@@ -41,7 +41,7 @@ from common.trust.pki import (
     load_cert,
     load_key,
 )
-from common.wire.topics import check_name
+from common.wire.topics import check_name, check_site_id
 from gateway.mosquitto_config import TlsListener, render_acl, render_tls_config
 
 log = logging.getLogger(__name__)
@@ -66,8 +66,15 @@ class FederationPki:
         return self.root / GATEWAY_DIR
 
     def site(self, site_id: str) -> Path:
-        """A device's identity folder."""
-        return self.root / SITES_DIR / site_id
+        """A device's identity folder (always inside ``sites/``).
+
+        Raises:
+            InputError: ``site_id`` is not a valid site id.
+        """
+        folder = (self.root / SITES_DIR / check_site_id(site_id)).resolve()
+        if folder.parent != (self.root / SITES_DIR).resolve():
+            raise InputError(f"site id {site_id!r} would leave {self.root / SITES_DIR}")
+        return folder
 
     def load_ca(self) -> Issued:
         """The CA key and certificate (needed to issue more devices)."""
@@ -82,9 +89,7 @@ class FederationPki:
 
 def _check_site_ids(sites: Sequence[str]) -> None:
     for site in sites:
-        check_name("site id", site)
-        if site == GATEWAY_IDENTITY:
-            raise InputError(f"{GATEWAY_IDENTITY!r} is the gateway's identity, not a site id")
+        check_site_id(site)
     if len(set(sites)) != len(sites):
         raise InputError("site ids must be distinct")
 

@@ -26,7 +26,11 @@ from enum import StrEnum
 from common.errors import InputError
 
 PREFIX = "privadx"
-_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+RESERVED_SITE_IDS = frozenset({"gateway", "privadx-gateway", "broker", "ca", "sites"})
+"""Names a site cannot have: the gateway's sender name and identity, the PKI's folders."""
+REVOKED_SUFFIX = ".revoked"
+"""A revoked site's identity folder is renamed with this suffix."""
 
 
 class Channel(StrEnum):
@@ -46,10 +50,25 @@ class Channel(StrEnum):
 
 
 def check_name(kind: str, value: str) -> str:
-    """Validate a federation or site name: 1-64 letters, digits, ``_ . -``, no wildcards."""
-    if not _NAME.match(value):
+    """Validate a federation name or run id: 1-64 letters, digits, ``_ . -``.
+
+    It starts with a letter or digit (so never ``.`` or ``..``): no wildcards or separators.
+    """
+    if not isinstance(value, str) or not _NAME.match(value):
         raise InputError(
-            f"{kind} {value!r} must be 1-64 characters of letters, digits, '_', '.' or '-'"
+            f"{kind} {value!r} must start with a letter or digit and be 1-64 characters of "
+            "letters, digits, '_', '.' or '-'"
+        )
+    return value
+
+
+def check_site_id(value: str) -> str:
+    """Validate a site id: a name (:func:`check_name`) that is not reserved."""
+    check_name("site id", value)
+    if value.lower() in RESERVED_SITE_IDS or value.endswith(REVOKED_SUFFIX):
+        raise InputError(
+            f"site id {value!r} is reserved (the gateway's names, the PKI's folders and names "
+            f"ending in {REVOKED_SUFFIX!r} cannot be site ids)"
         )
     return value
 
@@ -112,7 +131,10 @@ class Topics:
         return f"{self.root}/{Channel.SITE}/{site}/{Channel.EVALUATION}"
 
     def site_of(self, topic: str) -> str | None:
-        """The site id a ``site/<site>/...`` topic belongs to, else ``None``."""
+        """The site id a ``site/<site>/...`` topic belongs to, else ``None``.
+
+        ``None`` too for a name no site can have.
+        """
         parts = topic.split("/")
         base = self.root.split("/")
         if (
@@ -120,7 +142,11 @@ class Topics:
             and len(parts) == len(base) + 3
             and parts[len(base)] == Channel.SITE
         ):
-            return parts[len(base) + 1]
+            site = parts[len(base) + 1]
+            try:
+                return check_site_id(site)
+            except InputError:
+                return None
         return None
 
     def chunk_index(self, topic: str) -> int | None:

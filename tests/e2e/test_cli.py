@@ -367,3 +367,23 @@ def test_task_init_from_names_and_files(tmp_path: Path, breast_npz: Path) -> Non
     assert made.returncode == 0, made.stderr
     folder_task = TaskSpec.load(tmp_path / "f.toml")
     assert folder_task.class_names == ("cyst", "normal", "tumour") and folder_task.channels == 3
+
+
+@pytest.mark.parametrize("bad", [".", "..", "_x", "gateway", "privadx-gateway", "a.revoked"])
+def test_certs_refuse_dot_and_reserved_site_ids_and_write_nothing_outside(
+    tmp_path: Path, bad: str
+) -> None:
+    pki = tmp_path / "pki"
+    init = run_cli("certs", "init", "--out", str(pki), "--sites", "site-a", bad)
+    assert init.returncode == 2 and "site id" in init.stderr, init.stderr
+    assert not pki.exists()  # refused before anything was written
+    assert run_cli("certs", "init", "--out", str(pki), "--sites", "site-a").returncode == 0
+    before = sorted(p.relative_to(pki) for p in pki.rglob("*"))
+    for command in (["issue", "--pki", str(pki), bad], ["revoke", "--pki", str(pki), bad]):
+        proc = run_cli("certs", *command)
+        assert proc.returncode == 2 and "site id" in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr
+    assert sorted(p.relative_to(pki) for p in pki.rglob("*")) == before
+    edge = run_cli("edge", "--broker", "mqtt://localhost:1", "--insecure", "--allow-unsigned",
+                   "--site-id", bad, "--data", "x")  # fmt: skip
+    assert edge.returncode == 2 and "site id" in edge.stderr

@@ -193,5 +193,5 @@ def test_enrolling_more_sites_and_refusing_overwrites(pki: FederationPki) -> Non
         issue_sites(pki.root, ["s9"])
     with pytest.raises(InputError, match="already holds a federation CA"):
         init_federation(pki.root, federation="unit", hosts=["h"], port=1)
-    with pytest.raises(InputError, match="gateway's identity"):
+    with pytest.raises(InputError, match="reserved"):
         issue_sites(pki.root, [GATEWAY_IDENTITY])

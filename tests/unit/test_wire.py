@@ -237,3 +237,23 @@ def test_model_envelope_hash_identifies_weights() -> None:
     b = model_envelope("r", 1, {"k": np.full(3, 2, np.float32)}, {})
     assert a.meta["model_sha256"] == hashlib.sha256(a.payload).hexdigest()
     assert a.meta["model_sha256"] != b.meta["model_sha256"]
+
+
+def test_names_start_with_a_letter_or_digit_and_site_ids_are_not_reserved() -> None:
+    from common.errors import InputError
+    from common.trust.pki import GATEWAY_IDENTITY
+    from common.wire.messages import GATEWAY_SENDER
+    from common.wire.topics import RESERVED_SITE_IDS, check_name, check_site_id
+
+    assert {GATEWAY_IDENTITY, GATEWAY_SENDER} <= RESERVED_SITE_IDS
+    for good in ("site-0", "0site", "Clinic_7.b"):
+        assert check_site_id(good) == good
+    for bad in (".", "..", "-x", "_x", "", "a/b", "a+", "#", "x" * 65):
+        with pytest.raises(InputError, match="must start with a letter or digit"):
+            check_name("federation name", bad)
+    for reserved in ("gateway", "Gateway", "privadx-gateway", "broker", "ca", "sites", "a.revoked"):
+        with pytest.raises(InputError, match="reserved"):
+            check_site_id(reserved)
+    t = Topics("fed1")
+    assert t.site_of("privadx/fed1/site/../update") is None
+    assert t.site_of("privadx/fed1/site/gateway/update") is None
