@@ -37,6 +37,7 @@ from common.wire.chunks import DEFAULT_CHUNK_SIZE, Reassembler, split
 from common.wire.envelope import Envelope, Kind, WireError
 from common.wire.messages import (
     GATEWAY_SENDER,
+    RUN_NONCE,
     Phase,
     Presence,
     RoundAnnouncement,
@@ -72,6 +73,8 @@ class GlobalModel:
     run: str
     weights: dict[str, np.ndarray]
     info: ModelInfo
+    run_nonce: str = ""
+    """The run's random value, echoed in this site's update and report of the model."""
 
     @property
     def key(self) -> tuple[str, int, str]:
@@ -275,7 +278,10 @@ class EdgeAgent:
             info = ModelInfo.from_meta(env.meta)
         except ModelError as exc:
             raise WireError(f"global model message: {exc}") from None
-        model = GlobalModel(env.meta["sha256"], env.round, env.run, weights, info)
+        nonce = env.meta.get(RUN_NONCE, "")
+        if not isinstance(nonce, str):
+            raise WireError("global model message: malformed run nonce")
+        model = GlobalModel(env.meta["sha256"], env.round, env.run, weights, info, nonce)
         self.store.save_global(weights, info.to_meta())
         log.info("received global model of round %d (run %s)", env.round, env.run)
         # A site says it is online once it has prepared for the first model (TensorFlow
@@ -328,6 +334,7 @@ class EdgeAgent:
                 round_num=m.round,
                 model_sha256=m.sha256,
                 report=report,
+                run_nonce=m.run_nonce,
             )
         )
         self._send(env, self.topics.evaluation(self.config.site_id))
@@ -434,6 +441,7 @@ class EdgeAgent:
             examples=examples,
             metrics=metrics,
             base_model=m.sha256,
+            run_nonce=m.run_nonce,
         )
         env = self._sign(env)
         self._send(env, self.topics.update(self.config.site_id))

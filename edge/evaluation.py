@@ -20,7 +20,7 @@ from common.evaluation.federated import site_metrics
 from common.evaluation.report import SCHEME, EvaluationReport
 from common.preprocess import PreprocessSpec
 from common.wire.envelope import Envelope
-from common.wire.messages import evaluation_envelope
+from common.wire.messages import RUN_NONCE, evaluation_envelope
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,13 @@ def score_held_out(
 
 
 def report_envelope(
-    *, site: str, run: str, round_num: int, model_sha256: str, report: EvaluationReport
+    *,
+    site: str,
+    run: str,
+    round_num: int,
+    model_sha256: str,
+    report: EvaluationReport,
+    run_nonce: str = "",
 ) -> Envelope:
     """The plain ``EVALUATION`` message of one model's report (unsigned)."""
     return evaluation_envelope(
@@ -45,7 +51,12 @@ def report_envelope(
         round_num=round_num,
         site=site,
         report=report.to_tensors(),
-        meta={"base_model": model_sha256, "scheme": SCHEME, "examples": report.examples},
+        meta={
+            "base_model": model_sha256,
+            "scheme": SCHEME,
+            "examples": report.examples,
+            RUN_NONCE: run_nonce,
+        },
     )
 
 

@@ -48,6 +48,8 @@ class Progress:
     server_state: list[np.ndarray]
     records: list[dict[str, Any]]
     pending: dict[str, AcceptedUpdate] = field(default_factory=dict)
+    run_nonce: str = ""
+    """The run's random value (empty in a checkpoint written before runs had one)."""
 
 
 def _save_arrays(path: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
@@ -102,6 +104,7 @@ class RunCheckpoint:
         server_state: list[np.ndarray],
         records: list[dict[str, Any]],
         settings: dict[str, Any],
+        run_nonce: str = "",
     ) -> None:
         """Make ``round_num`` durable: its state file, then ``run.json`` pointing at it."""
         state_file = f"state-{round_num}.npz"
@@ -119,6 +122,7 @@ class RunCheckpoint:
             "state_file": state_file,
             "records": records,
             "settings": settings,
+            "run_nonce": run_nonce,
         }
         write_atomic(self.run_file, json.dumps(doc, indent=1, sort_keys=True).encode())
         self._clean(keep=state_file, open_round=round_num + 1)
@@ -163,6 +167,7 @@ class RunCheckpoint:
             server_state=[arrays[f"s/{i}"] for i in range(int(meta["server_arrays"]))],
             records=list(doc["records"]),
             pending=self._pending(round_num + 1),
+            run_nonce=str(doc.get("run_nonce") or ""),
         )
 
     def pending_weights(self, round_num: int, site: str) -> dict[str, np.ndarray]:

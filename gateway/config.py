@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from common.errors import InputError
 from common.mqtt_link import BrokerAddress, MqttVersion
@@ -20,8 +22,11 @@ from tff_core.robust import DEFAULT_TRIM, AggregationRule
 
 
 def default_run_id() -> str:
-    """A run id from the current UTC time, e.g. ``run-20261127-143501``."""
-    return time.strftime("run-%Y%m%d-%H%M%S", time.gmtime())
+    """A run id from the current UTC time and 48 random bits.
+
+    For example ``run-20261127-143501-3f9a0c12b7e4``: two runs started in one second differ.
+    """
+    return time.strftime("run-%Y%m%d-%H%M%S-", time.gmtime()) + secrets.token_hex(6)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -103,6 +108,36 @@ class GatewayConfig:
             raise InputError(f"--round-timeout must be positive, got {self.round_timeout}")
         if self.eval_timeout is not None and not self.eval_timeout > 0:
             raise InputError(f"--eval-timeout must be positive, got {self.eval_timeout}")
+
+    def resume_settings(self) -> dict[str, Any]:
+        """Settings a resumed run must share with the run it continues (in its checkpoint)."""
+        return {
+            "federation": self.federation,
+            "task": self.task.fingerprint(),
+            "training": self.training.to_dict(),
+            "server_optimizer": self.server_optimizer.to_dict(),
+            "aggregation": str(self.aggregation),
+            "trim": self.trim,
+            "max_weight_ratio": self.max_weight_ratio,
+            "secure_aggregation": self.secure.to_dict() if self.secure else None,
+            "differential_privacy": self.dp.to_dict() if self.dp else None,
+            "seed": self.seed,
+        }
+
+    def record(self) -> dict[str, Any]:
+        """The run folder's ``config.json``."""
+        return {
+            **self.resume_settings(),
+            "broker": str(self.broker),
+            "run_id": self.run_id,
+            "eval_data": self.eval_data,
+            "rounds": self.rounds,
+            "min_sites": self.min_sites,
+            "round_timeout": self.round_timeout,
+            "identity": str(self.identity) if self.identity else None,
+            "insecure": self.insecure,
+            "allow_unsigned": self.allow_unsigned,
+        }
 
     @property
     def evaluation_timeout(self) -> float:

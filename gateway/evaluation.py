@@ -21,6 +21,7 @@ from typing import Any
 from common.evaluation.federated import score_reports
 from common.evaluation.report import SCHEME, EvaluationReport, ReportError
 from common.wire.envelope import Envelope, Kind
+from common.wire.messages import RUN_NONCE
 from common.wire.tensors import TensorFormatError, from_bytes
 from gateway.rounds import Verify, routing_problem
 
@@ -59,8 +60,11 @@ class FederatedEvaluation:
         timeout: float,
         verify: Verify | None,
         clock: Callable[[], float] = time.time,
+        run_nonce: str = "",
     ) -> None:
         self.run = run
+        self.run_nonce = run_nonce
+        """The run's random value; set once the run starts (empty: not checked)."""
         self.num_classes = num_classes
         self.positive_class = positive_class
         self.scored = 1 if num_classes == 2 else num_classes
@@ -127,6 +131,8 @@ class FederatedEvaluation:
             return "duplicate"
         if env.meta.get("base_model") != evaluation.model_sha256:
             return "stale model: report is of another global model"
+        if self.run_nonce and env.meta.get(RUN_NONCE) != self.run_nonce:
+            return "stale run: report was made in another run with the same id"
         if env.meta.get("scheme") != SCHEME:
             return f"wrong scheme: {env.meta.get('scheme')!r}, expected {SCHEME!r}"
         return None

@@ -130,6 +130,7 @@ class PlainRounds:
             min_updates=self.config.min_sites,
             expected=expected,
             accepted=dict(accepted),
+            run_nonce=state.run_nonce,
         )
 
     def on_update(self, site: str, whole: Envelope, state: Any) -> None:

@@ -18,10 +18,12 @@ from common.errors import PrivadxError
 from common.trust.pki import TrustError
 from common.trust.signing import SIGNATURE_KEY, Verifier
 from common.wire.envelope import Envelope, Kind
+from common.wire.messages import RUN_NONCE
 from common.wire.tensors import TensorFormatError, from_bytes
 from common.wire.update_codec import Encoding, decode_update
 
 Verify = Callable[[Envelope, str], "str | None"]
+"""Checks an update's signature: ``None`` if it passes, else the reason."""
 
 
 class ServerStep(Protocol):
@@ -48,7 +50,6 @@ class ServerStep(Protocol):
 
 ServerFactory = Callable[[dict[str, np.ndarray]], ServerStep]
 """Builds the server step for a run's initial weights."""
-"""Checks an update's signature: ``None`` if it passes, else the reason."""
 
 
 def signature_check(verifier: Verifier | None, *, allow_unsigned: bool) -> Verify | None:
@@ -66,6 +67,33 @@ def signature_check(verifier: Verifier | None, *, allow_unsigned: bool) -> Verif
             return None if allow_unsigned else "unsigned: update carries no signature"
         try:
             verifier.verify_envelope(env, site)
+        except TrustError as exc:
+            return f"bad signature: {exc}"
+        return None
+
+    return check
+
+
+def chunk_check(verifier: Verifier | None, *, allow_unsigned: bool) -> Verify | None:
+    """The check of a chunk's header before any of its bytes are kept (``None``: no identity).
+
+    Every chunk carries its message's signature, which covers the whole payload's SHA-256;
+    checked against the hash the chunk declares, it proves the sending site made a message of
+    that content before the gateway buffers a byte of it. (The content itself is checked
+    against that hash once complete.)
+    """
+    if verifier is None:
+        return None
+
+    def check(chunk: Envelope, site: str) -> str | None:
+        if SIGNATURE_KEY not in chunk.meta:
+            return None if allow_unsigned else "unsigned: message carries no signature"
+        info = chunk.meta.get("chunk")
+        declared = info.get("total_sha256") if isinstance(info, dict) else None
+        if not isinstance(declared, str):
+            return "malformed: no chunk information"
+        try:
+            verifier.verify_envelope(chunk, site, payload_sha256=declared)
         except TrustError as exc:
             return f"bad signature: {exc}"
         return None
@@ -104,6 +132,8 @@ class RoundState:
     seen_messages: set[str] = field(default_factory=set)
     rejected: Counter[str] = field(default_factory=Counter)
     opened: float = field(default_factory=time.time)
+    run_nonce: str = ""
+    """The run's random value (``common.wire.messages.RUN_NONCE``); empty: not checked."""
 
     def offer(
         self,
@@ -152,6 +182,8 @@ class RoundState:
             return f"wrong round: update for round {env.round} arrived during round {self.number}"
         if env.meta.get("base_model") != self.model_sha256:
             return "stale model: update was trained from another global model"
+        if self.run_nonce and env.meta.get(RUN_NONCE) != self.run_nonce:
+            return "stale run: update was made in another run with the same id"
         examples = env.meta.get("examples")
         if not isinstance(examples, int) or isinstance(examples, bool) or not 0 < examples < 10**9:
             return f"bad example count: {examples!r}"

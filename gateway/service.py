@@ -8,14 +8,15 @@ a bad one is logged with its reason and counted, never allowed to stop the servi
 from __future__ import annotations
 
 import logging
+import secrets
 import time
+from collections import OrderedDict
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from common.data.arrays import SplitDataset
 from common.errors import InputError
 from common.evaluation.decision import decision
 from common.runlog import RunFolder, json_ready
@@ -31,10 +32,12 @@ from common.wire.messages import (
     model_envelope,
 )
 from common.wire.topics import Channel
+from gateway.benchmark import BenchmarkScoring, load_benchmark
 from gateway.checkpoint import Progress, RunCheckpoint
 from gateway.config import GatewayConfig
 from gateway.evaluation import FederatedEvaluation
 from gateway.final_model import RunFacts, export_signed, weights_meta
+from gateway.intake import PARTIAL_PER_SITE, MessageLimits
 from gateway.outcome import (
     federated_summary,
     final_record,
@@ -49,8 +52,10 @@ from gateway.rounds import (
     QuorumError,
     ServerFactory,
     ServerStep,
+    chunk_check,
     signature_check,
 )
+from gateway.run_registry import RunRegistry
 from gateway.secure_driver import SecureRounds
 from gateway.transport import GatewayTransport, InboundError
 from tff_core.robust import AggregationRule
@@ -58,6 +63,7 @@ from tff_core.robust import AggregationRule
 log = logging.getLogger(__name__)
 
 POLL = 0.2
+REFUSED_MEMORY = 4096
 
 
 @dataclass
@@ -68,6 +74,8 @@ class GatewayRun:
     model_sha256: str = ""
     round: int = 0
     online: dict[str, dict[str, Any]] = field(default_factory=dict)
+    run_nonce: str = ""
+    """The run's random value (``common.wire.messages.RUN_NONCE``), kept across a resume."""
 
 
 class Gateway:
@@ -93,21 +101,24 @@ class Gateway:
         self.preprocess = self.task.preprocess()
         self.model_spec = self.task.model_spec()
         self.positive_class = self.task.positive_class
-        self.benchmark = self._load_benchmark()
+        self.benchmark = load_benchmark(config)
         """The public benchmark of --eval-data, if given; otherwise no image file is opened."""
-        self.reassembler = Reassembler(max_payload=512 * 1024 * 1024, max_partial=256)
+        self.scoring = BenchmarkScoring(config, self.benchmark)
+        self.reassembler = Reassembler(max_payload=0)
+        """Set for the run's model in :meth:`run` (:mod:`gateway.intake`)."""
+        self.limits = MessageLimits(update=0, secagg=0, evaluation=0)
         self.folder = RunFolder(config.out)
         self.checkpoint = RunCheckpoint(config.out / "checkpoint")
         self.records: list[dict[str, Any]] = []
-        self._unevaluated: tuple[int, dict[str, np.ndarray]] | None = None
-        """The record index and weights of a closed round whose model is not evaluated yet."""
         self.rounds = self._privacy_budget()
         """Rounds this run trains: all asked for, or as many as --target-epsilon affords."""
         self.identity = Identity.load(config.identity) if config.identity else None
-        self.verify_update = signature_check(
-            self.identity.verifier() if self.identity else None,
-            allow_unsigned=config.allow_unsigned,
-        )
+        verifier = self.identity.verifier() if self.identity else None
+        self.verify_update = signature_check(verifier, allow_unsigned=config.allow_unsigned)
+        self.verify_chunk = chunk_check(verifier, allow_unsigned=config.allow_unsigned)
+        self._refused: OrderedDict[tuple[str, str], None] = OrderedDict()
+        """Messages (site, id) whose chunk header failed: their other chunks are dropped
+        uncounted, so one bad message counts once."""
         self.evaluation = FederatedEvaluation(
             run=config.run_id,
             num_classes=self.task.num_classes,
@@ -133,29 +144,23 @@ class Gateway:
             verify=self.verify_update,
         )
 
-    def _load_benchmark(self) -> SplitDataset | None:
-        if self.config.eval_data is None:
-            return None
-        from common.data.medmnist import load_npz, resolve_dataset
-
-        dataset = load_npz(resolve_dataset(self.config.eval_data, self.config.data_dir))
-        if dataset.image_shape != (self.task.height, self.task.width, self.task.channels) or (
-            dataset.train.num_classes != self.task.num_classes
-        ):
-            raise InputError(
-                f"--eval-data {dataset.name} has {dataset.train.num_classes} classes of "
-                f"{dataset.image_shape} images; the task has {self.task.num_classes} classes "
-                f"of {(self.task.height, self.task.width, self.task.channels)}"
-            )
-        return dataset
-
     # --- the run --------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
         """Run every round, export, publish the ONNX model; return the summary."""
         started = time.monotonic()
         state = GatewayRun(weights=self._initial_weights())
-        progress = self.checkpoint.load(self.config.run_id, self._resume_settings())
-        self.folder.write("config.json", self._config_record())
+        self.limits = MessageLimits.for_run(state.weights, self.task.num_classes)
+        self.reassembler = Reassembler(
+            max_payload=max(self.limits.update, self.limits.secagg, self.limits.evaluation),
+            max_partial=PARTIAL_PER_SITE,
+            max_sender_bytes=self.limits.sender_bytes,
+        )
+        progress = self.checkpoint.load(self.config.run_id, self.config.resume_settings())
+        if progress is None and self.config.identity is not None:
+            RunRegistry(self.config.identity).claim(self.config.run_id, self.config.out)
+        state.run_nonce = (progress.run_nonce if progress else "") or secrets.token_hex(16)
+        self.evaluation.run_nonce = state.run_nonce
+        self.folder.write("config.json", self.config.record())
         self.transport.start()  # also clears a previous run's "finished" announcement
         try:
             with self._runtime():
@@ -239,7 +244,7 @@ class Gateway:
         server.restore(progress.server_state)
         self.records = progress.records
         if self.records and "evaluated_at" not in self.records[-1]:
-            self._unevaluated = (len(self.records) - 1, progress.weights)
+            self.scoring.due(len(self.records) - 1, progress.weights)
         self.folder.write_metrics(self.records)
         log.info(
             "resuming run %s after round %d with %d accepted updates of round %d",
@@ -257,7 +262,8 @@ class Gateway:
             weights=state.weights,
             server_state=server.state_arrays(),
             records=self.records,
-            settings=self._resume_settings(),
+            settings=self.config.resume_settings(),
+            run_nonce=state.run_nonce,
         )
 
     def _run_round(
@@ -294,7 +300,7 @@ class Gateway:
         if self.config.dp is not None:
             record["privacy"] = privacy_guarantee(self.config, number)
         self.records.append(json_ready(record))
-        self._unevaluated = (len(self.records) - 1, state.weights)
+        self.scoring.due(len(self.records) - 1, state.weights)
         self._commit(state, server)  # the round is durable from here on
         self.folder.write_metrics(self.records)
         log.info(
@@ -367,28 +373,9 @@ class Gateway:
             self._process_one(state)
 
     def _evaluate_pending(self) -> None:
-        """Evaluate the last closed round's model, if not done yet, into its record."""
-        if self._unevaluated is None:
-            return
-        index, weights = self._unevaluated
-        self._unevaluated = None
-        t0 = time.monotonic()
-        metrics = self._evaluate(weights)
-        record = self.records[index]
-        record["evaluated_at"] = round(time.time(), 3)
-        if not metrics:
-            return  # no public benchmark: the sites' reports are the evaluation
-        record["test"] = json_ready(metrics)
-        record["evaluation_seconds"] = round(time.monotonic() - t0, 2)
-        self.folder.write_metrics(self.records)
-        log.info(
-            "round %d/%d model: test AUC %s, accuracy %s (evaluated in %.1f s)",
-            record["round"],
-            self.rounds,
-            _fmt(metrics.get("auc")),
-            _fmt(metrics.get("accuracy")),
-            record["evaluation_seconds"],
-        )
+        """Score the last closed round's model on the public benchmark, if not done yet."""
+        if self.scoring.score_pending(self.model, self.records, self.rounds):
+            self.folder.write_metrics(self.records)
 
     def _announce_round(
         self, state: GatewayRun, number: int, *, accepted: tuple[str, ...] = ()
@@ -439,6 +426,7 @@ class Gateway:
         try:
             msg = self.transport.receive(POLL)
             if msg is None:
+                self.reassembler.expire()  # partial messages expire on the clock, not on traffic
                 return
             source = msg.site
             if msg.channel is Channel.PRESENCE:
@@ -451,14 +439,18 @@ class Gateway:
                 self._on_evaluation_chunk(msg.site, msg.env)
         except WireError as exc:
             where = exc.source if isinstance(exc, InboundError) else source
+            label = exc.label if isinstance(exc, InboundError) else "malformed"
+            if label is None:
+                log.debug("dropped a message from %s: %s", where, exc)
+                return
             log.warning("rejected a message from %s: %s", where, exc)
             if isinstance(exc, InboundError) and exc.channel is Channel.EVALUATION:
-                self.evaluation.count_rejected("malformed")
+                self.evaluation.count_rejected(label)
                 return
             if self.plain.current is not None:
-                self.plain.current.rejected["malformed"] += 1
+                self.plain.current.rejected[label] += 1
             if self.secure.current is not None:
-                self.secure.current.rejected["malformed"] += 1
+                self.secure.current.rejected[label] += 1
 
     def _on_presence(self, site: str, env: Envelope, state: GatewayRun) -> None:
         if env.kind is not Kind.PRESENCE or env.sender != site:
@@ -479,13 +471,29 @@ class Gateway:
         if previous != env.meta.get("state"):
             log.info("site %s is %s", site, env.meta.get("state"))
 
+    def _reassemble(self, site: str, channel: Channel, env: Envelope) -> Envelope | None:
+        """A site's whole message once its last chunk is in; each chunk bounded and checked."""
+
+        def admit(chunk: Envelope) -> None:
+            key = (site, chunk.message_id)
+            if key in self._refused:
+                raise InboundError(site, "chunk of a refused message", channel, label=None)
+            reason = self.verify_chunk(chunk, site) if self.verify_chunk else None
+            if reason is not None:
+                self._refused[key] = None
+                while len(self._refused) > REFUSED_MEMORY:
+                    self._refused.popitem(last=False)
+                raise InboundError(site, reason, channel, label=reason.split(":")[0])
+
+        return self.reassembler.add(env, source=site, max_size=self.limits.of(channel), admit=admit)
+
     def _on_update_chunk(self, site: str, env: Envelope, state: GatewayRun) -> None:
-        whole = self.reassembler.add(env)
+        whole = self._reassemble(site, Channel.UPDATE, env)
         if whole is not None:
             self.plain.on_update(site, whole, state)
 
     def _on_evaluation_chunk(self, site: str, env: Envelope) -> None:
-        whole = self.reassembler.add(env)
+        whole = self._reassemble(site, Channel.EVALUATION, env)
         if whole is None:
             return
         reason = self.evaluation.offer(whole, site)
@@ -504,7 +512,7 @@ class Gateway:
         secure = self.secure.current
         if secure is not None:
             secure.nbytes[site] += nbytes  # every byte the site sent, chunk headers included
-        whole = self.reassembler.add(env)
+        whole = self._reassemble(site, Channel.SECAGG, env)
         if whole is None:
             return
         if secure is None:
@@ -527,24 +535,16 @@ class Gateway:
     # --- outbound messages -----------------------------------------------------------------
     def _publish_model(self, state: GatewayRun) -> None:
         env = model_envelope(
-            self.config.run_id, state.round, state.weights, self.task.model_info().to_meta()
+            self.config.run_id,
+            state.round,
+            state.weights,
+            self.task.model_info().to_meta(),
+            run_nonce=state.run_nonce,
         )
         state.model_sha256 = env.meta["model_sha256"]
         self.transport.publish_chunked(Channel.MODEL, env)
 
     # --- evaluation and the end of the run --------------------------------------------------
-    def _evaluate(self, weights: dict[str, np.ndarray]) -> dict[str, Any]:
-        """The public benchmark's test metrics (with --eval-data; else nothing)."""
-        if not self.config.evaluate or self.benchmark is None:
-            return {}
-        from models.evaluate import evaluate_model
-        from models.weights import set_weights
-
-        set_weights(self.model, weights)  # scored as the ONNX graph the sites diagnose with
-        return evaluate_model(
-            self.model, self.benchmark, self.preprocess, positive_class=self.positive_class
-        )
-
     def _finish(self, state: GatewayRun, seconds: float) -> dict[str, Any]:
         rule = decision(self.records)
         head = headline(self.records, benchmark=self.benchmark is not None)
@@ -611,37 +611,6 @@ class Gateway:
         )
         self.transport.publish_chunked(Channel.ONNX, env)
         log.info("published model.onnx (%d bytes) to the sites", len(data))
-
-    def _resume_settings(self) -> dict[str, Any]:
-        """Settings a resumed run must share with the run it continues."""
-        c = self.config
-        return {
-            "federation": c.federation,
-            "task": self.task.fingerprint(),
-            "training": c.training.to_dict(),
-            "server_optimizer": c.server_optimizer.to_dict(),
-            "aggregation": str(c.aggregation),
-            "trim": c.trim,
-            "max_weight_ratio": c.max_weight_ratio,
-            "secure_aggregation": c.secure.to_dict() if c.secure else None,
-            "differential_privacy": c.dp.to_dict() if c.dp else None,
-            "seed": c.seed,
-        }
-
-    def _config_record(self) -> dict[str, Any]:
-        c = self.config
-        return {
-            **self._resume_settings(),
-            "broker": str(c.broker),
-            "run_id": c.run_id,
-            "eval_data": c.eval_data,
-            "rounds": c.rounds,
-            "min_sites": c.min_sites,
-            "round_timeout": c.round_timeout,
-            "identity": str(c.identity) if c.identity else None,
-            "insecure": c.insecure,
-            "allow_unsigned": c.allow_unsigned,
-        }
 
 
 def _online(state: GatewayRun) -> set[str]:

@@ -53,11 +53,20 @@ class Inbound:
 class InboundError(WireError):
     """A message that cannot be decoded; ``source`` names its site (or topic)."""
 
-    def __init__(self, source: str, reason: str, channel: Channel | None = None) -> None:
+    def __init__(
+        self,
+        source: str,
+        reason: str,
+        channel: Channel | None = None,
+        *,
+        label: str | None = "malformed",
+    ) -> None:
         super().__init__(reason)
         self.source = source
         self.channel = channel
         """The site channel its topic names, if any."""
+        self.label = label
+        """How the rejection is counted (``None``: already counted for its message)."""
 
 
 SITE_CHANNELS = (Channel.PRESENCE, Channel.UPDATE, Channel.SECAGG, Channel.EVALUATION)

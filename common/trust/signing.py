@@ -36,14 +36,19 @@ def _canonical(doc: Any) -> bytes:
     return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
 
 
-def envelope_digest_input(env: Envelope) -> bytes:
-    """The bytes an envelope's signature covers."""
+def envelope_digest_input(env: Envelope, payload_sha256: str | None = None) -> bytes:
+    """The bytes an envelope's signature covers.
+
+    ``payload_sha256``: the hash its payload is declared to have (for a chunk of it).
+    """
+    if payload_sha256 is None:
+        payload_sha256 = hashlib.sha256(env.payload).hexdigest()
     return _canonical(
         {
             **routing_fields(env),
             "schema": env.schema,
             "meta": {k: v for k, v in env.meta.items() if k not in TRANSPORT_KEYS},
-            "payload_sha256": hashlib.sha256(env.payload).hexdigest(),
+            "payload_sha256": payload_sha256,
         }
     )
 
@@ -116,9 +121,16 @@ class Verifier:
                 f"bad signature: the content signed by {identity!r} was altered"
             ) from exc
 
-    def verify_envelope(self, env: Envelope, identity: str) -> None:
-        """Check that ``identity`` signed ``env`` as it is; raises :class:`TrustError`."""
-        self._check(env.meta.get(SIGNATURE_KEY), envelope_digest_input(env), identity)
+    def verify_envelope(
+        self, env: Envelope, identity: str, *, payload_sha256: str | None = None
+    ) -> None:
+        """Check that ``identity`` signed ``env`` as it is; raises :class:`TrustError`.
+
+        ``payload_sha256``: check the signature against this payload hash instead (a chunk's
+        declared whole-message hash: the header is checked before the payload is complete).
+        """
+        data = envelope_digest_input(env, payload_sha256)
+        self._check(env.meta.get(SIGNATURE_KEY), data, identity)
 
     def verify_document(self, signed: dict[str, Any], identity: str) -> dict[str, Any]:
         """Check a signed document from :meth:`Signer.sign_document`; return its content."""

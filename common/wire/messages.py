@@ -34,6 +34,11 @@ from common.wire.secure import SecureSettings
 from common.wire.update_codec import Encoding, encode_update
 
 GATEWAY_SENDER = "gateway"
+RUN_NONCE = "run_nonce"
+"""Meta key of the run's random value: drawn by the gateway when a run starts (kept when it
+resumes), sent with every global model and echoed, signed, in every update and report a site
+makes of it. A message captured from an earlier run that had the same run id and the same
+models carries another value and is refused."""
 
 
 class Phase(StrEnum):
@@ -119,9 +124,18 @@ class RoundAnnouncement:
 
 
 def model_envelope(
-    run: str, round_num: int, weights: dict[str, np.ndarray], info: dict[str, Any]
+    run: str,
+    round_num: int,
+    weights: dict[str, np.ndarray],
+    info: dict[str, Any],
+    *,
+    run_nonce: str = "",
 ) -> Envelope:
-    """The ``MODEL`` message for global ``weights``; ``meta["sha256"]`` identifies the model."""
+    """The ``MODEL`` message for global ``weights``; ``meta["sha256"]`` identifies the model.
+
+    ``run_nonce``: the run's random value, which sites echo in everything they send about
+    this model (see :data:`RUN_NONCE`).
+    """
     payload = tensors.to_bytes(weights)
     return Envelope(
         kind=Kind.MODEL,
@@ -129,7 +143,11 @@ def model_envelope(
         round=round_num,
         sender=GATEWAY_SENDER,
         payload=payload,
-        meta={**info, "model_sha256": hashlib.sha256(payload).hexdigest()},
+        meta={
+            **info,
+            "model_sha256": hashlib.sha256(payload).hexdigest(),
+            RUN_NONCE: run_nonce,
+        },
     )
 
 
@@ -144,6 +162,7 @@ def update_envelope(
     examples: int,
     metrics: dict[str, float],
     base_model: str,
+    run_nonce: str = "",
 ) -> Envelope:
     """A site's ``UPDATE`` message: its trained weights in the run's encoding."""
     return Envelope(
@@ -157,6 +176,7 @@ def update_envelope(
             "metrics": metrics,
             "base_model": base_model,
             "encoding": str(encoding),
+            RUN_NONCE: run_nonce,
         },
     )
 

@@ -4,6 +4,7 @@ not been sent."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 import time
@@ -18,7 +19,7 @@ from common.trust.identity import Identity
 from common.wire import envelope as wire
 from common.wire.chunks import split
 from common.wire.envelope import Envelope, Kind
-from common.wire.messages import RoundAnnouncement, update_envelope
+from common.wire.messages import RUN_NONCE, RoundAnnouncement, update_envelope
 from common.wire.topics import Topics
 from common.wire.update_codec import Encoding
 from models.training import LocalTraining
@@ -133,7 +134,12 @@ def _bad_reports(broker: Mosquitto, model_env: Envelope) -> list[bytes]:
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 2, 40)
     good = build_report(rng.normal(size=(40, 2)), labels, num_classes=2).to_tensors()
-    meta = {"base_model": model_env.meta["model_sha256"], "scheme": SCHEME, "examples": 40}
+    meta = {
+        "base_model": model_env.meta["model_sha256"],
+        "scheme": SCHEME,
+        "examples": 40,
+        RUN_NONCE: model_env.meta[RUN_NONCE],
+    }
 
     def report(tensors: dict, *, round_num: int = 1, site: str = "site-1", sign: bool = True):  # type: ignore[no-untyped-def]
         env = evaluation_envelope(run=model_env.run, round_num=round_num, site=site,
@@ -178,3 +184,44 @@ def test_malformed_evaluation_reports_are_counted_and_the_evaluation_completes(
         "sender mismatch": 1,
     }
     assert summary["federated"]["sites_reported"] == 2
+
+
+def _flood(broker: Mosquitto, round_env: Envelope) -> list[bytes]:
+    """Site-1 floods its update topic: 200 chunks each declaring a 400 MB update, then the
+    first chunks of 300 signed updates it never completes (the flood and eviction of the
+    report)."""
+    a = RoundAnnouncement.from_envelope(round_env)
+    assert broker.pki is not None
+    me = Identity.load(broker.pki / "sites" / "site-1")
+    out = []
+    for i in range(200):
+        env = Envelope(kind=Kind.UPDATE, run=a.run, round=a.round, sender="site-1",
+                       payload=b"\0" * 64, message_id=f"huge-{i}")  # fmt: skip
+        info = {"index": 0, "count": 2, "sha256": hashlib.sha256(b"\0" * 64).hexdigest(),
+                "total_sha256": "0" * 64, "total_size": 400_000_000}  # fmt: skip
+        out.append(wire.to_bytes(me.signer.sign_envelope(env).with_meta(chunk=info)))
+    for i in range(300):
+        env = Envelope(kind=Kind.UPDATE, run=a.run, round=a.round, sender="site-1",
+                       payload=bytes([i % 256]) * 4096, message_id=f"partial-{i}")  # fmt: skip
+        first = split(me.signer.sign_envelope(env.with_meta(examples=10)), 1024)[0]
+        out.append(wire.to_bytes(first))
+    return out
+
+
+def test_a_flood_of_partial_messages_is_bounded_per_site_and_the_round_completes(
+    tmp_path: Path, breast_npz: Path
+) -> None:
+    topics = Topics(FEDERATION)
+    record, summary = _federate_under_attack(
+        tmp_path,
+        breast_npz,
+        watch=topics.round,
+        fires=lambda topic, _: topic == topics.round,
+        messages=_flood,
+        target=topics.update("site-1"),
+        join_delay=4.0,
+    )
+    # The declared 400 MB messages are refused before a byte is kept (an update cannot be
+    # larger than the model); the small ones evict only site-1's own partial messages.
+    assert record["rejected"] == {"malformed": 200}
+    assert record["updates"] == 2 and summary["federated"]["sites_reported"] == 2

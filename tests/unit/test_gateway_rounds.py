@@ -12,6 +12,7 @@ import queue
 import subprocess
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from common.wire import envelope as wire
 from common.wire.chunks import Reassembler, split
 from common.wire.envelope import Envelope, Kind
 from common.wire.messages import (
+    RUN_NONCE,
     Phase,
     Presence,
     RoundAnnouncement,
@@ -91,8 +93,9 @@ class ScriptedLink:
         self.inbox: queue.Queue[tuple[str, bytes, bool]] = queue.Queue()
         self.topics = Topics(federation)
         self.behave = behave
-        """``(site, round)`` -> ``"train"``, ``"silent"`` or ``"garbage"`` (an unreadable
-        message on the update topic before the real update)."""
+        """``(site, round)`` -> ``"train"``, ``"silent"``, ``"garbage"`` (an unreadable
+        message on the update topic before the real update) or ``"replay"`` (the update as
+        if captured from an earlier run with the same id, then the real one)."""
         self.models = Reassembler(max_payload=1 << 24)
         self.model: Envelope | None = None
         self.announcements: list[RoundAnnouncement] = []
@@ -142,7 +145,11 @@ class ScriptedLink:
                 examples=EXAMPLES[site],
                 metrics={"loss": 0.5},
                 base_model=a.model_sha256,
+                run_nonce=self.model.meta[RUN_NONCE],
             )
+            if what == "replay":  # first the same update as captured from an earlier run
+                old = env.with_meta(**{RUN_NONCE: "0" * 32})
+                self._send(self.topics.update(site), replace(old, message_id="captured"))
             self._send(self.topics.update(site), env)
 
     def _report_on(self, model: Envelope) -> None:
@@ -159,6 +166,7 @@ class ScriptedLink:
                 round_num=model.round,
                 model_sha256=model.meta["model_sha256"],
                 report=report,
+                run_nonce=model.meta[RUN_NONCE],
             )
             self._send(self.topics.evaluation(site), env)
 
@@ -258,3 +266,27 @@ def test_the_round_logic_needs_neither_tensorflow_nor_tff(tmp_path: Path) -> Non
     root = Path(__file__).resolve().parents[2]
     done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr[-2000:]
+
+
+def test_an_update_from_an_earlier_run_with_the_same_id_is_refused(tmp_path: Path) -> None:
+    link = ScriptedLink("unit", lambda site, rnd: "replay" if site == "site-1" else "train")
+    gateway, _ = _gateway(_config(tmp_path, rounds=1), link)
+    gateway.run()
+    (record,) = gateway.records
+    assert record["updates"] == 3 and record["rejected"] == {"stale run": 1}
+
+
+def test_a_fresh_run_cannot_reuse_a_run_id_this_identity_signed(tmp_path: Path) -> None:
+    from common.errors import InputError
+    from gateway.certs import init_federation
+
+    pki = init_federation(tmp_path / "pki", federation="unit", hosts=["h"], port=1, sites=SITES)
+    signed = {"identity": pki.gateway, "rounds": 1}
+    first, _ = _gateway(_config(tmp_path / "a", **signed), ScriptedLink("unit"))
+    first.run()
+    again, _ = _gateway(_config(tmp_path / "b", **signed), ScriptedLink("unit"))
+    with pytest.raises(InputError, match="run id 'run-unit' was started by this gateway before"):
+        again.run()
+    resumed, _ = _gateway(_config(tmp_path / "a", **{**signed, "rounds": 2}), ScriptedLink("unit"))
+    resumed.run()  # the same run, continued from its checkpoint: not a reuse
+    assert [r["round"] for r in resumed.records] == [1, 2]

@@ -108,3 +108,35 @@ def test_claimed_example_counts_are_capped_at_a_multiple_of_the_median() -> None
     claimed = {**honest, "liar": 10**8}
     assert cap_example_counts(claimed, 10.0) == {**honest, "liar": 2000}  # median 200
     assert cap_example_counts(claimed, 0) == claimed
+
+
+def test_an_update_of_another_run_with_the_same_id_is_stale() -> None:
+    from common.wire.messages import RUN_NONCE
+
+    st = _state(run_nonce="n" * 32)
+    assert "stale run" in st.offer(_update(), "s1", REF)  # made without this run's value
+    captured = _update().with_meta(**{RUN_NONCE: "o" * 32})
+    assert "stale run" in st.offer(replace(captured, message_id="c"), "s1", REF)
+    assert st.offer(_update().with_meta(**{RUN_NONCE: "n" * 32}), "s1", REF) is None
+
+
+def test_chunk_headers_are_checked_against_the_signature_before_buffering(tmp_path) -> None:
+    from common.trust.identity import Identity
+    from common.wire.chunks import split
+    from gateway.certs import init_federation
+    from gateway.rounds import chunk_check
+
+    pki = init_federation(tmp_path, federation="f", hosts=["h"], port=1, sites=["s1", "s2"])
+    me = Identity.load(pki.site("s1"))
+    verifier = Identity.load(pki.gateway).verifier()
+    check = chunk_check(verifier, allow_unsigned=False)
+    assert check is not None
+    chunks = split(me.signer.sign_envelope(_update()), 64)
+    assert len(chunks) > 2 and all(check(c, "s1") is None for c in chunks)
+    assert str(check(chunks[0], "s2")).startswith("bad signature")  # on another site's topic
+    info = {**chunks[0].meta["chunk"], "total_sha256": "0" * 64}
+    assert str(check(chunks[0].with_meta(chunk=info), "s1")).startswith("bad signature")
+    unsigned = split(_update(), 64)[0]
+    assert str(check(unsigned, "s1")).startswith("unsigned")
+    lenient = chunk_check(verifier, allow_unsigned=True)
+    assert lenient is not None and lenient(unsigned, "s1") is None
