@@ -54,7 +54,9 @@ class ModelInfo:
                 f"input of {spec.height}x{spec.width}x{spec.channels}"
             )
         if not (
-            isinstance(self.positive_class, int) and 0 <= self.positive_class < spec.num_classes
+            isinstance(self.positive_class, int)
+            and not isinstance(self.positive_class, bool)
+            and 0 <= self.positive_class < spec.num_classes
         ):
             raise ModelError(f"positive class {self.positive_class!r} is not a class index")
         if self.threshold is not None and not 0.0 < self.threshold < 1.0:

@@ -28,6 +28,26 @@ class PreprocessSpec:
     mean: float = 0.5
     std: float = 0.5
 
+    def __post_init__(self) -> None:
+        for name in ("height", "width", "channels"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 1024:
+                raise DataError(
+                    f"preprocessing {name} must be a whole number in [1, 1024]: {value!r}"
+                )
+        if self.channels not in (1, 3):
+            raise DataError(f"preprocessing channels must be 1 or 3, got {self.channels}")
+        for name in ("mean", "std"):
+            value = getattr(self, name)
+            if (
+                not isinstance(value, int | float)
+                or isinstance(value, bool)
+                or not np.isfinite(value)
+            ):
+                raise DataError(f"preprocessing {name} must be a finite number, got {value!r}")
+        if not self.std > 0:
+            raise DataError(f"preprocessing std must be positive, got {self.std!r}")
+
     def to_json(self) -> str:
         """Serialise for model metadata."""
         return json.dumps(asdict(self), sort_keys=True)
@@ -38,7 +58,7 @@ class PreprocessSpec:
         try:
             fields = json.loads(text)
             return cls(**{k: fields[k] for k in ("height", "width", "channels", "mean", "std")})
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, DataError) as exc:
             raise DataError(f"malformed preprocessing spec {text!r}: {exc}") from exc
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common.data.images import is_supported, read_image
+from common.data.images import DEFAULT_MAX_PIXELS, is_supported, read_image
 from common.errors import DataError, InputError
 from common.preprocess import fit_image
 from edge.onnx_model import OnnxClassifier
@@ -90,7 +90,9 @@ def _npz_images(path: Path) -> np.ndarray:
     return images[np.newaxis] if images.ndim == 2 else images
 
 
-def iter_images(files: list[Path]) -> Iterator[tuple[str, np.ndarray | None, str | None]]:
+def iter_images(
+    files: list[Path], *, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> Iterator[tuple[str, np.ndarray | None, str | None]]:
     """Yield ``(source, image, None)`` per decodable image or ``(source, None, reason)``."""
     for file in files:
         try:
@@ -98,18 +100,24 @@ def iter_images(files: list[Path]) -> Iterator[tuple[str, np.ndarray | None, str
                 for i, image in enumerate(_npz_images(file)):
                     yield f"{file}[{i}]", image, None
             else:
-                yield str(file), read_image(file), None
+                yield str(file), read_image(file, max_pixels=max_pixels), None
         except DataError as exc:
             yield str(file), None, str(exc)
 
 
 def diagnose(
-    model: OnnxClassifier, paths: list[Path], *, threshold: float | None = None
+    model: OnnxClassifier,
+    paths: list[Path],
+    *,
+    threshold: float | None = None,
+    max_pixels: int | None = None,
 ) -> list[Diagnosis]:
     """Classify every image found in ``paths``; failures become error entries, in order.
 
     ``threshold``: a site's own decision threshold instead of the model's (binary models).
+    ``max_pixels``: the largest image decoded (default :data:`DEFAULT_MAX_PIXELS`).
     """
+    limit = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
     results: list[Diagnosis | None] = []
     pending: list[tuple[int, str, np.ndarray]] = []
     names = model.info.class_names
@@ -119,6 +127,11 @@ def diagnose(
             np.stack([img for _, _, img in pending]), threshold=threshold
         )
         for (slot, source, _), p, k in zip(pending, probs, predicted, strict=True):
+            if not np.all(np.isfinite(p)):
+                results[slot] = Diagnosis(
+                    source, error="the model gave no finite probabilities for it: no diagnosis"
+                )
+                continue
             results[slot] = Diagnosis(
                 source,
                 names[int(k)],
@@ -126,7 +139,7 @@ def diagnose(
             )
         pending.clear()
 
-    for source, image, error in iter_images(collect_inputs(paths)):
+    for source, image, error in iter_images(collect_inputs(paths), max_pixels=limit):
         results.append(None)
         if error is not None or image is None:
             results[-1] = Diagnosis(source, error=error)
@@ -135,6 +148,9 @@ def diagnose(
             fitted = fit_image(image, model.info.preprocess)
         except DataError as exc:
             results[-1] = Diagnosis(source, error=str(exc))
+            continue
+        except MemoryError:
+            results[-1] = Diagnosis(source, error="not enough memory to resize this image")
             continue
         pending.append((len(results) - 1, source, fitted))
         if len(pending) >= BATCH:

@@ -34,6 +34,33 @@ class OnnxClassifier:
         self.info = ModelInfo.from_onnx_props(meta, path.name)
         self.input_name = self.session.get_inputs()[0].name
         self.path = path
+        self._check_graph()
+
+    def _check_graph(self) -> None:
+        """The metadata must describe this graph: input ``(N, H, W, C)``, output ``(N, K)``.
+
+        Raises:
+            ModelError: Naming the field that disagrees with the graph.
+        """
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        if len(inputs) != 1 or not outputs:
+            raise ModelError(f"{self.path.name}: expected one image input and a logits output")
+        pre, k = self.info.preprocess, len(self.info.class_names)
+        want_in = (pre.height, pre.width, pre.channels)
+        shape_in = list(inputs[0].shape)
+        if len(shape_in) != 4 or any(
+            isinstance(d, int) and d != w for d, w in zip(shape_in[1:], want_in, strict=True)
+        ):
+            raise ModelError(
+                f"{self.path.name}: metadata privadx.preprocess says {want_in[0]}x{want_in[1]}x"
+                f"{want_in[2]} inputs; the graph takes {shape_in}"
+            )
+        shape_out = list(outputs[0].shape)
+        if len(shape_out) != 2 or (isinstance(shape_out[1], int) and shape_out[1] != k):
+            raise ModelError(
+                f"{self.path.name}: metadata privadx.class_names names {k} classes; the graph "
+                f"outputs {shape_out}"
+            )
 
     def logits(self, images: np.ndarray) -> np.ndarray:
         """Logits for uint8 images already at the model's size ``(N, H, W, C)``."""

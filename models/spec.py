@@ -8,6 +8,10 @@ from enum import StrEnum
 
 from common.errors import InputError, ModelError
 
+MAX_SIDE = 1024
+"""Largest input height or width a model may declare (PrivaDx's models take 28-224)."""
+MAX_CLASSES = 1000
+
 
 class Architecture(StrEnum):
     """The model families PrivaDx builds."""
@@ -32,12 +36,27 @@ class ModelSpec:
     """Dropout before the classifier (0 makes training deterministic, as parity tests need)."""
 
     def __post_init__(self) -> None:
+        for name in ("height", "width", "channels", "num_classes"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise InputError(f"model {name} must be a whole number, got {value!r}")
         if self.channels not in (1, 3):
             raise InputError(f"models take 1 or 3 channels, got {self.channels}")
-        if self.num_classes < 2:
-            raise InputError(f"a classifier needs at least 2 classes, got {self.num_classes}")
-        if min(self.height, self.width) < 16:
-            raise InputError(f"input must be at least 16x16, got {self.height}x{self.width}")
+        if not 2 <= self.num_classes <= MAX_CLASSES:
+            raise InputError(
+                f"a classifier needs 2 to {MAX_CLASSES} classes, got {self.num_classes}"
+            )
+        if not (16 <= self.height <= MAX_SIDE and 16 <= self.width <= MAX_SIDE):
+            raise InputError(
+                f"input must be 16 to {MAX_SIDE} pixels high and wide, got "
+                f"{self.height}x{self.width}"
+            )
+        for name, low, high in (("width_multiplier", 0.0, 4.0), ("dropout", 0.0, 1.0)):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or not low <= value < high or value != value:
+                raise InputError(f"model {name} must lie in [{low:g}, {high:g}), got {value!r}")
+        if self.width_multiplier == 0:
+            raise InputError("model width_multiplier must be positive")
 
     def to_json(self) -> str:
         """Serialise for weights and ONNX metadata."""
@@ -50,5 +69,5 @@ class ModelSpec:
             fields = json.loads(text)
             fields["arch"] = Architecture(fields["arch"])
             return cls(**fields)
-        except (ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, InputError) as exc:
             raise ModelError(f"malformed model spec {text!r}: {exc}") from exc

@@ -57,11 +57,28 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(default: $PRIVADX_CA, else ca.pem beside the model)",
     )
     p.add_argument(
+        "--max-pixels",
+        type=_positive_int,
+        default=None,
+        help="largest image (pixels per image or DICOM frame) decoded; larger files are "
+        "reported and skipped before decoding (default 40,000,000)",
+    )
+    p.add_argument(
         "--allow-unsigned",
         action="store_true",
         help="use a model without a signed manifest (its origin is then unchecked)",
     )
     p.set_defaults(subparser=p, run=run)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected at least 1, got {value}")
+    return value
 
 
 def run(args: argparse.Namespace) -> int:
@@ -74,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
     model = OnnxClassifier(args.model, threads=args.threads, data=data)
     if args.threshold is not None and len(model.info.class_names) != 2:
         raise InputError("--threshold applies to binary models only; this one decides at argmax")
-    results = diagnose(model, args.paths, threshold=args.threshold)
+    results = diagnose(model, args.paths, threshold=args.threshold, max_pixels=args.max_pixels)
     if not results:
         raise InputError("no images found in the given paths")
     failed = sum(not r.ok for r in results)

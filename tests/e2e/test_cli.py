@@ -387,3 +387,79 @@ def test_certs_refuse_dot_and_reserved_site_ids_and_write_nothing_outside(
     edge = run_cli("edge", "--broker", "mqtt://localhost:1", "--insecure", "--allow-unsigned",
                    "--site-id", bad, "--data", "x")  # fmt: skip
     assert edge.returncode == 2 and "site id" in edge.stderr
+
+
+def _with_props(model: Path, out: Path, **changes: str) -> Path:
+    """A copy of ``model`` with some ``privadx.*`` metadata replaced (unsigned, as with
+    --allow-unsigned nothing else vouches for it)."""
+    import onnx
+
+    proto = onnx.load(str(model))
+    props = {p.key: p.value for p in proto.metadata_props}
+    props.update({f"privadx.{k}": v for k, v in changes.items()})
+    del proto.metadata_props[:]
+    for key, value in props.items():
+        proto.metadata_props.add(key=key, value=value)
+    onnx.save(proto, str(out))
+    return out
+
+
+def _json_with(text: str, **changes: object) -> str:
+    return json.dumps({**json.loads(text), **changes})
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"preprocess": {"height": "28"}}, "preprocessing height must be a whole number"),
+        ({"preprocess": {"height": 0}}, "preprocessing height must be a whole number"),
+        ({"preprocess": {"width": -5}}, "preprocessing width must be a whole number"),
+        ({"preprocess": {"std": 0}}, "preprocessing std must be positive"),
+        ({"preprocess": {"channels": 3}, "model_spec": {"channels": 3}}, "the graph takes"),
+        ({"preprocess": {"height": 100000, "width": 100000},
+          "model_spec": {"height": 100000, "width": 100000}}, "16 to 1024 pixels"),
+        ({"class_names": []}, "0 class names for a model of 2 classes"),
+        ({"class_names": ["benign"]}, "1 class names for a model of 2 classes"),
+        ({"positive_class": 7}, "positive class 7 is not a class index"),
+        ({"positive_class": -1}, "positive class -1 is not a class index"),
+        ({"threshold": float("nan")}, "threshold nan is not a finite number"),
+    ],
+)  # fmt: skip
+def test_a_model_with_bad_metadata_is_refused_naming_the_field(
+    sim_run: Path, tmp_path: Path, breast_npz: Path, change: dict[str, object], message: str
+) -> None:
+    import onnx
+
+    model = sim_run / "model.onnx"
+    props = {p.key: p.value for p in onnx.load(str(model)).metadata_props}
+    texts = {}
+    for key, value in change.items():
+        if isinstance(value, dict):
+            texts[key] = _json_with(props[f"privadx.{key}"], **value)
+        else:
+            texts[key] = json.dumps(value)
+    bad = _with_props(model, tmp_path / "bad.onnx", **texts)
+    Image.fromarray(np.load(breast_npz)["test_images"][0]).save(tmp_path / "a.png")
+    proc = run_cli("diagnose", str(bad), str(tmp_path / "a.png"), "--allow-unsigned")
+    assert proc.returncode == 5, proc.stdout + proc.stderr
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_an_image_bomb_is_reported_and_the_other_images_diagnosed(
+    sim_run: Path, tmp_path: Path, breast_npz: Path
+) -> None:
+    from tests.unit.test_images import dicom_bomb, png_bomb
+
+    Image.fromarray(np.load(breast_npz)["test_images"][0]).save(tmp_path / "ok.png")
+    png_bomb(tmp_path / "bomb.png")
+    dicom_bomb(tmp_path / "bomb.dcm", rle=True)
+    args = ["diagnose", str(sim_run / "model.onnx"), str(tmp_path), "--allow-unsigned", "--json"]
+    proc = run_cli(*args)
+    assert proc.returncode == 7, proc.stderr
+    results = {Path(r["source"]).name: r for r in json.loads(proc.stdout)["results"]}
+    assert "prediction" in results["ok.png"]
+    assert "above the limit of 40,000,000" in results["bomb.png"]["error"]
+    assert "65535x65535" in results["bomb.dcm"]["error"]
+    assert "Traceback" not in proc.stderr
+    strict = run_cli(*args, "--max-pixels", "100")
+    assert "above the limit of 100 " in json.loads(strict.stdout)["results"][2]["error"]

@@ -97,3 +97,75 @@ def test_garbage_with_dcm_suffix(tmp_path: Path) -> None:
     (tmp_path / "x.dcm").write_bytes(b"\x00" * 10)
     with pytest.raises(DataError, match=r"x\.dcm"):
         read_image(tmp_path / "x.dcm")
+
+
+def png_bomb(path: Path, side: int = 20000) -> Path:
+    """A real PNG of ``side`` x ``side`` pixels that compresses to a few hundred KB."""
+    Image.new("1", (side, side)).save(path)
+    return path
+
+
+def dicom_bomb(path: Path, *, rle: bool) -> Path:
+    """A real DICOM declaring 65535 x 65535 pixels with a few bytes of pixel data."""
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import ExplicitVRLittleEndian, RLELossless, SecondaryCaptureImageStorage
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SecondaryCaptureImageStorage
+    meta.MediaStorageSOPInstanceUID = "1.2.3.4"
+    meta.TransferSyntaxUID = RLELossless if rle else ExplicitVRLittleEndian
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID, ds.SOPInstanceUID = SecondaryCaptureImageStorage, "1.2.3.4"
+    ds.Rows = ds.Columns = 65535
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    if rle:
+        ds.PixelData = encapsulate([b"\0" * 64])
+        ds["PixelData"].is_undefined_length = True
+    else:
+        ds.PixelData = b"\0" * 64
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def test_image_bombs_are_refused_before_decoding(tmp_path: Path) -> None:
+    import resource
+
+    bomb = png_bomb(tmp_path / "bomb.png")
+    assert bomb.stat().st_size < 1_000_000
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(DataError, match="20000x20000 is 400,000,000 pixels, above the limit"):
+        read_image(bomb)
+    for rle in (True, False):
+        path = dicom_bomb(tmp_path / f"bomb-{rle}.dcm", rle=rle)
+        assert path.stat().st_size < 2000
+        with pytest.raises(DataError, match="65535x65535 is 4,294,836,225 pixels"):
+            read_image(path)
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert grown_mb < 200, f"peak memory grew by {grown_mb:.0f} MB"  # decoding would be GBs
+
+
+def test_the_pixel_limit_applies_to_real_images_and_can_be_raised(tmp_path: Path) -> None:
+    Image.fromarray(np.zeros((300, 400), np.uint8)).save(tmp_path / "ok.png")
+    with pytest.raises(DataError, match="400x300 is 120,000 pixels, above the limit of 100,000"):
+        read_image(tmp_path / "ok.png", max_pixels=100_000)
+    assert read_image(tmp_path / "ok.png", max_pixels=120_000).shape == (300, 400, 1)
+    ct = dicom_file("CT_small.dcm")
+    with pytest.raises(DataError, match="128x128 is 16,384 pixels"):
+        read_image(ct, max_pixels=10_000)
+
+
+def test_running_out_of_memory_is_a_per_file_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import common.data.images as images
+
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "x.png")
+
+    def exhausted(path: Path, *, max_pixels: int) -> np.ndarray:
+        raise MemoryError
+
+    monkeypatch.setattr(images, "read_picture", exhausted)
+    with pytest.raises(DataError, match="not enough memory"):
+        read_image(tmp_path / "x.png")
