@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import pwd
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,6 +89,28 @@ class FederationPki:
         return Issued(key, load_cert(ca_dir / CA_FILE))
 
 
+BROKER_USER = "mosquitto"
+"""The account Debian's Mosquitto runs as: started as root, it drops to this user before it
+reads its key, so the broker's folder must belong to it (the key stays 0600)."""
+
+
+def _hand_to_broker_user(folder: Path) -> None:
+    """Run as root where the broker's account exists: give it the broker's folder.
+
+    Otherwise (an administrator's own account) the files stay the caller's, and a broker
+    started by that account reads them.
+    """
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        return
+    try:
+        account = pwd.getpwnam(BROKER_USER)
+    except KeyError:
+        return
+    for path in (folder, *folder.iterdir()):
+        os.chown(path, account.pw_uid, account.pw_gid)
+    log.info("%s belongs to the %s user, as the broker reads it", folder, BROKER_USER)
+
+
 def _check_site_ids(sites: Sequence[str]) -> None:
     for site in sites:
         check_site_id(site)
@@ -141,6 +165,7 @@ def init_federation(
     write_public(pki.broker_config, render_tls_config(listener).encode())
     write_identity(pki.gateway, ca, GATEWAY_IDENTITY, federation=federation)
     _publish_crl(pki, ca, [])
+    _hand_to_broker_user(broker)
     for site in sites:
         write_identity(pki.site(site), ca, site, federation=federation)
     log.info(

@@ -131,3 +131,46 @@ def test_links_disable_nagle(broker: Mosquitto) -> None:
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
     finally:
         link.stop()
+
+
+def test_the_generated_config_runs_as_documented_as_root_and_as_the_mosquitto_user() -> None:
+    """`mosquitto -c pki/broker/mosquitto.conf`, unmodified: Debian's Mosquitto started as
+    root drops to the `mosquitto` user before reading its key, so `privadx certs init` run
+    as root hands the broker's folder to that user. (Other tests add `user root`, because
+    pytest's temporary folders are closed to other users.)"""
+    import os
+    import pwd
+    import shutil
+    import tempfile
+
+    from tests.mosquitto import free_port
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root: checks the broker started by root, as the README shows")
+    try:
+        pwd.getpwnam("mosquitto")
+    except KeyError:
+        pytest.skip("no 'mosquitto' user (Debian's mosquitto package creates it)")
+    root = Path(tempfile.mkdtemp(prefix="privadx-broker-"))  # /tmp: open to other users
+    try:
+        root.chmod(0o755)
+        port = free_port()
+        pki = init_federation(
+            root / "pki", federation="default", hosts=["localhost"], port=port,
+            bind="127.0.0.1", sites=["site-a"],
+        )  # fmt: skip
+        assert "user root" not in pki.broker_config.read_text()
+        broker = Mosquitto(port=port, folder=root, passwords={}, config=pki.broker_config,
+                           pki=pki.root)  # fmt: skip
+        broker.start()
+        try:
+            probe = ProbeClient.of(broker, "site-a")
+            assert probe.connected.wait(5), "the broker did not accept a device over TLS"
+            probe.close()
+        finally:
+            broker.stop()
+        key = pki.root / "broker" / "server.key"
+        assert key.stat().st_mode & 0o077 == 0  # still private, now to the broker's user
+        assert key.stat().st_uid == pwd.getpwnam("mosquitto").pw_uid
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
