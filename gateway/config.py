@@ -76,8 +76,8 @@ class GatewayConfig:
     """DP-FedAvg: clipping and Gaussian noise on the sum (TFF's aggregator on plain updates;
     sites clip and the gateway adds the noise to a secure sum)."""
     max_weight_ratio: float = 10.0
-    """A site's example count (its weight) is capped at this multiple of the round's median
-    reported count; 0 turns the cap off."""
+    """A site's example count (its weight) is capped at this multiple of the median of the
+    other sites' reported counts in the round; 0 turns the cap off."""
     seed: int = 0
     chunk_size: int = DEFAULT_CHUNK_SIZE
     export_onnx: bool = True

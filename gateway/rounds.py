@@ -237,13 +237,19 @@ def _encoding(env: Envelope) -> Encoding:
 
 
 def cap_example_counts(counts: dict[str, int], max_ratio: float) -> dict[str, int]:
-    """Limit each site's weight to ``max_ratio`` times the median reported example count.
+    """Limit each site's weight to ``max_ratio`` times the median of the *other* sites' counts.
 
-    Example counts are reported by the sites themselves: without a cap, one site claiming
-    a huge count would dominate the weighted mean whatever its update's norm. ``0`` turns
-    the cap off.
+    Example counts are reported by the sites themselves: without a cap, one site claiming a
+    huge count would dominate the weighted mean whatever its update's norm. The median is
+    taken over the others, so a site's claim cannot raise its own cap (with every count in
+    the median, a liar among two sites set the cap itself). A lone site is not capped. ``0``
+    turns the cap off.
     """
-    if max_ratio <= 0 or not counts:
+    if max_ratio <= 0 or len(counts) < 2:
         return dict(counts)
-    cap = max(1, int(np.ceil(max_ratio * float(np.median(list(counts.values()))))))
-    return {site: min(n, cap) for site, n in counts.items()}
+    out = {}
+    for site, n in counts.items():
+        others = [m for s, m in counts.items() if s != site]
+        cap = max(1, int(np.ceil(max_ratio * float(np.median(others)))))
+        out[site] = min(n, cap)
+    return out

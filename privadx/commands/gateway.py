@@ -144,8 +144,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--max-weight-ratio",
         type=float,
         default=10.0,
-        help="cap each site's example count (its weight) at this multiple of the round's "
-        "median, so no site can claim its way to dominance; 0 turns it off (default: %(default)s)",
+        help="cap each site's example count (its weight) at this multiple of the median of "
+        "the other sites' counts, so no site's claim raises its own cap; 0 turns it off "
+        "(default: %(default)s)",
     )
     add_dp_options(
         p,

@@ -106,8 +106,15 @@ def test_claimed_example_counts_are_capped_at_a_multiple_of_the_median() -> None
     honest = {"s1": 100, "s2": 300, "s3": 50}
     assert cap_example_counts(honest, 10.0) == honest
     claimed = {**honest, "liar": 10**8}
-    assert cap_example_counts(claimed, 10.0) == {**honest, "liar": 2000}  # median 200
+    assert cap_example_counts(claimed, 10.0) == {**honest, "liar": 1000}  # others' median 100
     assert cap_example_counts(claimed, 0) == claimed
+    # Two sites: the liar's own claim no longer sets the median (it was (100 + 10^9) / 2).
+    assert cap_example_counts({"s1": 100, "liar": 999_999_999}, 10.0) == {"s1": 100, "liar": 1000}
+    assert cap_example_counts({"s1": 300, "s2": 100}, 10.0) == {"s1": 300, "s2": 100}
+    # Ten sites, one liar: capped at 10x the nine others' median.
+    ten = {f"s{i}": 100 + 10 * i for i in range(9)} | {"liar": 10**6}
+    assert cap_example_counts(ten, 10.0)["liar"] == 1400
+    assert cap_example_counts({"alone": 10**6}, 10.0) == {"alone": 10**6}
 
 
 def test_an_update_of_another_run_with_the_same_id_is_stale() -> None:
