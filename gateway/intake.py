@@ -9,13 +9,18 @@ and task, and every site's partial messages share one budget of their own
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
 
 from common.evaluation.report import BINS, RELIABILITY_BINS, TEMPERATURES
 from common.evaluation.secure_sum import ReportEncoding
+from common.wire.chunks import Reassembler
+from common.wire.envelope import Envelope
 from common.wire.topics import Channel
+from gateway.rounds import Verify
+from gateway.transport import InboundError
 
 OVERHEAD = 64 * 1024
 """Room for tensor headers and JSON fields beyond the arrays themselves."""
@@ -24,6 +29,8 @@ SHARES_ROOM = 1024 * 1024
 of U1: a thousand sites fit)."""
 PARTIAL_PER_SITE = 4
 """Partial messages one site may have at a time (an update, a retry, an evaluation, a step)."""
+REFUSED_MEMORY = 4096
+"""Refused messages remembered, so their further chunks are dropped without a count."""
 
 
 @dataclass(frozen=True)
@@ -63,3 +70,51 @@ class MessageLimits:
         Room for its largest message twice (a resend while the first is incomplete).
         """
         return 2 * max(self.update, self.secagg, self.evaluation)
+
+
+class Intake:
+    """Reassembles the sites' chunks within the run's limits, checking each chunk first."""
+
+    def __init__(self, verify_chunk: Verify | None) -> None:
+        self.verify_chunk = verify_chunk
+        """The chunk-header signature check (``None``: no identity to check with)."""
+        self.limits = MessageLimits(update=0, secagg=0, evaluation=0)
+        self.reassembler = Reassembler(max_payload=0)
+        """Replaced for the run's model by :meth:`configure`."""
+        self._refused: OrderedDict[tuple[str, str], None] = OrderedDict()
+        """Messages (site, id) whose chunk header failed: their other chunks are dropped
+        uncounted, so one bad message counts once."""
+
+    def configure(self, weights: dict[str, np.ndarray], num_classes: int) -> None:
+        """Set the limits for a run's model and task."""
+        self.limits = MessageLimits.for_run(weights, num_classes)
+        self.reassembler = Reassembler(
+            max_payload=max(self.limits.update, self.limits.secagg, self.limits.evaluation),
+            max_partial=PARTIAL_PER_SITE,
+            max_sender_bytes=self.limits.sender_bytes,
+        )
+
+    def add(self, site: str, channel: Channel, env: Envelope) -> Envelope | None:
+        """A site's whole message once its last chunk is in; each chunk bounded and checked.
+
+        Raises:
+            InboundError: The chunk is refused (``label`` says how it is counted).
+            WireError: The chunk is malformed, too large or inconsistent.
+        """
+
+        def admit(chunk: Envelope) -> None:
+            key = (site, chunk.message_id)
+            if key in self._refused:
+                raise InboundError(site, "chunk of a refused message", channel, label=None)
+            reason = self.verify_chunk(chunk, site) if self.verify_chunk else None
+            if reason is not None:
+                self._refused[key] = None
+                while len(self._refused) > REFUSED_MEMORY:
+                    self._refused.popitem(last=False)
+                raise InboundError(site, reason, channel, label=reason.split(":")[0])
+
+        return self.reassembler.add(env, source=site, max_size=self.limits.of(channel), admit=admit)
+
+    def expire(self) -> None:
+        """Drop partial messages past their timeout."""
+        self.reassembler.expire()

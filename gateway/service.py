@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections import OrderedDict
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,7 +21,6 @@ from common.evaluation.decision import decision
 from common.runlog import RunFolder, json_ready
 from common.trust.identity import Identity
 from common.weights_io import save_weights
-from common.wire.chunks import Reassembler
 from common.wire.envelope import Envelope, Kind, WireError
 from common.wire.messages import (
     GATEWAY_SENDER,
@@ -37,7 +35,7 @@ from gateway.checkpoint import Progress, RunCheckpoint
 from gateway.config import GatewayConfig
 from gateway.evaluation import FederatedEvaluation
 from gateway.final_model import RunFacts, export_signed, weights_meta
-from gateway.intake import PARTIAL_PER_SITE, MessageLimits
+from gateway.intake import Intake
 from gateway.outcome import (
     federated_summary,
     final_record,
@@ -63,7 +61,6 @@ from tff_core.robust import AggregationRule
 log = logging.getLogger(__name__)
 
 POLL = 0.2
-REFUSED_MEMORY = 4096
 
 
 @dataclass
@@ -104,9 +101,6 @@ class Gateway:
         self.benchmark = load_benchmark(config)
         """The public benchmark of --eval-data, if given; otherwise no image file is opened."""
         self.scoring = BenchmarkScoring(config, self.benchmark)
-        self.reassembler = Reassembler(max_payload=0)
-        """Set for the run's model in :meth:`run` (:mod:`gateway.intake`)."""
-        self.limits = MessageLimits(update=0, secagg=0, evaluation=0)
         self.folder = RunFolder(config.out)
         self.checkpoint = RunCheckpoint(config.out / "checkpoint")
         self.records: list[dict[str, Any]] = []
@@ -115,10 +109,7 @@ class Gateway:
         self.identity = Identity.load(config.identity) if config.identity else None
         verifier = self.identity.verifier() if self.identity else None
         self.verify_update = signature_check(verifier, allow_unsigned=config.allow_unsigned)
-        self.verify_chunk = chunk_check(verifier, allow_unsigned=config.allow_unsigned)
-        self._refused: OrderedDict[tuple[str, str], None] = OrderedDict()
-        """Messages (site, id) whose chunk header failed: their other chunks are dropped
-        uncounted, so one bad message counts once."""
+        self.intake = Intake(chunk_check(verifier, allow_unsigned=config.allow_unsigned))
         self.evaluation = FederatedEvaluation(
             run=config.run_id,
             num_classes=self.task.num_classes,
@@ -149,12 +140,7 @@ class Gateway:
         """Run every round, export, publish the ONNX model; return the summary."""
         started = time.monotonic()
         state = GatewayRun(weights=self._initial_weights())
-        self.limits = MessageLimits.for_run(state.weights, self.task.num_classes)
-        self.reassembler = Reassembler(
-            max_payload=max(self.limits.update, self.limits.secagg, self.limits.evaluation),
-            max_partial=PARTIAL_PER_SITE,
-            max_sender_bytes=self.limits.sender_bytes,
-        )
+        self.intake.configure(state.weights, self.task.num_classes)
         progress = self.checkpoint.load(self.config.run_id, self.config.resume_settings())
         if progress is None and self.config.identity is not None:
             RunRegistry(self.config.identity).claim(self.config.run_id, self.config.out)
@@ -426,7 +412,7 @@ class Gateway:
         try:
             msg = self.transport.receive(POLL)
             if msg is None:
-                self.reassembler.expire()  # partial messages expire on the clock, not on traffic
+                self.intake.expire()  # partial messages expire on the clock, not on traffic
                 return
             source = msg.site
             if msg.channel is Channel.PRESENCE:
@@ -471,29 +457,13 @@ class Gateway:
         if previous != env.meta.get("state"):
             log.info("site %s is %s", site, env.meta.get("state"))
 
-    def _reassemble(self, site: str, channel: Channel, env: Envelope) -> Envelope | None:
-        """A site's whole message once its last chunk is in; each chunk bounded and checked."""
-
-        def admit(chunk: Envelope) -> None:
-            key = (site, chunk.message_id)
-            if key in self._refused:
-                raise InboundError(site, "chunk of a refused message", channel, label=None)
-            reason = self.verify_chunk(chunk, site) if self.verify_chunk else None
-            if reason is not None:
-                self._refused[key] = None
-                while len(self._refused) > REFUSED_MEMORY:
-                    self._refused.popitem(last=False)
-                raise InboundError(site, reason, channel, label=reason.split(":")[0])
-
-        return self.reassembler.add(env, source=site, max_size=self.limits.of(channel), admit=admit)
-
     def _on_update_chunk(self, site: str, env: Envelope, state: GatewayRun) -> None:
-        whole = self._reassemble(site, Channel.UPDATE, env)
+        whole = self.intake.add(site, Channel.UPDATE, env)
         if whole is not None:
             self.plain.on_update(site, whole, state)
 
     def _on_evaluation_chunk(self, site: str, env: Envelope) -> None:
-        whole = self._reassemble(site, Channel.EVALUATION, env)
+        whole = self.intake.add(site, Channel.EVALUATION, env)
         if whole is None:
             return
         reason = self.evaluation.offer(whole, site)
@@ -512,7 +482,7 @@ class Gateway:
         secure = self.secure.current
         if secure is not None:
             secure.nbytes[site] += nbytes  # every byte the site sent, chunk headers included
-        whole = self._reassemble(site, Channel.SECAGG, env)
+        whole = self.intake.add(site, Channel.SECAGG, env)
         if whole is None:
             return
         if secure is None:

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from privadx.commands._common import print_json
+from privadx.commands._common import positive_int, print_json
 
 if TYPE_CHECKING:
     from common.model_info import ModelInfo
@@ -58,7 +58,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--max-pixels",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help="largest image (pixels per image or DICOM frame) decoded; larger files are "
         "reported and skipped before decoding (default 40,000,000)",
@@ -69,16 +69,6 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="use a model without a signed manifest (its origin is then unchecked)",
     )
     p.set_defaults(subparser=p, run=run)
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected at least 1, got {value}")
-    return value
 
 
 def run(args: argparse.Namespace) -> int:
