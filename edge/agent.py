@@ -33,7 +33,7 @@ from common.trust.manifest import check_signed
 from common.trust.pki import GATEWAY_IDENTITY, TrustError
 from common.wire import envelope as wire
 from common.wire import tensors
-from common.wire.chunks import DEFAULT_CHUNK_SIZE, Reassembler, split
+from common.wire.chunks import Reassembler, split
 from common.wire.envelope import Envelope, Kind, WireError
 from common.wire.messages import (
     GATEWAY_SENDER,
@@ -467,7 +467,7 @@ class EdgeAgent:
         return self.identity.signer.sign_envelope(env) if self.identity is not None else env
 
     def _send(self, env: Envelope, topic: str) -> None:
-        for chunk in split(env, DEFAULT_CHUNK_SIZE):
+        for chunk in split(env, self.config.chunk_size):
             data = wire.to_bytes(chunk)
             self.link.publish(topic, data)
             self.store.state["bytes_sent"] += len(data)

@@ -5,9 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from common.errors import InputError
 from common.evaluation.holdout import DEFAULT_EVAL_FRACTION, check_fraction
 from common.mqtt_link import BrokerAddress, MqttVersion
 from common.trust.identity import check_security
+from common.wire.chunks import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE
 from common.wire.topics import check_name, check_site_id
 
 
@@ -36,6 +38,8 @@ class EdgeConfig:
     eval_fraction: float = DEFAULT_EVAL_FRACTION
     """Share of each class of the local images held out for federated evaluation (never
     trained on); 0 sends no evaluation reports."""
+    chunk_size: int = DEFAULT_CHUNK_SIZE
+    """Payload bytes per MQTT message when an update or report is sent in chunks."""
     eval_data: str | None = None
     """A separate folder, CSV or ``.npz`` of evaluation images instead (then every local
     training image is trained on)."""
@@ -47,3 +51,7 @@ class EdgeConfig:
         check_site_id(self.site_id)
         check_name("federation name", self.federation)
         check_fraction(self.eval_fraction)
+        if not 1024 <= self.chunk_size <= MAX_CHUNK_SIZE:
+            raise InputError(
+                f"chunk size must lie in [1024, {MAX_CHUNK_SIZE}], got {self.chunk_size}"
+            )

@@ -12,6 +12,7 @@ from common.errors import InputError
 from common.mqtt_link import BrokerAddress, MqttVersion
 from common.task import TaskSpec
 from common.trust.identity import check_security
+from common.weighting import DEFAULT_MAX_WEIGHT_RATIO
 from common.wire.chunks import DEFAULT_CHUNK_SIZE
 from common.wire.secure import SecureSettings
 from common.wire.topics import check_name
@@ -75,7 +76,7 @@ class GatewayConfig:
     dp: DpSpec | None = None
     """DP-FedAvg: clipping and Gaussian noise on the sum (TFF's aggregator on plain updates;
     sites clip and the gateway adds the noise to a secure sum)."""
-    max_weight_ratio: float = 10.0
+    max_weight_ratio: float = DEFAULT_MAX_WEIGHT_RATIO
     """A site's example count (its weight) is capped at this multiple of the median of the
     other sites' reported counts in the round; 0 turns the cap off."""
     seed: int = 0

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+from common.weighting import cap_example_counts
 from common.wire.envelope import Envelope
 from common.wire.messages import RoundAnnouncement
 from gateway.checkpoint import RunCheckpoint
@@ -24,7 +25,6 @@ from gateway.rounds import (
     QuorumError,
     RoundState,
     Verify,
-    cap_example_counts,
 )
 from gateway.streaming import StreamingMean
 

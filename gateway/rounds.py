@@ -234,22 +234,3 @@ def _encoding(env: Envelope) -> Encoding:
         return Encoding(value)
     except ValueError:
         raise TensorFormatError(f"unknown encoding: {value!r}") from None
-
-
-def cap_example_counts(counts: dict[str, int], max_ratio: float) -> dict[str, int]:
-    """Limit each site's weight to ``max_ratio`` times the median of the *other* sites' counts.
-
-    Example counts are reported by the sites themselves: without a cap, one site claiming a
-    huge count would dominate the weighted mean whatever its update's norm. The median is
-    taken over the others, so a site's claim cannot raise its own cap (with every count in
-    the median, a liar among two sites set the cap itself). A lone site is not capped. ``0``
-    turns the cap off.
-    """
-    if max_ratio <= 0 or len(counts) < 2:
-        return dict(counts)
-    out = {}
-    for site, n in counts.items():
-        others = [m for s, m in counts.items() if s != site]
-        cap = max(1, int(np.ceil(max_ratio * float(np.median(others)))))
-        out[site] = min(n, cap)
-    return out

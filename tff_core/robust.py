@@ -1,11 +1,12 @@
 """Aggregation rules that bound what one broken or malicious site can do to the global model.
 
 - ``mean``: FedAvg's example-weighted mean of client deltas (``tff.aggregators.MeanFactory``).
-- ``norm-bound`` (the default): TFF's ``tff.learning.robust_aggregator``: adaptive zeroing of
-  updates whose norm is far above the norms seen (estimated quantile 0.98, x2 + 1) and adaptive
-  clipping to the estimated 0.8 quantile of the norms (Andrew et al., "Differentially Private
-  Learning with Adaptive Clipping", NeurIPS 2021), then the weighted mean. A scaled-up update
-  is zeroed or clipped to an ordinary norm.
+- ``norm-bound`` (the default): TFF's ``tff.learning.robust_aggregator`` with one change:
+  adaptive zeroing of updates whose norm is far above the norms seen (estimated quantile 0.98,
+  x2 + 1), adaptive clipping to the estimated 0.8 quantile of the norms (Andrew et al.,
+  "Differentially Private Learning with Adaptive Clipping", NeurIPS 2021), then the weighted
+  mean. A scaled-up update is zeroed or clipped to an ordinary norm, and a zeroed update also
+  loses its weight (:mod:`tff_core.zeroing`; TFF's zeroing keeps it).
 - ``median``: coordinate-wise median of the deltas (Yin et al., "Byzantine-Robust Distributed
   Learning: Towards Optimal Statistical Rates", ICML 2018). Unweighted.
 - ``trimmed-mean``: coordinate-wise mean after dropping the ``beta`` fraction of largest and of
@@ -49,7 +50,9 @@ def tff_model_aggregator(rule: AggregationRule) -> Any:
     if rule is AggregationRule.MEAN:
         return tff.aggregators.MeanFactory()
     if rule is AggregationRule.NORM_BOUND:
-        return tff.learning.robust_aggregator(zeroing=True, clipping=True, weighted=True)
+        from tff_core.zeroing import robust_weighted_mean
+
+        return robust_weighted_mean()
     raise InputError(f"aggregation rule {rule} is not a TFF aggregator")
 
 

@@ -22,6 +22,7 @@ from common.evaluation.report import build_report
 from common.model_info import ModelInfo
 from common.preprocess import PreprocessSpec
 from common.runlog import RunFolder
+from common.weighting import DEFAULT_MAX_WEIGHT_RATIO, cap_example_counts
 from common.weights_io import save_weights
 from models.evaluate import choose_threshold, evaluate_split, fast_scorer, predict_logits
 from models.spec import ModelSpec
@@ -152,6 +153,13 @@ def run_simulation(config: SimulationConfig) -> dict[str, Any]:
     return summary
 
 
+def _would_cap(config: SimulationConfig, exp: Experiment, chosen: list[int]) -> dict[str, int]:
+    """The sites whose true example count a gateway's default cap would weigh down."""
+    counts = {site_name(i): len(exp.sites[i]) * config.local_epochs for i in chosen}
+    capped = cap_example_counts(counts, DEFAULT_MAX_WEIGHT_RATIO)
+    return {s: n for s, n in counts.items() if capped[s] < n}
+
+
 def _train_federated(
     config: SimulationConfig, exp: Experiment, run: RunFolder, rounds: int
 ) -> tuple[Any, dict[str, Any]]:
@@ -201,11 +209,19 @@ def _train_federated(
             "round": round_num,
             "seconds": round(time.monotonic() - t0, 2),
             "clients": chosen,
+            "capped_examples": {} if config.dp else _would_cap(config, exp, chosen),
             "train": {k: float(v) for k, v in train.items()},
             "test": final,
             "sites_train": _per_site(scorer, exp, threshold),
             **_federated_evaluation(scorer, exp),
         }
+        if record["capped_examples"]:
+            log.warning(
+                "round %d: a gateway's example-count cap would weigh down %s "
+                "(the simulation weighs their true counts)",
+                round_num,
+                sorted(record["capped_examples"]),
+            )
         eps = epsilon(config.dp, round_num) if config.dp else None
         if config.dp:
             record["privacy"] = {

@@ -28,11 +28,14 @@ MAX_PACKET = 1024 * 1024
 """Largest MQTT packet any PrivaDx client accepts or sends (``max_packet_size`` in the shipped
 Mosquitto config); chunk sizes must leave room for the envelope below it."""
 
+MAX_CHUNK_SIZE = MAX_PACKET - ENVELOPE_OVERHEAD - 1024
+"""The largest chunk payload that still fits a packet with its envelope."""
+
 
 def split(env: Envelope, chunk_size: int = DEFAULT_CHUNK_SIZE) -> list[Envelope]:
     """Cut ``env.payload`` into chunks of at most ``chunk_size`` bytes (at least one chunk)."""
-    if not 1 <= chunk_size <= MAX_PACKET - ENVELOPE_OVERHEAD - 1024:
-        raise ValueError(f"chunk_size must lie in [1, {MAX_PACKET - ENVELOPE_OVERHEAD - 1024}]")
+    if not 1 <= chunk_size <= MAX_CHUNK_SIZE:
+        raise ValueError(f"chunk_size must lie in [1, {MAX_CHUNK_SIZE}]")
     payload = env.payload
     total_sha = hashlib.sha256(payload).hexdigest()
     count = max(1, -(-len(payload) // chunk_size))

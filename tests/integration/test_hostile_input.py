@@ -5,10 +5,12 @@ not been sent."""
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +19,12 @@ import pytest
 
 from common.trust.identity import Identity
 from common.wire import envelope as wire
-from common.wire.chunks import split
+from common.wire.chunks import DEFAULT_CHUNK_SIZE, split
 from common.wire.envelope import Envelope, Kind
 from common.wire.messages import RUN_NONCE, RoundAnnouncement, update_envelope
 from common.wire.topics import Topics
 from common.wire.update_codec import Encoding
+from edge.agent import EdgeAgent
 from models.training import LocalTraining
 from tests.federation import run_federation, split_sites, start_broker
 from tests.mosquitto import Mosquitto, ProbeClient
@@ -68,13 +71,21 @@ def _federate_under_attack(
     messages: Callable[[Mosquitto, Envelope], list[bytes]],
     target: str,
     join_delay: float,
+    attacker_site: str = "site-1",
+    identities: int = 2,
+    until_done: bool = False,
+    chunk: int = DEFAULT_CHUNK_SIZE,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """A 2-site, 1-round run in which site-1's key, once a message on ``watch`` ``fires``,
-    also publishes ``messages`` on ``target``. Returns the round record and the summary."""
+    """A 2-site, 1-round run in which ``attacker_site``'s key, once a message on ``watch``
+    ``fires``, also publishes ``messages`` on ``target`` (with ``until_done``, batch after
+    batch until the run has finished, and the run must finish while it still floods). The
+    honest sites send in chunks of ``chunk`` bytes. Returns the round record and the
+    summary."""
     sites = split_sites(breast_npz, 2, alpha=1.0, seed=2)
-    broker = start_broker(tmp_path / "broker", 2)
-    attacker = ProbeClient.of(broker, "site-1")
-    sent = threading.Event()
+    broker = start_broker(tmp_path / "broker", identities)
+    attacker = ProbeClient.of(broker, attacker_site)
+    sent, done = threading.Event(), threading.Event()
+    flooding_at_the_end: list[bool] = []
 
     def attack() -> None:
         attacker.connected.wait(10)
@@ -83,10 +94,14 @@ def _federate_under_attack(
         while time.monotonic() < deadline:
             hits = [p for t, p in list(attacker.got) if p and fires(t, p)]
             if hits:
-                for message in messages(broker, wire.from_bytes(hits[0])):
-                    attacker.pub(target, message)
-                sent.set()
-                return
+                while True:
+                    for message in messages(broker, wire.from_bytes(hits[0])):
+                        attacker.pub(target, message)
+                    sent.set()
+                    if not until_done or done.is_set() or time.monotonic() > deadline:
+                        flooding_at_the_end.append(done.is_set())
+                        return
+                    time.sleep(0.05)
             time.sleep(0.02)
 
     thread = threading.Thread(target=attack, daemon=True)
@@ -95,12 +110,16 @@ def _federate_under_attack(
         result = run_federation(
             broker, tmp_path, sites, dataset=str(breast_npz), rounds=1, seed=0,
             federation=FEDERATION, training=LocalTraining(local_epochs=1), export_onnx=False,
-            join_delay=join_delay,
+            join_delay=join_delay, agent_class=lambda c: EdgeAgent(replace(c, chunk_size=chunk)),
         )  # fmt: skip
+        done.set()
+        thread.join(60)
     finally:
+        done.set()
         attacker.close()
         broker.stop()
     assert sent.is_set()
+    assert flooding_at_the_end == [until_done]  # with until_done, the flood outlasted the run
     (record,) = [
         json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
     ]
@@ -187,30 +206,38 @@ def test_malformed_evaluation_reports_are_counted_and_the_evaluation_completes(
 
 
 def _flood(broker: Mosquitto, round_env: Envelope) -> list[bytes]:
-    """Site-1 floods its update topic: 200 chunks each declaring a 400 MB update, then the
-    first chunks of 300 signed updates it never completes (the flood and eviction of the
-    report)."""
+    """One batch of site-2's flood of its own update topic: 20 chunks each declaring a 400 MB
+    update, then the first chunks of 30 signed updates it never completes (each batch with
+    fresh message ids)."""
     a = RoundAnnouncement.from_envelope(round_env)
     assert broker.pki is not None
-    me = Identity.load(broker.pki / "sites" / "site-1")
+    me = Identity.load(broker.pki / "sites" / "site-2")
+    batch = next(_batches)
     out = []
-    for i in range(200):
-        env = Envelope(kind=Kind.UPDATE, run=a.run, round=a.round, sender="site-1",
-                       payload=b"\0" * 64, message_id=f"huge-{i}")  # fmt: skip
+    for i in range(20):
+        env = Envelope(kind=Kind.UPDATE, run=a.run, round=a.round, sender="site-2",
+                       payload=b"\0" * 64, message_id=f"huge-{batch}-{i}")  # fmt: skip
         info = {"index": 0, "count": 2, "sha256": hashlib.sha256(b"\0" * 64).hexdigest(),
                 "total_sha256": "0" * 64, "total_size": 400_000_000}  # fmt: skip
         out.append(wire.to_bytes(me.signer.sign_envelope(env).with_meta(chunk=info)))
-    for i in range(300):
-        env = Envelope(kind=Kind.UPDATE, run=a.run, round=a.round, sender="site-1",
-                       payload=bytes([i % 256]) * 4096, message_id=f"partial-{i}")  # fmt: skip
+    for i in range(30):
+        env = Envelope(kind=Kind.UPDATE, run=a.run, round=a.round, sender="site-2",
+                       payload=bytes([i]) * 4096, message_id=f"partial-{batch}-{i}")  # fmt: skip
         first = split(me.signer.sign_envelope(env.with_meta(examples=10)), 1024)[0]
         out.append(wire.to_bytes(first))
     return out
 
 
+_batches = itertools.count()
+
+
 def test_a_flood_of_partial_messages_is_bounded_per_site_and_the_round_completes(
     tmp_path: Path, breast_npz: Path
 ) -> None:
+    """Site-2's key floods for the whole run while both honest sites send their updates and
+    reports in 4 KiB chunks: the declared 400 MB messages are refused before a byte is kept
+    (an update cannot be larger than the model) and the small ones evict only site-2's own
+    partial messages, so every honest multi-chunk message completes."""
     topics = Topics(FEDERATION)
     record, summary = _federate_under_attack(
         tmp_path,
@@ -218,10 +245,14 @@ def test_a_flood_of_partial_messages_is_bounded_per_site_and_the_round_completes
         watch=topics.round,
         fires=lambda topic, _: topic == topics.round,
         messages=_flood,
-        target=topics.update("site-1"),
+        target=topics.update("site-2"),
         join_delay=4.0,
+        attacker_site="site-2",
+        identities=3,
+        until_done=True,
+        chunk=4096,
     )
-    # The declared 400 MB messages are refused before a byte is kept (an update cannot be
-    # larger than the model); the small ones evict only site-1's own partial messages.
-    assert record["rejected"] == {"malformed": 200}
+    # Only the oversized chunks are counted; the evicted partial messages are site-2's own.
+    assert set(record["rejected"]) == {"malformed"} and record["rejected"]["malformed"] >= 20
     assert record["updates"] == 2 and summary["federated"]["sites_reported"] == 2
+    assert max(record["update_bytes"].values()) > 4 * 4096  # the honest updates were chunked

@@ -112,3 +112,44 @@ def test_flat_aggregation_equals_tff_on_the_weight_structure(rule: AggregationRu
             assert server.last_measurements == json_ready(out.measurements)
         if rule is AggregationRule.NORM_BOUND:
             assert zeroed[1] == 1  # the 1000x update was zeroed: the bound was at work
+
+
+def test_norm_bound_matches_tffs_robust_aggregator_until_an_update_is_zeroed() -> None:
+    """Same clipping and zeroing decisions as ``tff.learning.robust_aggregator``; the only
+    difference is that a zeroed update's example count leaves the mean too."""
+    import tensorflow_federated as tff
+
+    from tff_core.robust import tff_model_aggregator
+    from tff_core.runtime import tff_runtime
+
+    value_type = tff.TensorType(np.float32, [4])
+    weight_type = tff.TensorType(np.float32)
+    ours_f = tff_model_aggregator(AggregationRule.NORM_BOUND)
+    tffs_f = tff.learning.robust_aggregator(zeroing=True, clipping=True, weighted=True)
+    honest = np.full(4, 0.5, np.float32)
+    with tff_runtime():
+        ours, tffs = ours_f.create(value_type, weight_type), tffs_f.create(value_type, weight_type)
+        s_ours, s_tffs = ours.initialize(), tffs.initialize()
+        for scale in (1.0, 3.0, 0.5):  # nothing zeroed: identical results and norms
+            values, weights = [honest * scale, -honest], [np.float32(30), np.float32(10)]
+            a, b = ours.next(s_ours, values, weights), tffs.next(s_tffs, values, weights)
+            s_ours, s_tffs = a.state, b.state
+            np.testing.assert_allclose(a.result, b.result, rtol=1e-6)
+            assert a.measurements["zeroing_norm"] == pytest.approx(b.measurements["zeroing_norm"])
+            assert a.measurements["zeroed_count"] == b.measurements["zeroed_count"] == 0
+        # One site sends 1e30 with a huge count: TFF's zeroing keeps its weight and the honest
+        # step shrinks by the attacker's share; here the honest update is the whole mean.
+        values = [honest, np.full(4, 1e30, np.float32)]
+        weights = [np.float32(10), np.float32(1000)]
+        a, b = ours.next(s_ours, values, weights), tffs.next(s_tffs, values, weights)
+        assert a.measurements["zeroed_count"] == b.measurements["zeroed_count"] == 1
+        clipped = np.asarray(b.result) * (1010 / 10)  # TFF's: honest/clip * 10/1010
+        np.testing.assert_allclose(a.result, clipped, rtol=1e-5)
+        assert np.linalg.norm(b.result) < 0.011 * np.linalg.norm(a.result)
+        # A NaN update is dropped too, and a round in which every update is zeroed makes no step.
+        nan = ours.next(a.state, [np.full(4, np.nan, np.float32), honest], weights)
+        assert nan.measurements["zeroed_count"] == 1 and np.isfinite(nan.result).all()
+        none = ours.next(nan.state, [np.full(4, 1e30, np.float32)], [np.float32(5)])
+        assert none.measurements["zeroed_count"] == 1
+        assert np.isfinite(none.measurements["zeroing_norm"])  # the NaN did not reach the norm
+        np.testing.assert_array_equal(none.result, np.zeros(4, np.float32))

@@ -3,6 +3,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
+import pytest
 
 from common.wire.messages import update_envelope
 from common.wire.update_codec import Encoding
@@ -101,7 +102,7 @@ def test_unknown_encoding_is_rejected_with_reason() -> None:
 
 
 def test_claimed_example_counts_are_capped_at_a_multiple_of_the_median() -> None:
-    from gateway.rounds import cap_example_counts
+    from common.weighting import cap_example_counts
 
     honest = {"s1": 100, "s2": 300, "s3": 50}
     assert cap_example_counts(honest, 10.0) == honest
@@ -115,6 +116,18 @@ def test_claimed_example_counts_are_capped_at_a_multiple_of_the_median() -> None
     ten = {f"s{i}": 100 + 10 * i for i in range(9)} | {"liar": 10**6}
     assert cap_example_counts(ten, 10.0)["liar"] == 1400
     assert cap_example_counts({"alone": 10**6}, 10.0) == {"alone": 10**6}
+
+
+@pytest.mark.parametrize("sites", [2, 3, 10])
+@pytest.mark.parametrize("ratio", [10.0, 3.0, 1.0])
+def test_a_liars_share_of_the_weight_is_the_documented_bound(sites: int, ratio: float) -> None:
+    from common.weighting import cap_example_counts, worst_share
+
+    claims = {f"s{i}": 200 for i in range(sites - 1)} | {"liar": 10**9}
+    capped = cap_example_counts(claims, ratio)
+    share = capped["liar"] / sum(capped.values())
+    assert share == pytest.approx(worst_share(ratio, sites))
+    assert share < 1 - 1e-3 and (sites < 10 or ratio > 1 or share <= 0.1)
 
 
 def test_an_update_of_another_run_with_the_same_id_is_stale() -> None:
