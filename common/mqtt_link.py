@@ -17,10 +17,10 @@ import ssl
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from common.compat import StrEnum
 from common.errors import InputError, PrivadxError
 from common.wire.chunks import MAX_PACKET
 

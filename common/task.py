@@ -25,7 +25,6 @@ folder names), reading no pixel data.
 from __future__ import annotations
 
 import json
-import tomllib
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from common.compat import tomllib
 from common.errors import DataError, InputError
 from common.model_info import ModelInfo
 from common.preprocess import PreprocessSpec

@@ -9,9 +9,9 @@ bias-corrected step size), so a site training with Keras reproduces TFF's client
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from enum import StrEnum
 from typing import Any
 
+from common.compat import StrEnum
 from common.deps import require
 from common.errors import InputError
 

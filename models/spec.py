@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
-from enum import StrEnum
 
+from common.compat import StrEnum
 from common.errors import InputError, ModelError
 
 MAX_SIDE = 1024

@@ -11,10 +11,10 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import tomllib
 from collections.abc import Sequence
 from pathlib import Path
 
+from common.compat import tomllib
 from common.errors import InputError, PrivadxError
 from privadx.commands import (
     certs,

@@ -19,11 +19,11 @@ they are not available with secure aggregation; the TFF rules are.
 
 from __future__ import annotations
 
-from enum import StrEnum
 from typing import Any
 
 import numpy as np
 
+from common.compat import StrEnum
 from common.deps import require
 from common.errors import InputError
 

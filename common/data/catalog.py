@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from enum import StrEnum
 
+from common.compat import StrEnum
 from common.errors import InputError
 
 OFFICIAL_BASE_URL = "https://zenodo.org/records/10519652/files"

@@ -9,10 +9,10 @@ dominated by one class; large alpha approaches IID.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import StrEnum
 
 import numpy as np
 
+from common.compat import StrEnum
 from common.errors import InputError
 
 

@@ -13,9 +13,9 @@ import struct
 import time
 import uuid
 from dataclasses import dataclass, field, replace
-from enum import StrEnum
 from typing import Any
 
+from common.compat import StrEnum
 from common.errors import InputError
 
 MAGIC = b"PDX"

@@ -23,11 +23,11 @@ from __future__ import annotations
 import hashlib
 import uuid
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any
 
 import numpy as np
 
+from common.compat import StrEnum
 from common.wire import tensors
 from common.wire.envelope import Envelope, Kind, WireError
 from common.wire.secure import SecureSettings

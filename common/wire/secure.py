@@ -33,11 +33,11 @@ import binascii
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any, Protocol
 
 import numpy as np
 
+from common.compat import StrEnum
 from common.errors import InputError
 from common.secagg.protocol import Advertisement
 from common.secagg.quantize import QuantSpec

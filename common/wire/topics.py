@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from enum import StrEnum
 
+from common.compat import StrEnum
 from common.errors import InputError
 
 PREFIX = "privadx"

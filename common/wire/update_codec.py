@@ -12,10 +12,9 @@ from (its hash is checked first), so aggregation never sees the encoding.
 
 from __future__ import annotations
 
-from enum import StrEnum
-
 import numpy as np
 
+from common.compat import StrEnum
 from common.wire.tensors import TensorFormatError, check_like
 
 SCALE_SUFFIX = "#scale"

@@ -68,8 +68,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the agent."""
+    from common.deps import ensure_installed
     from edge.agent import EdgeAgent
     from edge.config import EdgeConfig
+
+    ensure_installed("tensorflow")  # the agent trains at every round: say so now, not then
 
     broker, version = broker_from_args(args)
     config = EdgeConfig(

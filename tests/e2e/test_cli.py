@@ -11,35 +11,7 @@ import pytest
 from PIL import Image
 from pydicom.data import get_testdata_file
 
-from tests.conftest import REPO, SUMMARY_KEYS, run_cli
-
-
-@pytest.fixture(scope="module")
-def sim_run(tmp_path_factory: pytest.TempPathFactory, breast_npz: Path) -> Path:
-    out = tmp_path_factory.mktemp("run")
-    proc = run_cli(
-        "simulate",
-        "--dataset",
-        str(breast_npz),
-        "--sites",
-        "4",
-        "--rounds",
-        "2",
-        "--local-epochs",
-        "4",  # with 1, AUC 0.49: an untrained model, useless for the int8 comparison below
-        "--clients-per-round",
-        "3",
-        "--centralized",
-        "--seed",
-        "7",
-        "--json",
-        "--out",
-        str(out),
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    summary = json.loads(proc.stdout)
-    assert set(summary) >= SUMMARY_KEYS
-    return out
+from tests.conftest import REPO, run_cli
 
 
 def test_simulate_writes_the_run_folder(sim_run: Path) -> None:
