@@ -10,7 +10,7 @@ import numpy as np
 from common.errors import ModelError
 from common.metrics import decide, softmax
 from common.model_info import ModelInfo
-from common.onnx_session import cpu_session
+from common.onnx_session import execution_providers, inference_session
 from common.preprocess import to_model_input
 
 log = logging.getLogger(__name__)
@@ -20,14 +20,23 @@ class OnnxClassifier:
     """An ONNX Runtime session plus the metadata needed to feed it and read its output."""
 
     def __init__(
-        self, path: Path, *, threads: int | None = None, data: bytes | None = None
+        self,
+        path: Path,
+        *,
+        threads: int | None = None,
+        data: bytes | None = None,
+        provider: str = "cpu",
     ) -> None:
         """Load ``path`` (or ``data``, its bytes as already read and verified)."""
         path = Path(path)
         if data is None and not path.is_file():
             raise ModelError(f"{path}: no such model file")
+        source = data if data is not None else str(path)
+        execution_providers(
+            provider
+        )  # an unavailable provider is the user's error, not the model's
         try:
-            self.session = cpu_session(data if data is not None else str(path), threads=threads)
+            self.session = inference_session(source, threads=threads, provider=provider)
         except Exception as exc:  # onnxruntime raises its own untyped errors
             raise ModelError(f"{path.name}: not a loadable ONNX model ({exc})") from exc
         meta = dict(self.session.get_modelmeta().custom_metadata_map)

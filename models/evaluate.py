@@ -34,11 +34,11 @@ class OnnxLogits:
     """
 
     def __init__(self, model: tf.keras.Model) -> None:
-        from common.onnx_session import cpu_session
+        from common.onnx_session import inference_session
         from models.architectures import INPUT_NAME
         from models.onnx_export import direct_graph
 
-        self.session = cpu_session(direct_graph(model).SerializeToString(), spin=False)
+        self.session = inference_session(direct_graph(model).SerializeToString(), spin=False)
         self.input_name = INPUT_NAME
 
     def __call__(self, x: np.ndarray) -> np.ndarray:

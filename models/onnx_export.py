@@ -112,11 +112,11 @@ def verify_parity(
     Raises:
         ModelError: The difference exceeds :data:`PARITY_TOLERANCE`.
     """
-    from common.onnx_session import cpu_session
+    from common.onnx_session import inference_session
 
     x = to_model_input(images, spec)
     keras_logits = model(x, training=False).numpy()
-    session = cpu_session(str(onnx_path))  # as the sites will run it
+    session = inference_session(str(onnx_path))  # as the sites will run it
     (onnx_logits,) = session.run(None, {session.get_inputs()[0].name: x})
     diff = float(np.max(np.abs(keras_logits - onnx_logits)))
     if not diff <= PARITY_TOLERANCE:

@@ -43,6 +43,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
     p.add_argument(
+        "--provider",
+        default="cpu",
+        metavar="NAME",
+        help="ONNX Runtime execution provider: cpu (default), cuda or tensorrt (with "
+        "onnxruntime-gpu, e.g. on a Jetson), or a full provider name",
+    )
+    p.add_argument(
         "--threshold",
         type=_probability,
         default=None,
@@ -78,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     from edge.onnx_model import OnnxClassifier
 
     data, manifest = _verified_model(args)
-    model = OnnxClassifier(args.model, threads=args.threads, data=data)
+    model = OnnxClassifier(args.model, threads=args.threads, data=data, provider=args.provider)
     if args.threshold is not None and len(model.info.class_names) != 2:
         raise InputError("--threshold applies to binary models only; this one decides at argmax")
     results = diagnose(model, args.paths, threshold=args.threshold, max_pixels=args.max_pixels)

@@ -435,3 +435,18 @@ def test_an_image_bomb_is_reported_and_the_other_images_diagnosed(
     assert "Traceback" not in proc.stderr
     strict = run_cli(*args, "--max-pixels", "100")
     assert "above the limit of 100 " in json.loads(strict.stdout)["results"][2]["error"]
+
+
+def test_diagnose_on_a_named_execution_provider(
+    sim_run: Path, breast_npz: Path, tmp_path: Path
+) -> None:
+    Image.fromarray(np.load(breast_npz)["test_images"][0]).save(tmp_path / "a.png")
+    model, image = str(sim_run / "model.onnx"), str(tmp_path / "a.png")
+    cpu = run_cli("diagnose", model, image, "--allow-unsigned", "--json", "--provider", "cpu")
+    default = run_cli("diagnose", model, image, "--allow-unsigned", "--json")
+    assert cpu.returncode == 0 and json.loads(cpu.stdout) == json.loads(default.stdout)
+    proc = run_cli("diagnose", model, image, "--allow-unsigned", "--provider", "tensorrt")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert (
+        "'tensorrt' is not available" in proc.stderr and "cpu (CPUExecutionProvider)" in proc.stderr
+    )
