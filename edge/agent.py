@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -87,6 +88,7 @@ class EdgeAgent:
 
     def __init__(self, config: EdgeConfig) -> None:
         self.config = config
+        self._stopping = threading.Event()
         self.topics = Topics(config.federation)
         self.store = ModelStore(config.model_dir)
         self.reassembler = Reassembler(max_payload=MAX_MODEL_BYTES, max_partial=8)
@@ -154,6 +156,10 @@ class EdgeAgent:
         )
 
     # --- main loop ------------------------------------------------------------------------
+    def stop(self) -> None:
+        """Ask :meth:`run` to return after the message it is handling (from any thread)."""
+        self._stopping.set()
+
     def run(self, max_seconds: float | None = None) -> int:
         """Serve until stopped (or, with ``once``, until the run's ONNX model is saved).
 
@@ -174,6 +180,8 @@ class EdgeAgent:
                     log.info("run finished; model.onnx saved in %s", self.store.root)
                     return 0
                 if max_seconds is not None and time.monotonic() - started > max_seconds:
+                    return 0
+                if self._stopping.is_set():
                     return 0
         finally:
             self.store.flush()

@@ -73,6 +73,53 @@ def task_for(dataset: Path | str, *, dropout: float = 0.3) -> TaskSpec:
     return replace(task_from_dataset(str(dataset)), dropout=dropout)
 
 
+def save_sites(root: Path, sites: list[LabeledImages]) -> list[str]:
+    """Each site's images as ``root/<site>.npz``; returns the site names."""
+    names = [site_name(i) for i in range(len(sites))]
+    for name, site in zip(names, sites, strict=True):
+        np.savez(root / f"{name}.npz", images=site.images, labels=site.labels)
+    return names
+
+
+def gateway_config(broker: Mosquitto, out: Path, sites: int, **gateway_kw: Any) -> GatewayConfig:
+    """A gateway on ``broker`` writing to ``out``, waiting for all ``sites``."""
+    return GatewayConfig(
+        broker=BrokerAddress.parse(broker.url(GATEWAY_USER)),
+        identity=broker.identity(GATEWAY_USER),
+        insecure=not broker.tls,
+        allow_unsigned=not broker.tls,
+        out=out,
+        min_sites=sites,
+        round_timeout=600,
+        start_timeout=600,
+        **gateway_kw,
+    )
+
+
+def edge_config(
+    broker: Mosquitto,
+    root: Path,
+    name: str,
+    federation: str,
+    *,
+    once: bool = True,
+    eval_fraction: float = DEFAULT_EVAL_FRACTION,
+) -> EdgeConfig:
+    """Site ``name``'s agent (data from :func:`save_sites`, models in ``root/model-<name>``)."""
+    return EdgeConfig(
+        broker=BrokerAddress.parse(broker.url(name)),
+        identity=broker.identity(name),
+        insecure=not broker.tls,
+        allow_unsigned=not broker.tls,
+        site_id=name,
+        data=str(root / f"{name}.npz"),
+        model_dir=root / f"model-{name}",
+        federation=federation,
+        once=once,
+        eval_fraction=eval_fraction,
+    )
+
+
 def run_federation(
     broker: Mosquitto,
     root: Path,
@@ -93,37 +140,12 @@ def run_federation(
     if dataset is not None:
         gateway_kw.setdefault("task", task_for(dataset, dropout=dropout))
         gateway_kw.setdefault("eval_data", str(dataset))
-    names = [site_name(i) for i in range(len(sites))]
-    for name, site in zip(names, sites, strict=True):
-        np.savez(root / f"{name}.npz", images=site.images, labels=site.labels)
-    config = GatewayConfig(
-        broker=BrokerAddress.parse(broker.url(GATEWAY_USER)),
-        identity=broker.identity(GATEWAY_USER),
-        insecure=not broker.tls,
-        allow_unsigned=not broker.tls,
-        out=root / "run",
-        min_sites=len(sites),
-        round_timeout=600,
-        start_timeout=600,
-        **gateway_kw,
-    )
+    names = save_sites(root, sites)
+    config = gateway_config(broker, root / "run", len(sites), **gateway_kw)
     site_dirs = [root / f"model-{n}" for n in names]
     agents = [
-        agent_class(
-            EdgeConfig(
-                broker=BrokerAddress.parse(broker.url(n)),
-                identity=broker.identity(n),
-                insecure=not broker.tls,
-                allow_unsigned=not broker.tls,
-                site_id=n,
-                data=str(root / f"{n}.npz"),
-                model_dir=d,
-                federation=config.federation,
-                once=True,
-                eval_fraction=eval_fraction,
-            )
-        )
-        for n, d in zip(names, site_dirs, strict=True)
+        agent_class(edge_config(broker, root, n, config.federation, eval_fraction=eval_fraction))
+        for n in names
     ]
     threads = [
         threading.Thread(target=_serve, args=(a,), daemon=True, name=n)
