@@ -312,7 +312,8 @@ class EdgeAgent:
         """
         try:
             self._local_data(m.info.preprocess, m.info.class_names)
-            self._keras_model(m.info.model_spec)
+            if not self.config.low_memory:  # there, TensorFlow lives in a child per round
+                self._keras_model(m.info.model_spec)
         except PrivadxError as exc:
             log.warning("could not prepare local training yet: %s", exc)
 
@@ -377,9 +378,19 @@ class EdgeAgent:
             self._local_data(m.info.preprocess, m.info.class_names)
             if self.held_out is None or len(self.held_out) == 0:
                 return None
-            logits = score_held_out(
-                self._keras_model(m.info.model_spec), m.weights, self.held_out, m.info.preprocess
-            )
+            if self.config.low_memory:
+                from edge.keras_worker import score_in_child
+
+                logits = score_in_child(
+                    m.info, m.weights, self.held_out, threads=self.config.threads
+                )
+            else:
+                logits = score_held_out(
+                    self._keras_model(m.info.model_spec),
+                    m.weights,
+                    self.held_out,
+                    m.info.preprocess,
+                )
             report = build_report(
                 logits,
                 self.held_out.labels,
@@ -532,11 +543,20 @@ class EdgeAgent:
 
         preprocess = m.info.preprocess
         data = self._local_data(preprocess, m.info.class_names)
-        keras = self._keras_model(m.info.model_spec)
         log.info("round %d: training on %d local images", a.round, len(data))
         seed = local_seed(a.seed, a.round, self.config.site_id)
         t0 = time.monotonic()
-        weights, metrics = train_weights(keras, m.weights, data, preprocess, settings, seed=seed)
+        if self.config.low_memory:
+            from edge.keras_worker import train_in_child
+
+            weights, metrics = train_in_child(
+                m.info, m.weights, data, settings.to_dict(), seed=seed, threads=self.config.threads
+            )
+        else:
+            keras = self._keras_model(m.info.model_spec)
+            weights, metrics = train_weights(
+                keras, m.weights, data, preprocess, settings, seed=seed
+            )
         metrics["seconds"] = round(time.monotonic() - t0, 3)
         return weights, len(data), metrics
 

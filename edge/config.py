@@ -38,6 +38,9 @@ class EdgeConfig:
     eval_fraction: float = DEFAULT_EVAL_FRACTION
     """Share of each class of the local images held out for federated evaluation (never
     trained on); 0 sends no evaluation reports."""
+    low_memory: bool = False
+    """Train and score in a child process each time, so TensorFlow never stays in this one
+    (:mod:`edge.keras_worker`): far less memory between rounds, a slower round."""
     chunk_size: int = DEFAULT_CHUNK_SIZE
     """Payload bytes per MQTT message when an update or report is sent in chunks."""
     eval_data: str | None = None

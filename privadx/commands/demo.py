@@ -78,6 +78,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="sum the sites' updates by secure aggregation (the gateway sees only the sum)",
     )
+    p.add_argument(
+        "--low-memory",
+        action="store_true",
+        help="edge agents train in a child process each round (see privadx edge --help)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--out", type=Path, required=True, help="run folder to write")
@@ -237,6 +242,7 @@ def _start_edge(
             "--model-dir",
             str(out / "sites" / site_name(i)),
             "--once",
+            *(["--low-memory"] if args.low_memory else []),
         ),
         stdout=log_file,
         stderr=subprocess.STDOUT,

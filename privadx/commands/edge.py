@@ -49,6 +49,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--threads", type=positive_int, default=1, help="TensorFlow threads for training"
     )
+    p.add_argument(
+        "--low-memory",
+        action="store_true",
+        help="train and evaluate in a child process each round, so TensorFlow does not stay "
+        "in memory between rounds (for small devices; each round starts TensorFlow again)",
+    )
     held = p.add_mutually_exclusive_group()
     held.add_argument(
         "--eval-fraction",
@@ -89,5 +95,6 @@ def run(args: argparse.Namespace) -> int:
         threads=args.threads,
         eval_fraction=args.eval_fraction,
         eval_data=args.eval_data,
+        low_memory=args.low_memory,
     )
     return EdgeAgent(config).run()

@@ -3,7 +3,7 @@
 Two gateway runs with different run ids, one after the other, on one broker with the same two
 agents (not restarted, not in ``once`` mode): both runs complete with both sites, the first
 run's model stays in the site's folder and diagnoses until the second run's replaces it,
-and the agents are still serving afterwards.
+and the agents are still serving afterwards. One of the agents runs in low-memory mode.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import json
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -40,10 +41,12 @@ def test_the_same_agents_serve_two_consecutive_runs(tmp_path: Path, breast_npz: 
     sites = split_sites(breast_npz, 2, alpha=1.0, seed=4)
     broker = start_broker(tmp_path / "broker", 2)
     names = save_sites(tmp_path, sites)
+    # site-1 trains and scores in a child process each round (--low-memory).
     agents = [
-        EdgeAgent(edge_config(broker, tmp_path, n, "service", once=False, eval_fraction=0.2))
-        for n in names
-    ]
+        EdgeAgent(replace(edge_config(broker, tmp_path, n, "service", once=False,
+                                      eval_fraction=0.2), low_memory=(i == 1)))
+        for i, n in enumerate(names)
+    ]  # fmt: skip
     threads = [threading.Thread(target=a.run, kwargs={"max_seconds": 1200}, daemon=True)
                for a in agents]  # fmt: skip
     for t in threads:

@@ -134,3 +134,28 @@ def test_training_from_weights_leaves_the_model_alone(site) -> None:
     wrong = {**start, "logits/bias": np.zeros(3, np.float32)}
     with pytest.raises(ModelError, match="logits/bias"):
         train_weights(model, wrong, site, PreprocessSpec(), ADAM, seed=7)
+
+
+def test_the_low_memory_child_trains_and_scores_exactly_as_the_agent_would(site) -> None:
+    """``edge.keras_worker`` (a fresh process per round) gives bit-identical trained weights
+    and logits to training and scoring in the agent's own process with the same threads
+    (here TensorFlow's default, as this process has: the thread count changes the order of
+    float sums)."""
+    from common.model_info import ModelInfo
+    from edge.evaluation import score_held_out
+    from edge.keras_worker import score_in_child, train_in_child
+
+    spec = ModelSpec(dropout=0.3)
+    info = ModelInfo(model_spec=spec, preprocess=PreprocessSpec(), class_names=site.class_names)
+    start = get_weights(build_model(spec, seed=0))
+    here, metrics = train_weights(build_model(spec), start, site, PreprocessSpec(), ADAM, seed=7)
+    assert tf.config.threading.get_intra_op_parallelism_threads() == 0
+    there, child_metrics = train_in_child(info, start, site, ADAM.to_dict(), seed=7, threads=0)
+    assert list(there) == list(here) and _equal(here, there) and not _equal(here, start)
+    timeless = {k: v for k, v in metrics.items() if "seconds" not in k}
+    assert {k: child_metrics[k] for k in timeless} == timeless
+    logits = score_held_out(build_model(spec), here, site, PreprocessSpec())
+    np.testing.assert_array_equal(score_in_child(info, here, site, threads=0), logits)
+    with pytest.raises(ModelError, match="local training process failed"):
+        train_in_child(info, {"nope": np.zeros(3, np.float32)}, site, ADAM.to_dict(), seed=7,
+                       threads=1)  # fmt: skip
