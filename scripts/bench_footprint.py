@@ -139,6 +139,8 @@ def edge_footprint(args: argparse.Namespace, secure: bool, low_memory: bool) -> 
         inside = [r for (_, r, _), yes in zip(series, training, strict=True) if yes]
         between = [r for (t, r, _), yes in zip(series, training, strict=True)
                    if not yes and t > first_training]  # fmt: skip
+        alone = [own for (t, _, own), yes in zip(series, training, strict=True)
+                 if not yes and t > first_training]  # fmt: skip
         sites[site] = {
             "images": images,
             # With --low-memory the training runs in a child: these include the children.
@@ -146,6 +148,7 @@ def edge_footprint(args: argparse.Namespace, secure: bool, low_memory: bool) -> 
             "agent_alone_peak_mb": round(max(own for _, _, own in series) / MB, 1),
             "training_peak_mb": round(max(inside) / MB, 1) if inside else None,
             "between_rounds_median_mb": _median_mb(between),
+            "between_rounds_agent_alone_median_mb": _median_mb(alone),
             "samples": len(series),
             # Whole-second log times: each round's training takes this, within +-1 s.
             "training_seconds_median": (
@@ -195,6 +198,26 @@ def diagnose_footprint(model: Path, images: int) -> dict[str, Any]:
     }
 
 
+def table(result: dict[str, Any]) -> str:
+    """The Markdown tables of a result (what ``docs/devices.md`` shows)."""
+    rows = ["| mode | site (images) | training peak, MB | between rounds, MB (agent alone) "
+            "| training s/round |", "|---|---|---|---|---|"]  # fmt: skip
+    for run in result["edge"]:
+        mode = "secure aggregation" if run["secure_aggregation"] else "plain"
+        mode += ", --low-memory" if run["low_memory"] else ""
+        for site, s in run["sites"].items():
+            alone = s.get("between_rounds_agent_alone_median_mb")
+            rows.append(f"| {mode} | {site} ({s['images']}) | {s['training_peak_mb']} | "
+                        f"{s['between_rounds_median_mb']} ({alone}) | "
+                        f"{s['training_seconds_median']} |")  # fmt: skip
+    d = result["diagnose"]
+    rows += ["", "| privadx diagnose | value |", "|---|---|",
+             f"| peak RSS, {d['images']} images | {d['peak_rss_mb']} MB |",
+             f"| wall time, {d['images']} images | {d['seconds']} s |",
+             f"| cold start, one image (median of 5) | {d['cold_start_median_s']} s |"]  # fmt: skip
+    return "\n".join(rows)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Measure, print a summary and optionally write JSON."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -202,12 +225,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=3, help="demo rounds (default: %(default)s)")
     p.add_argument("--images", type=int, default=500, help="images to diagnose")
     p.add_argument("--json", type=Path, help="write the results here")
+    p.add_argument("--table-only", type=Path, metavar="JSON", help="print the tables of a result")
     args = p.parse_args(argv)
+    if args.table_only:
+        print(table(json.loads(args.table_only.read_text())))
+        return 0
     plain = edge_footprint(args, secure=False, low_memory=False)
     low = edge_footprint(args, secure=False, low_memory=True)
     secure = edge_footprint(args, secure=True, low_memory=False)
     model = Path(plain["out"]) / "sites" / "site-0" / "model.onnx"
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True, cwd=ROOT, check=False).stdout.strip()  # fmt: skip
     result = {
+        "date": dt.date.today().isoformat(),
+        "commit": commit,
         "machine": f"{os.cpu_count()} cores, Python {sys.version.split()[0]}",
         "edge": [plain, low, secure],
         "diagnose": diagnose_footprint(model, args.images),
@@ -218,6 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         for site, s in run["sites"].items():
             print(f"edge {label:17} {site} ({s['images']} images): training peak "
                   f"{s['training_peak_mb']} MB, between rounds {s['between_rounds_median_mb']} MB, "
+                  f"(agent alone {s['between_rounds_agent_alone_median_mb']} MB), "
                   f"peak {s['peak_mb']} MB (agent alone {s['agent_alone_peak_mb']} MB), "
                   f"training {s['training_seconds_median']} s/round")  # fmt: skip
     d = result["diagnose"]
@@ -226,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2))
+    print(table(result))
     return 0
 
 
