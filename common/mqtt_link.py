@@ -21,7 +21,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from common.compat import StrEnum
-from common.errors import InputError, PrivadxError
+from common.errors import ExitCode, InputError, PrivadxError
 from common.wire.chunks import MAX_PACKET
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,7 @@ DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
 class TransportError(PrivadxError):
     """The broker cannot be reached or refused the connection."""
 
-    exit_code = 8
+    exit_code = ExitCode.BROKER
 
 
 class MqttVersion(StrEnum):

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from common.errors import PrivadxError
+from common.errors import ExitCode, PrivadxError
 from common.trust.pki import TrustError
 from common.trust.signing import SIGNATURE_KEY, Verifier
 from common.wire.envelope import Envelope, Kind
@@ -104,7 +104,7 @@ def chunk_check(verifier: Verifier | None, *, allow_unsigned: bool) -> Verify | 
 class QuorumError(PrivadxError):
     """A round could not gather enough updates, even after retries."""
 
-    exit_code = 9
+    exit_code = ExitCode.QUORUM
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,6 @@
 """``privadx``: federated learning on medical images, from simulation to bedside diagnosis.
 
-Exit codes: 0 success; 1 unexpected error; 2 bad input or usage; 3 data error; 4 download
-error; 5 model error; 6 missing optional dependency; 7 some items of a batch failed;
-8 broker unreachable; 9 too few sites for a round; 10 certificate or signature check
-failed; 130 interrupted.
+Exit codes: :class:`common.errors.ExitCode` (``privadx --help`` lists them).
 """
 
 from __future__ import annotations
@@ -11,11 +8,12 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
 from common.compat import tomllib
-from common.errors import InputError, PrivadxError
+from common.errors import ExitCode, InputError, PrivadxError, exit_code_lines
 from privadx.commands import (
     certs,
     data,
@@ -38,10 +36,7 @@ roles:
   IT / operations  privadx gateway ... and privadx edge ... (MQTT federation)
   clinician        privadx diagnose model.onnx scan.dcm
 
-exit codes: 0 ok, 2 bad input, 3 data error, 4 download error, 5 model error,
-6 missing optional dependency, 7 some files failed, 8 broker unreachable,
-9 too few sites for a round, 10 certificate or signature check failed,
-130 interrupted
+exit codes: {codes}
 """
 
 
@@ -50,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="privadx",
         description="Privacy-preserving federated learning on medical images.",
-        epilog=EPILOG,
+        epilog=EPILOG.format(codes=textwrap.fill(exit_code_lines(), 88)),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
@@ -108,14 +103,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         print("privadx: interrupted", file=sys.stderr)
-        return 130
+        return ExitCode.INTERRUPTED
     except Exception as exc:  # a bug, not the user's fault: one clear line, trace with -v
         log.debug("unexpected error", exc_info=True)
         print(
             f"privadx: internal error: {type(exc).__name__}: {exc} (run with -v for the traceback)",
             file=sys.stderr,
         )
-        return 1
+        return ExitCode.UNEXPECTED
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from common.errors import PrivadxError
+from common.errors import ExitCode, PrivadxError
 from common.secagg import shamir
 
 SEED_BYTES = 32
@@ -47,7 +47,7 @@ SEED_BYTES = 32
 class SecAggError(PrivadxError):
     """A secure-aggregation round cannot go on (too few sites, a bad share or key)."""
 
-    exit_code = 11
+    exit_code = ExitCode.SECURE_AGGREGATION
 
 
 def _raw_private(key: X25519PrivateKey) -> bytes:

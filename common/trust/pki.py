@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from common.compat import StrEnum
-from common.errors import InputError, PrivadxError
+from common.errors import ExitCode, InputError, PrivadxError
 
 GATEWAY_IDENTITY = "privadx-gateway"
 CA_DAYS = 3650
@@ -34,7 +34,7 @@ PrivateKey = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
 class TrustError(PrivadxError):
     """A certificate or signature does not check out against the federation's CA."""
 
-    exit_code = 10
+    exit_code = ExitCode.TRUST
 
 
 class Usage(StrEnum):

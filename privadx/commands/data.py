@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from common.errors import ExitCode
 from privadx.commands._common import Progress, add_data_dir, print_json
 
 HELP = "download and inspect datasets (MedMNIST .npz, image folders, CSV manifests)"
@@ -42,7 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _usage(parser: argparse.ArgumentParser) -> int:
     parser.print_help()
-    return 2
+    return ExitCode.BAD_INPUT
 
 
 def run_fetch(args: argparse.Namespace) -> int:
