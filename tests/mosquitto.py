@@ -105,7 +105,9 @@ class Mosquitto:
 def _prepare(folder: Path) -> int:
     """Check for the broker binary, create ``folder``; return a free port."""
     if shutil.which("mosquitto") is None:
-        raise RuntimeError("the mosquitto binary is needed (apt-get install mosquitto)")
+        from tests.conftest import missing
+
+        missing("the mosquitto binary is needed (apt-get install mosquitto)")
     folder.mkdir(parents=True, exist_ok=True)
     return free_port()
 

@@ -24,7 +24,7 @@ from tff_core.fedavg import keras_loss
 
 if TYPE_CHECKING:
     from tff_core.config import SimulationConfig
-    from tff_core.simulation import Experiment
+    from tff_core.experiment import Experiment
 
 log = logging.getLogger(__name__)
 

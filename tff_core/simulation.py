@@ -4,30 +4,23 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from common.data.arrays import LabeledImages, SplitDataset
-from common.data.catalog import CATALOG
-from common.data.medmnist import load_npz, resolve_dataset
-from common.data.partition import partition
 from common.deps import require
 from common.evaluation.central import central_figures
 from common.evaluation.decision import HEADLINE_KEYS, decision
 from common.evaluation.federated import score_reports, summary_figures
-from common.evaluation.holdout import split_holdout
 from common.evaluation.report import build_report
 from common.model_info import ModelInfo
-from common.preprocess import PreprocessSpec
 from common.runlog import RunFolder
 from common.weighting import DEFAULT_MAX_WEIGHT_RATIO, cap_example_counts
 from common.weights_io import save_weights
 from models.evaluate import choose_threshold, evaluate_split, fast_scorer, predict_logits
-from models.spec import ModelSpec
 from models.training import local_seed, make_client_dataset, site_name
 from tff_core.config import SimulationConfig
+from tff_core.experiment import Experiment, prepare
 from tff_core.fedavg import build_fedavg
 from tff_core.privacy import affordable_rounds, epsilon, privacy_record, tff_dp_aggregator
 from tff_core.robust import tff_model_aggregator
@@ -37,39 +30,6 @@ log = logging.getLogger(__name__)
 
 WEIGHTS_FILE = "weights.npz"
 ONNX_FILE = "model.onnx"
-
-
-@dataclass(frozen=True)
-class Experiment:
-    """The data side of a run: dataset, specs and the sites' shards."""
-
-    dataset: SplitDataset
-    preprocess: PreprocessSpec
-    model_spec: ModelSpec
-    positive_class: int
-    sites: list[LabeledImages]
-    """What each site trains on."""
-    held_out: list[LabeledImages]
-    """What each site holds back for federated evaluation (never trained on)."""
-
-
-def prepare(config: SimulationConfig) -> Experiment:
-    """Load the dataset, derive the model and preprocessing specs, and partition it."""
-    dataset = load_npz(resolve_dataset(config.dataset, config.data_dir))
-    h, w, c = dataset.image_shape
-    info = CATALOG.get(dataset.name)
-    parts = partition(dataset.train.labels, config.partition)
-    splits = [split_holdout(dataset.train.subset(p), config.eval_fraction) for p in parts]
-    return Experiment(
-        dataset=dataset,
-        preprocess=PreprocessSpec(height=h, width=w, channels=c),
-        model_spec=ModelSpec(
-            arch=config.arch, height=h, width=w, channels=c, num_classes=len(dataset.class_names)
-        ),
-        positive_class=info.positive_class if info else 1,
-        sites=[train for train, _ in splits],
-        held_out=[held for _, held in splits],
-    )
 
 
 def sample_sites(config: SimulationConfig, round_num: int) -> list[int]:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from common.data.catalog import BASE_URL_ENV, DatasetInfo
-from common.data.medmnist import file_md5
+from common.data.checksum import file_md5
 from common.errors import DownloadError
 
 log = logging.getLogger(__name__)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import zipfile
@@ -12,6 +11,8 @@ import numpy as np
 
 from common.data.arrays import LabeledImages, SplitDataset
 from common.data.catalog import CATALOG, DatasetInfo, Task, dataset_info
+from common.data.checksum import file_md5
+from common.data.download import fetch_dataset
 from common.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -26,15 +27,6 @@ def default_data_dir() -> Path:
         return Path(env).expanduser()
     xdg = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(xdg) / "privadx"
-
-
-def file_md5(path: Path) -> str:
-    """MD5 hex digest of a file, read in 1 MiB blocks."""
-    digest = hashlib.md5(usedforsecurity=False)
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def catalog_entry_for(path: Path) -> tuple[DatasetInfo, int] | None:
@@ -148,6 +140,4 @@ def resolve_dataset(name_or_path: str, data_dir: Path | None = None, *, fetch: b
         return path
     if not fetch:
         raise DataError(f"{path} is missing; run: privadx data fetch {info.name}")
-    from common.data.download import fetch_dataset
-
     return fetch_dataset(info, folder)

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from common.data.catalog import BASE_URL_ENV, dataset_info
+from common.data.checksum import file_md5
 from common.data.download import fetch_dataset
-from common.data.medmnist import file_md5
 from common.errors import DownloadError
 
 

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from common.data.catalog import CATALOG, dataset_info
-from common.data.medmnist import catalog_entry_for, file_md5, load_npz, resolve_dataset
+from common.data.checksum import file_md5
+from common.data.medmnist import catalog_entry_for, load_npz, resolve_dataset
 from common.errors import DataError, InputError
 
 
