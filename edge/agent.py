@@ -51,8 +51,8 @@ from edge.config import EdgeConfig
 from edge.evaluation import log_own_figures, report_envelope, score_held_out
 from edge.secure_participant import SecureParticipant
 from edge.store import ONNX_FILE, ModelStore
+from models.settings import LocalTraining
 from models.spec import ModelSpec
-from models.training import LocalTraining
 
 log = logging.getLogger(__name__)
 
@@ -539,7 +539,8 @@ class EdgeAgent:
     def _train(
         self, m: GlobalModel, a: RoundAnnouncement, settings: LocalTraining
     ) -> TrainingResult:
-        from models.training import local_seed, train_weights
+        from models.settings import local_seed
+        from models.training import train_weights
 
         preprocess = m.info.preprocess
         data = self._local_data(preprocess, m.info.class_names)

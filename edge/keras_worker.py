@@ -120,7 +120,8 @@ def _child(work: Path) -> None:
         data = LabeledImages(arrays["images"], arrays["labels"], tuple(job["class_names"]))
     keras = build_model(info.model_spec)
     if job["job"] == "train":
-        from models.training import LocalTraining, train_weights
+        from models.settings import LocalTraining
+        from models.training import train_weights
 
         settings = LocalTraining.from_dict(job["settings"])
         trained, metrics = train_weights(

@@ -17,7 +17,7 @@ from common.wire.chunks import DEFAULT_CHUNK_SIZE
 from common.wire.secure import SecureSettings
 from common.wire.topics import check_name
 from models.optim import OptimizerName, OptimizerSpec
-from models.training import LocalTraining
+from models.settings import LocalTraining
 from tff_core.privacy import DpSpec
 from tff_core.robust import DEFAULT_TRIM, AggregationRule
 

@@ -249,8 +249,8 @@ def encodings(dataset: str) -> dict[str, Any]:
 
 def _throwaway_signer() -> Any:
     """A signer from a temporary federation CA (the real certificate chain's size)."""
+    from common.trust.federation import init_federation
     from common.trust.identity import Identity
-    from gateway.certs import init_federation
 
     folder = Path(tempfile.mkdtemp())
     pki = init_federation(
@@ -437,7 +437,7 @@ ROUNDS_TIMED = 4
 def round_overhead(dataset: str, work: Path) -> list[dict[str, Any]]:
     """Protocol overhead per round for 10 and 50 agents (see the module docstring)."""
     from common.data.medmnist import resolve_dataset
-    from models.training import LocalTraining
+    from models.settings import LocalTraining
 
     sys.path.insert(0, str(ROOT))
     from tests.federation import split_sites
@@ -484,7 +484,7 @@ def flower(dataset: str, work: Path) -> dict[str, Any]:
     import shutil
 
     from common.data.medmnist import resolve_dataset
-    from models.training import LocalTraining
+    from models.settings import LocalTraining
     from tff_core.robust import AggregationRule
 
     sys.path.insert(0, str(ROOT))
@@ -557,7 +557,7 @@ def encoding_accuracy(dataset: str, work: Path) -> dict[str, Any]:
     """Final accuracy and bytes per update with each update encoding, same runs otherwise."""
     from common.data.medmnist import resolve_dataset
     from common.wire.update_codec import Encoding
-    from models.training import LocalTraining
+    from models.settings import LocalTraining
 
     sys.path.insert(0, str(ROOT))
     from tests.federation import split_sites

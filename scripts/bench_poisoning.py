@@ -54,8 +54,9 @@ def run_federation(
     from models.architectures import build_model
     from models.evaluate import choose_threshold, evaluate_split
     from models.optim import OptimizerName, OptimizerSpec
+    from models.settings import LocalTraining, local_seed, site_name
     from models.spec import ModelSpec
-    from models.training import LocalTraining, local_seed, site_name, train_locally
+    from models.training import train_locally
     from models.weights import get_weights, set_weights
     from tff_core.aggregation import FedAvgServer
     from tff_core.robust import AggregationRule

@@ -57,8 +57,9 @@ def train(start: Path, out: Path, settings: str) -> None:
     from common.preprocess import PreprocessSpec
     from common.weights_io import load_weights, save_weights
     from models.architectures import build_model
+    from models.settings import LocalTraining
     from models.spec import ModelSpec
-    from models.training import LocalTraining, train_weights
+    from models.training import train_weights
 
     tf = require("tensorflow")
     tf.config.threading.set_intra_op_parallelism_threads(1)

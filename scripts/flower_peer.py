@@ -50,8 +50,9 @@ def main() -> int:
     from common.preprocess import PreprocessSpec
     from models.architectures import build_model
     from models.evaluate import choose_threshold, evaluate_split
+    from models.settings import LocalTraining, local_seed, site_name
     from models.spec import ModelSpec
-    from models.training import LocalTraining, local_seed, site_name, train_weights
+    from models.training import train_weights
     from models.weights import get_weights, set_weights
 
     args = parse_args()

@@ -20,7 +20,7 @@ from edge.agent import EdgeAgent
 from edge.config import EdgeConfig
 from gateway.config import GatewayConfig
 from gateway.service import Gateway
-from models.training import site_name
+from models.settings import site_name
 from tests.mosquitto import GATEWAY_USER, Mosquitto
 
 

@@ -18,7 +18,8 @@ from common.runlog import RunFolder
 from common.weighting import DEFAULT_MAX_WEIGHT_RATIO, cap_example_counts
 from common.weights_io import save_weights
 from models.evaluate import choose_threshold, evaluate_split, fast_scorer, predict_logits
-from models.training import local_seed, make_client_dataset, site_name
+from models.settings import local_seed, site_name
+from models.training import make_client_dataset
 from tff_core.config import SimulationConfig
 from tff_core.experiment import Experiment, prepare
 from tff_core.fedavg import build_fedavg

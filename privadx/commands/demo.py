@@ -13,11 +13,11 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from models.training import site_name
+from models.settings import site_name
 from privadx.commands._common import add_data_dir, positive_float, positive_int
 
 if TYPE_CHECKING:
-    from gateway.certs import FederationPki
+    from common.trust.federation import FederationPki
 
 log = logging.getLogger(__name__)
 
@@ -202,7 +202,7 @@ def _write_task(args: argparse.Namespace, path: Path) -> Path:
 
 def _federation_pki(args: argparse.Namespace, out: Path) -> FederationPki:
     """The PKI to use: --pki, or RUN_DIR/pki (created with identities for every site)."""
-    from gateway.certs import FederationPki, init_federation, issue_sites
+    from common.trust.federation import FederationPki, init_federation, issue_sites
 
     names = [site_name(i) for i in range(args.sites)]
     root = args.pki or out / "pki"

@@ -172,7 +172,7 @@ def run(args: argparse.Namespace) -> int:
     from gateway.config import GatewayConfig, default_run_id
     from gateway.service import Gateway
     from models.optim import OptimizerName, OptimizerSpec
-    from models.training import LocalTraining
+    from models.settings import LocalTraining
     from tff_core.robust import AggregationRule
 
     broker, version = broker_from_args(args)

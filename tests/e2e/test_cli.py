@@ -211,7 +211,7 @@ def test_signed_export_is_checked_by_diagnose(
     sim_run: Path, breast_npz: Path, tmp_path: Path
 ) -> None:
     """Signed: diagnosed with its provenance. Unsigned, tampered or foreign CA: exit 10."""
-    from gateway.certs import init_federation
+    from common.trust.federation import init_federation
 
     pki = init_federation(tmp_path / "pki", federation="f", hosts=["h"], port=8883)
     other = init_federation(tmp_path / "other", federation="f", hosts=["h"], port=8883)

@@ -28,7 +28,7 @@ import numpy as np
 import pytest
 
 from common.weights_io import load_weights
-from models.training import site_name
+from models.settings import site_name
 from tests.federation import split_sites
 from tests.mosquitto import Mosquitto, configure_tls
 from tests.processes import (

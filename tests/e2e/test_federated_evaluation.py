@@ -24,7 +24,7 @@ from common.evaluation.holdout import split_holdout
 from common.evaluation.report import log_softmax
 from common.metrics import binary_metrics, roc_auc
 from edge.onnx_model import OnnxClassifier
-from models.training import site_name
+from models.settings import site_name
 from tests.conftest import REPO, run_cli
 from tests.federation import split_sites
 from tests.mosquitto import GATEWAY_USER, configure_tls

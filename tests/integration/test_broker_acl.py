@@ -83,7 +83,7 @@ def check_confinement(broker: Mosquitto) -> None:
 
 
 def test_shipped_acl_is_the_generated_one() -> None:
-    from gateway.mosquitto_config import render_acl
+    from common.trust.mosquitto_config import render_acl
     from tests.mosquitto import ACL
 
     assert ACL.read_text() == render_acl()
@@ -91,7 +91,7 @@ def test_shipped_acl_is_the_generated_one() -> None:
 
 def test_shipped_config_has_the_generated_tuning() -> None:
     """Queue sizes, packet limit and TCP_NODELAY: the shipped and generated configs agree."""
-    from gateway.mosquitto_config import TUNING
+    from common.trust.mosquitto_config import TUNING
     from tests.mosquitto import CONFIG
 
     assert TUNING in CONFIG.read_text()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from models.training import LocalTraining
+from models.settings import LocalTraining
 from tests.federation import run_federation, split_sites, start_broker
 
 pytest.importorskip("tensorflow_federated")

@@ -11,7 +11,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from gateway.certs import init_federation
+from common.trust.federation import init_federation
 from tests.integration.test_broker_acl import check_confinement
 from tests.mosquitto import Mosquitto, ProbeClient, configure_tls
 
@@ -81,9 +81,9 @@ def test_devices_are_confined_to_their_subtree(broker: Mosquitto) -> None:
 
 
 def test_revoked_device_is_refused_by_broker_and_gateway(broker: Mosquitto) -> None:
+    from common.trust.federation import revoke_sites
     from common.trust.identity import Identity
     from common.trust.pki import TrustError
-    from gateway.certs import revoke_sites
     from tests.unit.test_rounds import _update
 
     assert broker.pki is not None

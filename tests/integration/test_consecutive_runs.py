@@ -23,7 +23,7 @@ from edge.agent import EdgeAgent
 from edge.diagnose import diagnose
 from edge.onnx_model import OnnxClassifier
 from gateway.service import Gateway
-from models.training import LocalTraining
+from models.settings import LocalTraining
 from tests.federation import (
     edge_config,
     gateway_config,

@@ -23,7 +23,8 @@ from common.preprocess import PreprocessSpec
 from common.wire.messages import evaluation_envelope
 from gateway.evaluation import FederatedEvaluation
 from models.evaluate import predict_logits
-from models.training import LocalTraining, train_locally
+from models.settings import LocalTraining
+from models.training import train_locally
 
 pytest.importorskip("tensorflow")
 

@@ -20,7 +20,7 @@ from common.data.arrays import LabeledImages
 from common.preprocess import PreprocessSpec, to_model_input
 from common.weights_io import load_weights
 from models.optim import OptimizerName, OptimizerSpec
-from models.training import LocalTraining
+from models.settings import LocalTraining
 from tests.conftest import SUMMARY_KEYS
 from tests.federation import (
     federate,

@@ -25,7 +25,7 @@ from common.wire.messages import RUN_NONCE, RoundAnnouncement, update_envelope
 from common.wire.topics import Topics
 from common.wire.update_codec import Encoding
 from edge.agent import EdgeAgent
-from models.training import LocalTraining
+from models.settings import LocalTraining
 from tests.federation import run_federation, split_sites, start_broker
 from tests.mosquitto import Mosquitto, ProbeClient
 

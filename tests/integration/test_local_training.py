@@ -12,14 +12,9 @@ from common.errors import ModelError
 from common.preprocess import PreprocessSpec, to_model_input
 from models.architectures import build_model
 from models.optim import OptimizerName, OptimizerSpec
+from models.settings import LocalTraining
 from models.spec import ModelSpec
-from models.training import (
-    _TRAINERS,
-    LocalTraining,
-    make_client_dataset,
-    train_locally,
-    train_weights,
-)
+from models.training import _TRAINERS, make_client_dataset, train_locally, train_weights
 from models.weights import get_weights, set_weights
 
 tf = pytest.importorskip("tensorflow")

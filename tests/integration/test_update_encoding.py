@@ -9,7 +9,7 @@ import pytest
 
 from common.weights_io import load_weights
 from common.wire.update_codec import Encoding
-from models.training import LocalTraining
+from models.settings import LocalTraining
 from tests.federation import federate, split_sites
 
 pytest.importorskip("tensorflow_federated")

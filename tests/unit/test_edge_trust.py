@@ -10,6 +10,7 @@ import pytest
 
 from common.mqtt_link import BrokerAddress
 from common.task import task_from_dataset
+from common.trust.federation import FederationPki, init_federation
 from common.trust.identity import Identity
 from common.trust.manifest import build_manifest
 from common.wire import envelope as wire
@@ -19,7 +20,6 @@ from common.wire.messages import GATEWAY_SENDER, model_envelope
 from common.wire.topics import Topics
 from edge.agent import EdgeAgent
 from edge.config import EdgeConfig
-from gateway.certs import FederationPki, init_federation
 
 INFO = task_from_dataset("pneumoniamnist").model_info().to_meta()
 WEIGHTS = {"w": np.ones((2, 2), np.float32)}
@@ -94,7 +94,7 @@ def test_a_model_that_does_not_fit_skips_the_round(
     from common.errors import ModelError
     from common.wire.messages import RoundAnnouncement
     from edge.agent import GlobalModel
-    from models.training import LocalTraining
+    from models.settings import LocalTraining
 
     agent = _agent(pki, tmp_path)
     agent.model = GlobalModel("sha", 1, "r", WEIGHTS, INFO)

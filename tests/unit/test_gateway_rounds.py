@@ -278,7 +278,7 @@ def test_an_update_from_an_earlier_run_with_the_same_id_is_refused(tmp_path: Pat
 
 def test_a_fresh_run_cannot_reuse_a_run_id_this_identity_signed(tmp_path: Path) -> None:
     from common.errors import InputError
-    from gateway.certs import init_federation
+    from common.trust.federation import init_federation
 
     pki = init_federation(tmp_path / "pki", federation="unit", hosts=["h"], port=1, sites=SITES)
     signed = {"identity": pki.gateway, "rounds": 1}

@@ -141,9 +141,9 @@ def test_an_update_of_another_run_with_the_same_id_is_stale() -> None:
 
 
 def test_chunk_headers_are_checked_against_the_signature_before_buffering(tmp_path) -> None:
+    from common.trust.federation import init_federation
     from common.trust.identity import Identity
     from common.wire.chunks import split
-    from gateway.certs import init_federation
     from gateway.rounds import chunk_check
 
     pki = init_federation(tmp_path, federation="f", hosts=["h"], port=1, sites=["s1", "s2"])

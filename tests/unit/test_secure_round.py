@@ -13,6 +13,7 @@ from common.evaluation.federated import score_reports
 from common.evaluation.report import build_report, sum_reports
 from common.evaluation.secure_sum import ReportEncoding
 from common.secagg.protocol import SecAggError
+from common.trust.federation import FederationPki, init_federation
 from common.trust.identity import Identity
 from common.trust.pki import GATEWAY_IDENTITY, TrustError
 from common.wire import envelope as wire
@@ -21,7 +22,6 @@ from common.wire.envelope import Envelope
 from common.wire.messages import RoundAnnouncement
 from common.wire.secure import SecureSettings, Step, b64, json_payload, read_json, unb64
 from edge.secure_participant import SecureParticipant
-from gateway.certs import FederationPki, init_federation
 from gateway.rounds import signature_check
 from gateway.secure_round import SecureRound
 

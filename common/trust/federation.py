@@ -30,6 +30,7 @@ from common.trust.identity import (
     write_private,
     write_public,
 )
+from common.trust.mosquitto_config import TlsListener, render_acl, render_tls_config
 from common.trust.pki import (
     GATEWAY_IDENTITY,
     Issued,
@@ -44,7 +45,6 @@ from common.trust.pki import (
     load_key,
 )
 from common.wire.topics import check_name, check_site_id
-from gateway.mosquitto_config import TlsListener, render_acl, render_tls_config
 
 log = logging.getLogger(__name__)
 
