@@ -407,7 +407,7 @@ def cold_start(dataset: str, work: Path) -> dict[str, Any]:
 # --- federations over Mosquitto ------------------------------------------------------------
 def _federate(sites: list[Any], npz: Path, root: Path, **gateway_kw: Any) -> Any:
     sys.path.insert(0, str(ROOT))  # the test harness starts the broker and the agents
-    from tests.federation import federate
+    from harness.federation import federate
 
     return federate(root, sites, dataset=str(npz), **gateway_kw)
 
@@ -440,7 +440,7 @@ def round_overhead(dataset: str, work: Path) -> list[dict[str, Any]]:
     from models.settings import LocalTraining
 
     sys.path.insert(0, str(ROOT))
-    from tests.federation import split_sites
+    from harness.federation import split_sites
 
     npz = resolve_dataset(dataset, None)
     rows = []
@@ -488,7 +488,7 @@ def flower(dataset: str, work: Path) -> dict[str, Any]:
     from tff_core.robust import AggregationRule
 
     sys.path.insert(0, str(ROOT))
-    from tests.federation import split_sites
+    from harness.federation import split_sites
 
     npz = resolve_dataset(dataset, None)
     env = work / "flower-env"
@@ -560,7 +560,7 @@ def encoding_accuracy(dataset: str, work: Path) -> dict[str, Any]:
     from models.settings import LocalTraining
 
     sys.path.insert(0, str(ROOT))
-    from tests.federation import split_sites
+    from harness.federation import split_sites
 
     npz = resolve_dataset(dataset, None)
     sites = split_sites(npz, 10, alpha=0.5, seed=0)

@@ -120,7 +120,7 @@ def federation(sites: int, rounds: int) -> dict[str, Any]:
     """Plain and secure runs of the same federation over Mosquitto; per-round costs."""
     from common.data.medmnist import resolve_dataset
     from common.wire.secure import SecureSettings
-    from tests.federation import run_federation, split_sites, start_broker
+    from harness.federation import run_federation, split_sites, start_broker
     from tff_core.robust import AggregationRule
 
     npz = resolve_dataset("pneumoniamnist", None)

@@ -26,12 +26,12 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="also write the result here")
     args = parser.parse_args()
 
+    from common.data.medmnist import resolve_dataset
     from common.wire.secure import SecureSettings
-    from tests.conftest import MEDMNIST_DIR
-    from tests.federation import federate, split_sites
+    from harness.federation import federate, split_sites
     from tff_core.robust import AggregationRule
 
-    data = args.data or MEDMNIST_DIR / "breastmnist.npz"
+    data = args.data or resolve_dataset("breastmnist")
     sites = split_sites(data, args.sites, alpha=100.0, seed=0)
     result = federate(
         Path(tempfile.mkdtemp(prefix="bench-secure-eval-")),

@@ -12,8 +12,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from harness.mosquitto import GATEWAY_USER, Mosquitto
 from tests.conftest import REPO
-from tests.mosquitto import GATEWAY_USER, Mosquitto
 
 
 def _cli(*args: str) -> list[str]:

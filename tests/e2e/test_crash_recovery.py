@@ -28,9 +28,9 @@ import numpy as np
 import pytest
 
 from common.weights_io import load_weights
+from harness.federation import split_sites
+from harness.mosquitto import Mosquitto, configure_tls
 from models.settings import site_name
-from tests.federation import split_sites
-from tests.mosquitto import Mosquitto, configure_tls
 from tests.processes import (
     committed_round,
     kill_hard,

@@ -24,10 +24,10 @@ from common.evaluation.holdout import split_holdout
 from common.evaluation.report import log_softmax
 from common.metrics import binary_metrics, roc_auc
 from edge.onnx_model import OnnxClassifier
+from harness.federation import split_sites
+from harness.mosquitto import GATEWAY_USER, configure_tls
 from models.settings import site_name
 from tests.conftest import REPO, run_cli
-from tests.federation import split_sites
-from tests.mosquitto import GATEWAY_USER, configure_tls
 from tests.processes import _link, start_edge, stop
 
 pytest.importorskip("tensorflow_federated")

@@ -11,7 +11,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from common.wire.topics import Topics
-from tests.mosquitto import GATEWAY_USER, Mosquitto, ProbeClient, configure
+from harness.mosquitto import GATEWAY_USER, Mosquitto, ProbeClient, configure
 
 T = Topics("acl-test")
 
@@ -84,7 +84,7 @@ def check_confinement(broker: Mosquitto) -> None:
 
 def test_shipped_acl_is_the_generated_one() -> None:
     from common.trust.mosquitto_config import render_acl
-    from tests.mosquitto import ACL
+    from harness.mosquitto import ACL
 
     assert ACL.read_text() == render_acl()
 
@@ -92,7 +92,7 @@ def test_shipped_acl_is_the_generated_one() -> None:
 def test_shipped_config_has_the_generated_tuning() -> None:
     """Queue sizes, packet limit and TCP_NODELAY: the shipped and generated configs agree."""
     from common.trust.mosquitto_config import TUNING
-    from tests.mosquitto import CONFIG
+    from harness.mosquitto import CONFIG
 
     assert TUNING in CONFIG.read_text()
     assert "set_tcp_nodelay true" in TUNING

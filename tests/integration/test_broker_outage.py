@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from harness.federation import run_federation, split_sites, start_broker
 from models.settings import LocalTraining
-from tests.federation import run_federation, split_sites, start_broker
 
 pytest.importorskip("tensorflow_federated")
 

@@ -12,8 +12,8 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from common.trust.federation import init_federation
+from harness.mosquitto import Mosquitto, ProbeClient, configure_tls
 from tests.integration.test_broker_acl import check_confinement
-from tests.mosquitto import Mosquitto, ProbeClient, configure_tls
 
 
 @pytest.fixture
@@ -143,7 +143,7 @@ def test_the_generated_config_runs_as_documented_as_root_and_as_the_mosquitto_us
     import shutil
     import tempfile
 
-    from tests.mosquitto import free_port
+    from harness.mosquitto import free_port
 
     if os.geteuid() != 0:
         pytest.skip("needs root: checks the broker started by root, as the README shows")

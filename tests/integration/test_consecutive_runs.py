@@ -23,8 +23,7 @@ from edge.agent import EdgeAgent
 from edge.diagnose import diagnose
 from edge.onnx_model import OnnxClassifier
 from gateway.service import Gateway
-from models.settings import LocalTraining
-from tests.federation import (
+from harness.federation import (
     edge_config,
     gateway_config,
     save_sites,
@@ -32,7 +31,8 @@ from tests.federation import (
     start_broker,
     task_for,
 )
-from tests.mosquitto import Mosquitto
+from harness.mosquitto import Mosquitto
+from models.settings import LocalTraining
 
 pytest.importorskip("tensorflow_federated")
 

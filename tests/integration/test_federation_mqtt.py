@@ -19,17 +19,17 @@ import pytest
 from common.data.arrays import LabeledImages
 from common.preprocess import PreprocessSpec, to_model_input
 from common.weights_io import load_weights
-from models.optim import OptimizerName, OptimizerSpec
-from models.settings import LocalTraining
-from tests.conftest import SUMMARY_KEYS
-from tests.federation import (
+from harness.federation import (
     federate,
     run_federation,
     split_sites,
     start_broker,
     training_parts,
 )
-from tests.mosquitto import GATEWAY_USER, Mosquitto
+from harness.mosquitto import GATEWAY_USER, Mosquitto
+from models.optim import OptimizerName, OptimizerSpec
+from models.settings import LocalTraining
+from tests.conftest import SUMMARY_KEYS
 
 pytest.importorskip("tensorflow_federated")
 

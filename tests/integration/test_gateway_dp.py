@@ -58,7 +58,7 @@ def test_secure_dp_run_accounts_every_round_and_stops_at_the_target(
     pytest.importorskip("tensorflow_federated")
     from common.trust.manifest import manifest_path
     from common.wire.secure import SecureSettings
-    from tests.federation import federate, split_sites
+    from harness.federation import federate, split_sites
 
     spec = DpSpec(
         noise_multiplier=2.0,

@@ -25,9 +25,9 @@ from common.wire.messages import RUN_NONCE, RoundAnnouncement, update_envelope
 from common.wire.topics import Topics
 from common.wire.update_codec import Encoding
 from edge.agent import EdgeAgent
+from harness.federation import run_federation, split_sites, start_broker
+from harness.mosquitto import Mosquitto, ProbeClient
 from models.settings import LocalTraining
-from tests.federation import run_federation, split_sites, start_broker
-from tests.mosquitto import Mosquitto, ProbeClient
 
 pytest.importorskip("tensorflow_federated")
 

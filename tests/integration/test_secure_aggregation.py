@@ -30,7 +30,7 @@ from common.weights_io import load_weights
 from common.wire.envelope import Envelope
 from common.wire.secure import SecureSettings, Step
 from edge.agent import EdgeAgent
-from tests.federation import (
+from harness.federation import (
     SiteCrashError,
     federate,
     run_federation,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from common.data.partition import PartitionSpec
-from tests.federation import run_federation, split_sites, start_broker
+from harness.federation import run_federation, split_sites, start_broker
 
 pytest.importorskip("tensorflow_federated")
 

@@ -9,8 +9,8 @@ import pytest
 
 from common.weights_io import load_weights
 from common.wire.update_codec import Encoding
+from harness.federation import federate, split_sites
 from models.settings import LocalTraining
-from tests.federation import federate, split_sites
 
 pytest.importorskip("tensorflow_federated")
 

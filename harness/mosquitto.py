@@ -1,5 +1,8 @@
-"""Start a real Mosquitto on a free port: the repository's password config and ACL, or the
-mutual-TLS config `privadx certs init` generates."""
+"""Start a real Mosquitto on a free port.
+
+With the repository's password config and ACL, or the mutual-TLS config ``privadx certs
+init`` generates.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import REPO
+REPO = Path(__file__).resolve().parents[1]
+
+
+class MissingPrerequisiteError(RuntimeError):
+    """Something a local federation needs is not on this machine (say, the broker binary)."""
+
 
 CONFIG = REPO / "deploy" / "mosquitto" / "mosquitto.conf"
 ACL = REPO / "deploy" / "mosquitto" / "acl"
@@ -21,6 +29,7 @@ GATEWAY_USER = "privadx-gateway"
 
 
 def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -28,6 +37,8 @@ def free_port() -> int:
 
 @dataclass
 class Mosquitto:
+    """A Mosquitto process of one test or benchmark, with its credentials."""
+
     port: int
     folder: Path
     passwords: dict[str, str]
@@ -38,9 +49,11 @@ class Mosquitto:
 
     @property
     def tls(self) -> bool:
+        """Whether clients authenticate with certificates (else passwords)."""
         return self.pki is not None
 
     def url(self, user: str) -> str:
+        """The broker URL ``user`` connects with."""
         if self.tls:
             return f"mqtts://localhost:{self.port}"
         return f"mqtt://{user}:{self.passwords[user]}@127.0.0.1:{self.port}"
@@ -77,6 +90,7 @@ class Mosquitto:
         client.connect("localhost" if self.tls else "127.0.0.1", self.port)
 
     def start(self) -> None:
+        """Run the broker and wait until it accepts connections."""
         log = (self.folder / "mosquitto.log").open("ab")
         config = self.config or self.folder / "mosquitto.conf"
         self.proc = subprocess.Popen(
@@ -96,6 +110,7 @@ class Mosquitto:
         raise RuntimeError("mosquitto did not start")
 
     def stop(self) -> None:
+        """Terminate the broker."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             self.proc.wait(10)
@@ -105,9 +120,7 @@ class Mosquitto:
 def _prepare(folder: Path) -> int:
     """Check for the broker binary, create ``folder``; return a free port."""
     if shutil.which("mosquitto") is None:
-        from tests.conftest import missing
-
-        missing("the mosquitto binary is needed (apt-get install mosquitto)")
+        raise MissingPrerequisiteError("the mosquitto binary is needed (apt-get install mosquitto)")
     folder.mkdir(parents=True, exist_ok=True)
     return free_port()
 
@@ -181,12 +194,15 @@ class ProbeClient:
         return cls(broker, broker.client(user, f"t-{user}-{time.time_ns()}"))
 
     def sub(self, topic: str) -> None:
+        """Subscribe to ``topic`` (QoS 1) and give the broker a moment."""
         self.c.subscribe(topic, qos=1)
         time.sleep(0.3)
 
     def pub(self, topic: str, payload: bytes, retain: bool = False) -> None:
+        """Publish and wait until the broker has it."""
         self.c.publish(topic, payload, qos=1, retain=retain).wait_for_publish(5)
 
     def close(self) -> None:
+        """Disconnect."""
         self.c.disconnect()
         self.c.loop_stop()

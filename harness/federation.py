@@ -20,12 +20,14 @@ from edge.agent import EdgeAgent
 from edge.config import EdgeConfig
 from gateway.config import GatewayConfig
 from gateway.service import Gateway
+from harness.mosquitto import GATEWAY_USER, Mosquitto
 from models.settings import site_name
-from tests.mosquitto import GATEWAY_USER, Mosquitto
 
 
 @dataclass
 class FederationResult:
+    """Where a run wrote its results, its summary and each site's model folder."""
+
     out: Path
     summary: dict[str, Any]
     site_dirs: list[Path]
@@ -50,7 +52,7 @@ def training_parts(
 
 def start_broker(folder: Path, sites: int, *, tls: bool = True) -> Mosquitto:
     """A running Mosquitto with one identity (mutual TLS) or account (passwords) per site."""
-    from tests.mosquitto import configure, configure_tls
+    from harness.mosquitto import configure, configure_tls
 
     names = [site_name(i) for i in range(sites)]
     broker = configure_tls(folder, names) if tls else configure(folder, names)
