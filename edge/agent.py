@@ -17,26 +17,32 @@ from typing import Any
 
 import numpy as np
 
-from common.data.arrays import LabeledImages
-from common.data.local import load_local_dataset
-from common.data.medmnist import resolve_dataset
-from common.errors import DataError, InputError, ModelError, PrivadxError
-from common.evaluation.holdout import split_holdout
-from common.evaluation.report import EvaluationReport, ReportError, build_report
-from common.evaluation.secure_sum import ReportEncoding
-from common.model_info import ModelInfo
-from common.mqtt_link import LinkConfig, MqttLink
-from common.preprocess import PreprocessSpec
-from common.secagg.protocol import SecAggError
-from common.secagg.vector import flatten_delta
-from common.trust.identity import Identity
-from common.trust.manifest import check_signed
-from common.trust.pki import GATEWAY_IDENTITY, TrustError
-from common.wire import envelope as wire
-from common.wire import tensors
-from common.wire.chunks import Reassembler, split
-from common.wire.envelope import Envelope, Kind, WireError
-from common.wire.messages import (
+from edge.config import EdgeConfig
+from edge.evaluation import log_own_figures, report_envelope, score_held_out
+from edge.secure_participant import SecureParticipant
+from edge.store import ONNX_FILE, ModelStore
+from models.settings import LocalTraining
+from models.spec import ModelSpec
+from privadx.common.data.arrays import LabeledImages
+from privadx.common.data.local import load_local_dataset
+from privadx.common.data.medmnist import resolve_dataset
+from privadx.common.errors import DataError, InputError, ModelError, PrivadxError
+from privadx.common.evaluation.holdout import split_holdout
+from privadx.common.evaluation.report import EvaluationReport, ReportError, build_report
+from privadx.common.evaluation.secure_sum import ReportEncoding
+from privadx.common.model_info import ModelInfo
+from privadx.common.mqtt_link import LinkConfig, MqttLink
+from privadx.common.preprocess import PreprocessSpec
+from privadx.common.secagg.protocol import SecAggError
+from privadx.common.secagg.vector import flatten_delta
+from privadx.common.trust.identity import Identity
+from privadx.common.trust.manifest import check_signed
+from privadx.common.trust.pki import GATEWAY_IDENTITY, TrustError
+from privadx.common.wire import envelope as wire
+from privadx.common.wire import tensors
+from privadx.common.wire.chunks import Reassembler, split
+from privadx.common.wire.envelope import Envelope, Kind, WireError
+from privadx.common.wire.messages import (
     GATEWAY_SENDER,
     RUN_NONCE,
     Phase,
@@ -45,14 +51,8 @@ from common.wire.messages import (
     presence_envelope,
     update_envelope,
 )
-from common.wire.secure import Step
-from common.wire.topics import Topics
-from edge.config import EdgeConfig
-from edge.evaluation import log_own_figures, report_envelope, score_held_out
-from edge.secure_participant import SecureParticipant
-from edge.store import ONNX_FILE, ModelStore
-from models.settings import LocalTraining
-from models.spec import ModelSpec
+from privadx.common.wire.secure import Step
+from privadx.common.wire.topics import Topics
 
 log = logging.getLogger(__name__)
 
@@ -572,7 +572,7 @@ class EdgeAgent:
         return self._keras
 
     def _configure_tensorflow(self) -> None:
-        from common.deps import require
+        from privadx.common.deps import require
 
         tf = require("tensorflow")
         try:

@@ -5,12 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from common.errors import InputError
-from common.evaluation.holdout import DEFAULT_EVAL_FRACTION, check_fraction
-from common.mqtt_link import BrokerAddress, MqttVersion
-from common.trust.identity import check_security
-from common.wire.chunks import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE
-from common.wire.topics import check_name, check_site_id
+from privadx.common.errors import InputError
+from privadx.common.evaluation.holdout import DEFAULT_EVAL_FRACTION, check_fraction
+from privadx.common.mqtt_link import BrokerAddress, MqttVersion
+from privadx.common.trust.identity import check_security
+from privadx.common.wire.chunks import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE
+from privadx.common.wire.topics import check_name, check_site_id
 
 
 @dataclass(frozen=True, kw_only=True)

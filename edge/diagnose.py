@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from common.data.images import DEFAULT_MAX_PIXELS, is_supported, read_image
-from common.errors import DataError, InputError
-from common.preprocess import fit_image
 from edge.onnx_model import OnnxClassifier
+from privadx.common.data.images import DEFAULT_MAX_PIXELS, is_supported, read_image
+from privadx.common.errors import DataError, InputError
+from privadx.common.preprocess import fit_image
 
 log = logging.getLogger(__name__)
 

@@ -1,8 +1,8 @@
 """A site's part in federated evaluation: score each new global model on held-out images.
 
-The site keeps back part of its images (:mod:`common.evaluation.holdout`, or a separate
+The site keeps back part of its images (:mod:`privadx.common.evaluation.holdout`, or a separate
 evaluation set), scores every new global model on them and sends the gateway one signed
-report of sums (:mod:`common.evaluation.report`): no per-image value leaves the site. Under
+report of sums (:mod:`privadx.common.evaluation.report`): no per-image value leaves the site. Under
 secure aggregation the report goes into a secure sum instead (the agent's
 ``_join_secure_evaluation``), so the gateway learns only the sites' total. It also
 logs the figures its own images give, including the decision threshold they would choose.
@@ -15,12 +15,12 @@ from typing import Any
 
 import numpy as np
 
-from common.data.arrays import LabeledImages
-from common.evaluation.federated import site_metrics
-from common.evaluation.report import SCHEME, EvaluationReport
-from common.preprocess import PreprocessSpec
-from common.wire.envelope import Envelope
-from common.wire.messages import RUN_NONCE, evaluation_envelope
+from privadx.common.data.arrays import LabeledImages
+from privadx.common.evaluation.federated import site_metrics
+from privadx.common.evaluation.report import SCHEME, EvaluationReport
+from privadx.common.preprocess import PreprocessSpec
+from privadx.common.wire.envelope import Envelope
+from privadx.common.wire.messages import RUN_NONCE, evaluation_envelope
 
 log = logging.getLogger(__name__)
 

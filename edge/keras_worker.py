@@ -25,10 +25,10 @@ from typing import Any
 
 import numpy as np
 
-from common.data.arrays import LabeledImages
-from common.errors import ModelError, PrivadxError
-from common.model_info import ModelInfo
-from common.weights_io import load_weights, save_weights
+from privadx.common.data.arrays import LabeledImages
+from privadx.common.errors import ModelError, PrivadxError
+from privadx.common.model_info import ModelInfo
+from privadx.common.weights_io import load_weights, save_weights
 
 JOB = "job.json"
 WEIGHTS_IN, WEIGHTS_OUT, IMAGES, LOGITS = "weights.npz", "trained.npz", "images.npz", "logits.npy"
@@ -106,8 +106,8 @@ def _run(work: Path) -> None:
 
 def _child(work: Path) -> None:
     """Run the job in ``work`` (this process imports TensorFlow and then exits)."""
-    from common.deps import require
     from models.architectures import build_model
+    from privadx.common.deps import require
 
     job = json.loads((work / JOB).read_text(encoding="utf-8"))
     tf = require("tensorflow")

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
-from common.errors import ModelError
-from common.metrics import decide, softmax
-from common.model_info import ModelInfo
-from common.onnx_session import execution_providers, inference_session
-from common.preprocess import to_model_input
+from privadx.common.errors import ModelError
+from privadx.common.metrics import decide, softmax
+from privadx.common.model_info import ModelInfo
+from privadx.common.onnx_session import execution_providers, inference_session
+from privadx.common.preprocess import to_model_input
 
 log = logging.getLogger(__name__)
 

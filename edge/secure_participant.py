@@ -2,8 +2,8 @@
 
 In a training round the site quantizes ``examples * clip(delta)`` (plus its example count)
 once per attempt; in an evaluation it encodes its report on the announced model
-(:mod:`common.evaluation.secure_sum`). Then it follows the steps of
-:mod:`common.wire.secure`. The input never leaves the device in the clear: the gateway
+(:mod:`privadx.common.evaluation.secure_sum`). Then it follows the steps of
+:mod:`privadx.common.wire.secure`. The input never leaves the device in the clear: the gateway
 receives it only added to pseudo-random masks that cancel in the sum.
 Before sharing its secrets a site checks every peer's public keys against that peer's
 certificate (so the gateway cannot slip in keys of its own) and that the threshold is a
@@ -17,12 +17,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from common.secagg.protocol import SecAggClient, SecAggError
-from common.secagg.quantize import quantize
-from common.trust.signing import Verifier
-from common.wire.envelope import Envelope, Kind, WireError
-from common.wire.messages import RoundAnnouncement
-from common.wire.secure import (
+from privadx.common.secagg.protocol import SecAggClient, SecAggError
+from privadx.common.secagg.quantize import quantize
+from privadx.common.trust.signing import Verifier
+from privadx.common.wire.envelope import Envelope, Kind, WireError
+from privadx.common.wire.messages import RoundAnnouncement
+from privadx.common.wire.secure import (
     SecureSettings,
     Step,
     SumModulus,

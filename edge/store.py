@@ -23,10 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from common.errors import DataError
-from common.fileio import write_atomic
-from common.trust.manifest import manifest_path
-from common.weights_io import save_weights
+from privadx.common.errors import DataError
+from privadx.common.fileio import write_atomic
+from privadx.common.trust.manifest import manifest_path
+from privadx.common.weights_io import save_weights
 
 ONNX_FILE = "model.onnx"
 

@@ -14,10 +14,10 @@ from typing import Any
 
 import numpy as np
 
-from common.data.arrays import SplitDataset
-from common.errors import InputError
-from common.runlog import json_ready
 from gateway.config import GatewayConfig
+from privadx.common.data.arrays import SplitDataset
+from privadx.common.errors import InputError
+from privadx.common.runlog import json_ready
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ def load_benchmark(config: GatewayConfig) -> SplitDataset | None:
     """
     if config.eval_data is None:
         return None
-    from common.data.medmnist import load_npz, resolve_dataset
+    from privadx.common.data.medmnist import load_npz, resolve_dataset
 
     task = config.task
     dataset = load_npz(resolve_dataset(config.eval_data, config.data_dir))

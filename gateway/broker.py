@@ -12,9 +12,9 @@ import logging
 import socket
 from typing import Any
 
-from common.deps import require
-from common.mqtt_link import BrokerAddress, MqttVersion
-from common.wire.chunks import MAX_PACKET
+from privadx.common.deps import require
+from privadx.common.mqtt_link import BrokerAddress, MqttVersion
+from privadx.common.wire.chunks import MAX_PACKET
 
 log = logging.getLogger(__name__)
 

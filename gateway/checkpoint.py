@@ -29,9 +29,9 @@ from typing import Any
 
 import numpy as np
 
-from common.errors import DataError, InputError
-from common.fileio import fsync_dir, write_atomic
 from gateway.rounds import AcceptedUpdate
+from privadx.common.errors import DataError, InputError
+from privadx.common.fileio import fsync_dir, write_atomic
 
 log = logging.getLogger(__name__)
 

@@ -8,16 +8,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from common.errors import InputError
-from common.mqtt_link import BrokerAddress, MqttVersion
-from common.task import TaskSpec
-from common.trust.identity import check_security
-from common.weighting import DEFAULT_MAX_WEIGHT_RATIO
-from common.wire.chunks import DEFAULT_CHUNK_SIZE
-from common.wire.secure import SecureSettings
-from common.wire.topics import check_name
 from models.optim import OptimizerName, OptimizerSpec
 from models.settings import LocalTraining
+from privadx.common.errors import InputError
+from privadx.common.mqtt_link import BrokerAddress, MqttVersion
+from privadx.common.task import TaskSpec
+from privadx.common.trust.identity import check_security
+from privadx.common.weighting import DEFAULT_MAX_WEIGHT_RATIO
+from privadx.common.wire.chunks import DEFAULT_CHUNK_SIZE
+from privadx.common.wire.secure import SecureSettings
+from privadx.common.wire.topics import check_name
 from tff_core.privacy import DpSpec
 from tff_core.robust import DEFAULT_TRIM, AggregationRule
 

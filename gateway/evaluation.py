@@ -2,8 +2,8 @@
 
 After publishing the model of round ``r`` the gateway opens its evaluation for the sites online
 then. Each site scores its held-out images and sends one signed report
-(:mod:`common.evaluation.report`); the evaluation closes when every expected site reported or
-at its deadline, with those that did, and its record says who reported and who did not.
+(:mod:`privadx.common.evaluation.report`); the evaluation closes when every expected site
+reported or at its deadline, with those that did, and its record says who reported and who did not.
 Reports arrive while the sites train the next round, so this is off the rounds' critical path.
 
 Pure bookkeeping: no MQTT and no TensorFlow, so it is tested with plain envelopes.
@@ -18,12 +18,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from common.evaluation.federated import score_reports
-from common.evaluation.report import SCHEME, EvaluationReport, ReportError
-from common.wire.envelope import Envelope, Kind
-from common.wire.messages import RUN_NONCE
-from common.wire.tensors import TensorFormatError, from_bytes
 from gateway.rounds import Verify, routing_problem
+from privadx.common.evaluation.federated import score_reports
+from privadx.common.evaluation.report import SCHEME, EvaluationReport, ReportError
+from privadx.common.wire.envelope import Envelope, Kind
+from privadx.common.wire.messages import RUN_NONCE
+from privadx.common.wire.tensors import TensorFormatError, from_bytes
 
 log = logging.getLogger(__name__)
 

@@ -13,13 +13,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from common.data.arrays import SplitDataset
-from common.evaluation.decision import HEADLINE_KEYS, Decision
-from common.preprocess import PreprocessSpec
-from common.task import TaskSpec
-from common.trust.identity import Identity
-from common.trust.manifest import build_manifest, write_signed
 from gateway.config import GatewayConfig
+from privadx.common.data.arrays import SplitDataset
+from privadx.common.evaluation.decision import HEADLINE_KEYS, Decision
+from privadx.common.preprocess import PreprocessSpec
+from privadx.common.task import TaskSpec
+from privadx.common.trust.identity import Identity
+from privadx.common.trust.manifest import build_manifest, write_signed
 
 if TYPE_CHECKING:
     import tensorflow as tf

@@ -3,7 +3,7 @@
 A site's message is reassembled from chunks before its signature can be checked, so its
 declared size is checked first against what that kind of message can be for this run's model
 and task, and every site's partial messages share one budget of their own
-(:class:`common.wire.chunks.Reassembler`). The gateway then holds at most
+(:class:`privadx.common.wire.chunks.Reassembler`). The gateway then holds at most
 ``sites * sender_bytes`` of partial messages, whatever any site sends.
 """
 
@@ -14,13 +14,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from common.evaluation.report import BINS, RELIABILITY_BINS, TEMPERATURES
-from common.evaluation.secure_sum import ReportEncoding
-from common.wire.chunks import Reassembler
-from common.wire.envelope import Envelope
-from common.wire.topics import Channel
 from gateway.rounds import Verify
 from gateway.transport import InboundError
+from privadx.common.evaluation.report import BINS, RELIABILITY_BINS, TEMPERATURES
+from privadx.common.evaluation.secure_sum import ReportEncoding
+from privadx.common.wire.chunks import Reassembler
+from privadx.common.wire.envelope import Envelope
+from privadx.common.wire.topics import Channel
 
 OVERHEAD = 64 * 1024
 """Room for tensor headers and JSON fields beyond the arrays themselves."""

@@ -1,16 +1,16 @@
 """What a gateway run concluded: the figures its summary reports.
 
 Pure functions of the round records (the final model's decision rule is
-:mod:`common.evaluation.decision`).
+:mod:`privadx.common.evaluation.decision`).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from common.evaluation.decision import HEADLINE_KEYS
-from common.evaluation.federated import summary_figures
 from gateway.config import GatewayConfig
+from privadx.common.evaluation.decision import HEADLINE_KEYS
+from privadx.common.evaluation.federated import summary_figures
 
 
 def final_record(records: list[dict[str, Any]]) -> dict[str, Any]:

@@ -15,9 +15,6 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from common.weighting import cap_example_counts
-from common.wire.envelope import Envelope
-from common.wire.messages import RoundAnnouncement
 from gateway.checkpoint import RunCheckpoint
 from gateway.config import GatewayConfig
 from gateway.rounds import (
@@ -27,6 +24,9 @@ from gateway.rounds import (
     Verify,
 )
 from gateway.streaming import StreamingMean
+from privadx.common.weighting import cap_example_counts
+from privadx.common.wire.envelope import Envelope
+from privadx.common.wire.messages import RoundAnnouncement
 
 log = logging.getLogger(__name__)
 

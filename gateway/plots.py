@@ -11,7 +11,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from common.deps import require
+from privadx.common.deps import require
 
 log = logging.getLogger(__name__)
 

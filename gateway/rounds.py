@@ -14,13 +14,13 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from common.errors import ExitCode, PrivadxError
-from common.trust.pki import TrustError
-from common.trust.signing import SIGNATURE_KEY, Verifier
-from common.wire.envelope import Envelope, Kind
-from common.wire.messages import RUN_NONCE
-from common.wire.tensors import TensorFormatError, from_bytes
-from common.wire.update_codec import Encoding, decode_update
+from privadx.common.errors import ExitCode, PrivadxError
+from privadx.common.trust.pki import TrustError
+from privadx.common.trust.signing import SIGNATURE_KEY, Verifier
+from privadx.common.wire.envelope import Envelope, Kind
+from privadx.common.wire.messages import RUN_NONCE
+from privadx.common.wire.tensors import TensorFormatError, from_bytes
+from privadx.common.wire.update_codec import Encoding, decode_update
 
 Verify = Callable[[Envelope, str], "str | None"]
 """Checks an update's signature: ``None`` if it passes, else the reason."""
@@ -133,7 +133,7 @@ class RoundState:
     rejected: Counter[str] = field(default_factory=Counter)
     opened: float = field(default_factory=time.time)
     run_nonce: str = ""
-    """The run's random value (``common.wire.messages.RUN_NONCE``); empty: not checked."""
+    """The run's random value (``privadx.common.wire.messages.RUN_NONCE``); empty: not checked."""
 
     def offer(
         self,

@@ -1,7 +1,7 @@
 """The run ids a gateway identity has signed, so that a fresh run cannot reuse one.
 
 A captured update of an earlier run is already refused by the run's random value
-(``common.wire.messages.RUN_NONCE``); refusing a reused run id as well keeps run folders,
+(``privadx.common.wire.messages.RUN_NONCE``); refusing a reused run id as well keeps run folders,
 logs and the sites' records unambiguous. The list lives beside the gateway's key
 (``runs.json`` in its identity folder), so it is known wherever that identity signs. A resumed
 run (its checkpoint in ``--out``) is the same run, not a reuse.
@@ -14,8 +14,8 @@ import logging
 import time
 from pathlib import Path
 
-from common.errors import InputError
-from common.fileio import write_atomic
+from privadx.common.errors import InputError
+from privadx.common.fileio import write_atomic
 
 log = logging.getLogger(__name__)
 

@@ -18,16 +18,16 @@ from typing import Any
 
 import numpy as np
 
-from common.evaluation.federated import federated_metrics
-from common.evaluation.report import ReportError
-from common.evaluation.secure_sum import ReportEncoding
-from common.secagg.protocol import SecAggError
-from common.secagg.vector import unflatten, vector_length
-from common.wire.messages import Phase, RoundAnnouncement
 from gateway.config import GatewayConfig
 from gateway.rounds import QuorumError, Verify
 from gateway.secure_round import SecureRound
 from gateway.transport import GatewayTransport
+from privadx.common.evaluation.federated import federated_metrics
+from privadx.common.evaluation.report import ReportError
+from privadx.common.evaluation.secure_sum import ReportEncoding
+from privadx.common.secagg.protocol import SecAggError
+from privadx.common.secagg.vector import unflatten, vector_length
+from privadx.common.wire.messages import Phase, RoundAnnouncement
 
 log = logging.getLogger(__name__)
 

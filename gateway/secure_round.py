@@ -25,12 +25,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from common.errors import InputError
-from common.secagg.protocol import Advertisement, SecAggError, SecAggServer
-from common.secagg.quantize import dequantize_sum
-from common.wire.envelope import Envelope, Kind, WireError
-from common.wire.messages import GATEWAY_SENDER
-from common.wire.secure import (
+from gateway.rounds import Verify
+from privadx.common.errors import InputError
+from privadx.common.secagg.protocol import Advertisement, SecAggError, SecAggServer
+from privadx.common.secagg.quantize import dequantize_sum
+from privadx.common.wire.envelope import Envelope, Kind, WireError
+from privadx.common.wire.messages import GATEWAY_SENDER
+from privadx.common.wire.secure import (
     SecureSettings,
     Step,
     SumModulus,
@@ -43,7 +44,6 @@ from common.wire.secure import (
     secagg_envelope,
     step_of,
 )
-from gateway.rounds import Verify
 
 _COLLECTS = {
     Step.ADVERTISE: Step.ADVERTISE,

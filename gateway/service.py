@@ -1,8 +1,8 @@
 """The gateway service: announce rounds, collect updates, aggregate with TFF, publish models.
 
 One thread runs the protocol; paho's network thread only enqueues raw messages
-(:class:`common.mqtt_link.MqttLink`). Every inbound message is decoded and validated here, and
-a bad one is logged with its reason and counted, never allowed to stop the service.
+(:class:`privadx.common.mqtt_link.MqttLink`). Every inbound message is decoded and validated
+here, and a bad one is logged with its reason and counted, never allowed to stop the service.
 """
 
 from __future__ import annotations
@@ -16,20 +16,6 @@ from typing import Any
 
 import numpy as np
 
-from common.errors import InputError
-from common.evaluation.decision import decision
-from common.runlog import RunFolder, json_ready
-from common.trust.identity import Identity
-from common.weights_io import save_weights
-from common.wire.envelope import Envelope, Kind, WireError
-from common.wire.messages import (
-    GATEWAY_SENDER,
-    Phase,
-    Presence,
-    RoundAnnouncement,
-    model_envelope,
-)
-from common.wire.topics import Channel
 from gateway.benchmark import BenchmarkScoring, load_benchmark
 from gateway.checkpoint import Progress, RunCheckpoint
 from gateway.config import GatewayConfig
@@ -56,6 +42,20 @@ from gateway.rounds import (
 from gateway.run_registry import RunRegistry
 from gateway.secure_driver import SecureRounds
 from gateway.transport import GatewayTransport, InboundError
+from privadx.common.errors import InputError
+from privadx.common.evaluation.decision import decision
+from privadx.common.runlog import RunFolder, json_ready
+from privadx.common.trust.identity import Identity
+from privadx.common.weights_io import save_weights
+from privadx.common.wire.envelope import Envelope, Kind, WireError
+from privadx.common.wire.messages import (
+    GATEWAY_SENDER,
+    Phase,
+    Presence,
+    RoundAnnouncement,
+    model_envelope,
+)
+from privadx.common.wire.topics import Channel
 from tff_core.robust import AggregationRule
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ class GatewayRun:
     round: int = 0
     online: dict[str, dict[str, Any]] = field(default_factory=dict)
     run_nonce: str = ""
-    """The run's random value (``common.wire.messages.RUN_NONCE``), kept across a resume."""
+    """The run's random value (``privadx.common.wire.messages.RUN_NONCE``), kept across a resume."""
 
 
 class Gateway:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from common.errors import InputError
+from privadx.common.errors import InputError
 
 BLOCK = 1 << 20
 """Values per block: the float32 scratch block (4 MiB) stays in the last-level cache.

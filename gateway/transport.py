@@ -12,15 +12,15 @@ import queue
 from dataclasses import dataclass
 from typing import Protocol
 
-from common.errors import PrivadxError
-from common.mqtt_link import LinkConfig, MqttLink
-from common.trust.identity import Identity
-from common.wire import envelope as wire
-from common.wire.chunks import split
-from common.wire.envelope import Envelope, Kind, WireError
-from common.wire.messages import GATEWAY_SENDER, Presence, presence_envelope
-from common.wire.topics import Channel, Topics
 from gateway.config import GatewayConfig
+from privadx.common.errors import PrivadxError
+from privadx.common.mqtt_link import LinkConfig, MqttLink
+from privadx.common.trust.identity import Identity
+from privadx.common.wire import envelope as wire
+from privadx.common.wire.chunks import split
+from privadx.common.wire.envelope import Envelope, Kind, WireError
+from privadx.common.wire.messages import GATEWAY_SENDER, Presence, presence_envelope
+from privadx.common.wire.topics import Channel, Topics
 
 log = logging.getLogger(__name__)
 

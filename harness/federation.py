@@ -12,16 +12,16 @@ from typing import Any
 
 import numpy as np
 
-from common.data.arrays import LabeledImages
-from common.evaluation.holdout import DEFAULT_EVAL_FRACTION, split_holdout
-from common.mqtt_link import BrokerAddress
-from common.task import TaskSpec, task_from_dataset
 from edge.agent import EdgeAgent
 from edge.config import EdgeConfig
 from gateway.config import GatewayConfig
 from gateway.service import Gateway
 from harness.mosquitto import GATEWAY_USER, Mosquitto
 from models.settings import site_name
+from privadx.common.data.arrays import LabeledImages
+from privadx.common.evaluation.holdout import DEFAULT_EVAL_FRACTION, split_holdout
+from privadx.common.mqtt_link import BrokerAddress
+from privadx.common.task import TaskSpec, task_from_dataset
 
 
 @dataclass
@@ -35,8 +35,8 @@ class FederationResult:
 
 def split_sites(npz: Path, count: int, *, alpha: float, seed: int) -> list[LabeledImages]:
     """The training split of a real dataset dealt to ``count`` sites (Dirichlet label skew)."""
-    from common.data.medmnist import load_npz
-    from common.data.partition import PartitionSpec, partition
+    from privadx.common.data.medmnist import load_npz
+    from privadx.common.data.partition import PartitionSpec, partition
 
     train = load_npz(npz).train
     spec = PartitionSpec(sites=count, alpha=alpha, seed=seed)

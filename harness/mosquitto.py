@@ -154,7 +154,7 @@ def configure(folder: Path, users: list[str]) -> Mosquitto:
 
 def configure_tls(folder: Path, users: list[str]) -> Mosquitto:
     """A federation PKI from `privadx certs init` and its broker config, on a free port."""
-    from common.trust.federation import init_federation
+    from privadx.common.trust.federation import init_federation
 
     port = _prepare(folder)
     pki = init_federation(

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from common.deps import require
 from models.spec import Architecture, ModelSpec
+from privadx.common.deps import require
 
 if TYPE_CHECKING:
     import tensorflow as tf

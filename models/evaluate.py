@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from common.data.arrays import LabeledImages, SplitDataset
-from common.metrics import evaluate, softmax, youden_threshold
-from common.preprocess import PreprocessSpec, to_model_input
+from privadx.common.data.arrays import LabeledImages, SplitDataset
+from privadx.common.metrics import evaluate, softmax, youden_threshold
+from privadx.common.preprocess import PreprocessSpec, to_model_input
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -34,9 +34,9 @@ class OnnxLogits:
     """
 
     def __init__(self, model: tf.keras.Model) -> None:
-        from common.onnx_session import inference_session
         from models.architectures import INPUT_NAME
         from models.onnx_export import direct_graph
+        from privadx.common.onnx_session import inference_session
 
         self.session = inference_session(direct_graph(model).SerializeToString(), spin=False)
         self.input_name = INPUT_NAME

@@ -17,12 +17,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from common.deps import require
-from common.errors import ModelError
-from common.fileio import write_atomic
-from common.model_info import ModelInfo
-from common.preprocess import PreprocessSpec, to_model_input
 from models.architectures import INPUT_NAME, OUTPUT_NAME
+from privadx.common.deps import require
+from privadx.common.errors import ModelError
+from privadx.common.fileio import write_atomic
+from privadx.common.model_info import ModelInfo
+from privadx.common.preprocess import PreprocessSpec, to_model_input
 
 if TYPE_CHECKING:
     import onnx
@@ -112,7 +112,7 @@ def verify_parity(
     Raises:
         ModelError: The difference exceeds :data:`PARITY_TOLERANCE`.
     """
-    from common.onnx_session import inference_session
+    from privadx.common.onnx_session import inference_session
 
     x = to_model_input(images, spec)
     keras_logits = model(x, training=False).numpy()

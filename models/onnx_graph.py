@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from common.deps import require
+from privadx.common.deps import require
 
 if TYPE_CHECKING:
     import onnx

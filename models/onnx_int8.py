@@ -21,10 +21,10 @@ from typing import Any
 
 import numpy as np
 
-from common.deps import require
-from common.errors import ModelError
-from common.fileio import write_atomic
-from common.preprocess import PreprocessSpec, to_model_input
+from privadx.common.deps import require
+from privadx.common.errors import ModelError
+from privadx.common.fileio import write_atomic
+from privadx.common.preprocess import PreprocessSpec, to_model_input
 
 log = logging.getLogger(__name__)
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from common.compat import StrEnum
-from common.deps import require
-from common.errors import InputError
+from privadx.common.compat import StrEnum
+from privadx.common.deps import require
+from privadx.common.errors import InputError
 
 
 class OptimizerName(StrEnum):

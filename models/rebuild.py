@@ -6,10 +6,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from common.model_info import ModelInfo
-from common.preprocess import PreprocessSpec
 from models.architectures import build_model
 from models.weights import set_weights
+from privadx.common.model_info import ModelInfo
+from privadx.common.preprocess import PreprocessSpec
 
 if TYPE_CHECKING:
     import tensorflow as tf

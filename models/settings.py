@@ -10,9 +10,9 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from common.errors import InputError
-from common.wire.update_codec import Encoding
 from models.optim import OptimizerName, OptimizerSpec
+from privadx.common.errors import InputError
+from privadx.common.wire.update_codec import Encoding
 
 
 def local_seed(seed: int, round_num: int, site_id: str) -> int:
@@ -37,7 +37,7 @@ class LocalTraining:
     augment: bool = True
     shuffle: bool = True
     encoding: Encoding = Encoding.FLOAT32
-    """How sites send their update (see :mod:`common.wire.update_codec`)."""
+    """How sites send their update (see :mod:`privadx.common.wire.update_codec`)."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""

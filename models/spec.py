@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 
-from common.compat import StrEnum
-from common.errors import InputError, ModelError
+from privadx.common.compat import StrEnum
+from privadx.common.errors import InputError, ModelError
 
 MAX_SIDE = 1024
 """Largest input height or width a model may declare (PrivaDx's models take 28-224)."""

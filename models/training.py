@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from common.data.arrays import LabeledImages
-from common.deps import require
-from common.errors import ModelError
-from common.preprocess import PreprocessSpec, to_model_input
 from models.optim import OptimizerSpec
 from models.settings import LocalTraining
+from privadx.common.data.arrays import LabeledImages
+from privadx.common.deps import require
+from privadx.common.errors import ModelError
+from privadx.common.preprocess import PreprocessSpec, to_model_input
 
 if TYPE_CHECKING:
     import tensorflow as tf

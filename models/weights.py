@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from common.errors import ModelError
+from privadx.common.errors import ModelError
 
 if TYPE_CHECKING:
     import tensorflow as tf

@@ -1,6 +1,6 @@
 """``privadx``: federated learning on medical images, from simulation to bedside diagnosis.
 
-Exit codes: :class:`common.errors.ExitCode` (``privadx --help`` lists them).
+Exit codes: :class:`privadx.common.errors.ExitCode` (``privadx --help`` lists them).
 """
 
 from __future__ import annotations
@@ -12,8 +12,6 @@ import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
-from common.compat import tomllib
-from common.errors import ExitCode, InputError, PrivadxError, exit_code_lines
 from privadx.commands import (
     certs,
     data,
@@ -25,6 +23,8 @@ from privadx.commands import (
     simulate,
     task,
 )
+from privadx.common.compat import tomllib
+from privadx.common.errors import ExitCode, InputError, PrivadxError, exit_code_lines
 
 log = logging.getLogger("privadx")
 

@@ -85,7 +85,7 @@ def parse_args() -> argparse.Namespace:
 
 def trunc(value: float, digits: int) -> str:
     """``value`` truncated (never rounded up) to ``digits`` decimals."""
-    from common.figures import truncate
+    from privadx.common.figures import truncate
 
     return truncate(value, digits)
 
@@ -206,13 +206,13 @@ def _available_memory() -> int:
 # --- encodings ---------------------------------------------------------------------------
 def encodings(dataset: str) -> dict[str, Any]:
     """Update message bytes per encoding, and protocol overhead, for the CNN."""
-    from common.wire import envelope as wire
-    from common.wire.chunks import split
-    from common.wire.messages import update_envelope
-    from common.wire.update_codec import Encoding
     from models.architectures import build_model
     from models.spec import Architecture, ModelSpec
     from models.weights import get_weights
+    from privadx.common.wire import envelope as wire
+    from privadx.common.wire.chunks import split
+    from privadx.common.wire.messages import update_envelope
+    from privadx.common.wire.update_codec import Encoding
 
     spec = ModelSpec(arch=Architecture.CNN, height=28, width=28, channels=1, num_classes=2)
     base = get_weights(build_model(spec, seed=0))
@@ -249,8 +249,8 @@ def encodings(dataset: str) -> dict[str, Any]:
 
 def _throwaway_signer() -> Any:
     """A signer from a temporary federation CA (the real certificate chain's size)."""
-    from common.trust.federation import init_federation
-    from common.trust.identity import Identity
+    from privadx.common.trust.federation import init_federation
+    from privadx.common.trust.identity import Identity
 
     folder = Path(tempfile.mkdtemp())
     pki = init_federation(
@@ -264,9 +264,9 @@ def inference(dataset: str, work: Path) -> dict[str, Any]:
     """ONNX Runtime fp32 / int8 vs Keras per image, batch 1 and 32, on real test images."""
     import tensorflow as tf
 
-    from common.data.medmnist import load_npz, resolve_dataset
-    from common.preprocess import to_model_input
     from edge.onnx_model import OnnxClassifier
+    from privadx.common.data.medmnist import load_npz, resolve_dataset
+    from privadx.common.preprocess import to_model_input
 
     weights = _trained_weights(dataset, work)
     model_path, int8_path = work / "model.onnx", work / "model.int8.onnx"
@@ -275,8 +275,8 @@ def inference(dataset: str, work: Path) -> dict[str, Any]:
          "--int8", "--verify-data", dataset],
         check=True, capture_output=True,
     )  # fmt: skip
-    from common.weights_io import load_weights
     from models.rebuild import model_from_weights
+    from privadx.common.weights_io import load_weights
 
     arrays, meta = load_weights(weights)
     keras_model, preprocess = model_from_weights(arrays, meta)
@@ -367,9 +367,9 @@ def cold_start(dataset: str, work: Path) -> dict[str, Any]:
     """Process start to exit: ``privadx diagnose`` vs a minimal TensorFlow script."""
     from PIL import Image
 
-    from common.data.medmnist import load_npz, resolve_dataset
-    from common.weights_io import load_weights
     from models.rebuild import model_from_weights
+    from privadx.common.data.medmnist import load_npz, resolve_dataset
+    from privadx.common.weights_io import load_weights
 
     weights = work / "sim" / "weights.npz"
     if not weights.exists():
@@ -436,8 +436,8 @@ ROUNDS_TIMED = 4
 
 def round_overhead(dataset: str, work: Path) -> list[dict[str, Any]]:
     """Protocol overhead per round for 10 and 50 agents (see the module docstring)."""
-    from common.data.medmnist import resolve_dataset
     from models.settings import LocalTraining
+    from privadx.common.data.medmnist import resolve_dataset
 
     sys.path.insert(0, str(ROOT))
     from harness.federation import split_sites
@@ -483,8 +483,8 @@ def flower(dataset: str, work: Path) -> dict[str, Any]:
     """Flower and PrivaDx on the same federation, side by side."""
     import shutil
 
-    from common.data.medmnist import resolve_dataset
     from models.settings import LocalTraining
+    from privadx.common.data.medmnist import resolve_dataset
     from tff_core.robust import AggregationRule
 
     sys.path.insert(0, str(ROOT))
@@ -555,9 +555,9 @@ float rounding, so one run per encoding cannot resolve a half-point effect."""
 
 def encoding_accuracy(dataset: str, work: Path) -> dict[str, Any]:
     """Final accuracy and bytes per update with each update encoding, same runs otherwise."""
-    from common.data.medmnist import resolve_dataset
-    from common.wire.update_codec import Encoding
     from models.settings import LocalTraining
+    from privadx.common.data.medmnist import resolve_dataset
+    from privadx.common.wire.update_codec import Encoding
 
     sys.path.insert(0, str(ROOT))
     from harness.federation import split_sites

@@ -51,7 +51,7 @@ def parse_args() -> argparse.Namespace:
 
 def one_run(args: argparse.Namespace, seed: int) -> dict[str, Any]:
     """Simulate with ``seed``; the final round's federated and pooled figures."""
-    from common.data.partition import PartitionSpec
+    from privadx.common.data.partition import PartitionSpec
     from tff_core.config import SimulationConfig
     from tff_core.simulation import run_simulation
 
@@ -117,7 +117,7 @@ ROWS = (
 
 
 def table(runs: list[dict[str, Any]], args: argparse.Namespace) -> str:
-    from common.figures import truncate
+    from privadx.common.figures import truncate
 
     head = (
         f"{args.dataset}, {args.sites} sites, Dirichlet({args.alpha}), {args.rounds} rounds x "

@@ -178,7 +178,7 @@ def diagnose_footprint(model: Path, images: int) -> dict[str, Any]:
     import numpy as np
     from PIL import Image
 
-    from common.data.medmnist import load_npz, resolve_dataset
+    from privadx.common.data.medmnist import load_npz, resolve_dataset
 
     folder = Path(tempfile.mkdtemp(prefix="privadx-diagnose-"))
     test = load_npz(resolve_dataset("pneumoniamnist")).test

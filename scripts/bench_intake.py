@@ -24,9 +24,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from common.errors import PrivadxError
-from common.wire.chunks import DEFAULT_CHUNK_SIZE, Reassembler, split
-from common.wire.envelope import Envelope, Kind
+from privadx.common.errors import PrivadxError
+from privadx.common.wire.chunks import DEFAULT_CHUNK_SIZE, Reassembler, split
+from privadx.common.wire.envelope import Envelope, Kind
 
 OLD = {"max_payload": 512 * 1024 * 1024, "max_partial": 256, "max_sender_bytes": 1 << 62}
 
@@ -138,11 +138,11 @@ def main() -> int:
 
     import numpy as np
 
-    from common.task import task_from_dataset
-    from common.wire import tensors
     from gateway.intake import PARTIAL_PER_SITE, MessageLimits
     from models.architectures import build_model
     from models.weights import get_weights
+    from privadx.common.task import task_from_dataset
+    from privadx.common.wire import tensors
 
     task = task_from_dataset("pneumoniamnist")
     weights = get_weights(build_model(task.model_spec(), seed=0))

@@ -49,8 +49,6 @@ def run_federation(
     sites: list[Any], dataset: Any, rule: str, attack: str | None, args: argparse.Namespace
 ) -> dict[str, Any]:
     """Train ``args.rounds`` rounds with the given rule and attack; return final test metrics."""
-    from common.data.arrays import LabeledImages
-    from common.preprocess import PreprocessSpec
     from models.architectures import build_model
     from models.evaluate import choose_threshold, evaluate_split
     from models.optim import OptimizerName, OptimizerSpec
@@ -58,6 +56,8 @@ def run_federation(
     from models.spec import ModelSpec
     from models.training import train_locally
     from models.weights import get_weights, set_weights
+    from privadx.common.data.arrays import LabeledImages
+    from privadx.common.preprocess import PreprocessSpec
     from tff_core.aggregation import FedAvgServer
     from tff_core.robust import AggregationRule
 
@@ -129,8 +129,8 @@ def markdown(results: list[dict[str, Any]]) -> str:
 def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     args = parse_args()
-    from common.data.medmnist import load_npz, resolve_dataset
-    from common.data.partition import PartitionSpec, partition
+    from privadx.common.data.medmnist import load_npz, resolve_dataset
+    from privadx.common.data.partition import PartitionSpec, partition
     from tff_core.runtime import tff_runtime
 
     dataset = load_npz(resolve_dataset(args.dataset, args.data_dir))

@@ -60,9 +60,9 @@ def compute(n: int, dropout: float, when: str) -> dict[str, Any]:
 
     ``when`` is ``"after"`` or ``"before"``: whether the dropped sites sent their masked input.
     """
-    from common.secagg.protocol import SecAggClient, SecAggServer
-    from common.secagg.quantize import QuantSpec, quantize
-    from common.wire.secure import SecureSettings
+    from privadx.common.secagg.protocol import SecAggClient, SecAggServer
+    from privadx.common.secagg.quantize import QuantSpec, quantize
+    from privadx.common.wire.secure import SecureSettings
 
     spec = QuantSpec(clip=10.0, bits=16, max_weight=1 << 16)
     t = SecureSettings().threshold(n)
@@ -118,9 +118,9 @@ def compute(n: int, dropout: float, when: str) -> dict[str, Any]:
 
 def federation(sites: int, rounds: int) -> dict[str, Any]:
     """Plain and secure runs of the same federation over Mosquitto; per-round costs."""
-    from common.data.medmnist import resolve_dataset
-    from common.wire.secure import SecureSettings
     from harness.federation import run_federation, split_sites, start_broker
+    from privadx.common.data.medmnist import resolve_dataset
+    from privadx.common.wire.secure import SecureSettings
     from tff_core.robust import AggregationRule
 
     npz = resolve_dataset("pneumoniamnist", None)

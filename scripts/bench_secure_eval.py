@@ -26,9 +26,9 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="also write the result here")
     args = parser.parse_args()
 
-    from common.data.medmnist import resolve_dataset
-    from common.wire.secure import SecureSettings
     from harness.federation import federate, split_sites
+    from privadx.common.data.medmnist import resolve_dataset
+    from privadx.common.wire.secure import SecureSettings
     from tff_core.robust import AggregationRule
 
     data = args.data or resolve_dataset("breastmnist")

@@ -82,7 +82,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 from pydicom.data import get_testdata_file
-from common.data.medmnist import load_npz, resolve_dataset
+from privadx.common.data.medmnist import load_npz, resolve_dataset
 out = Path(sys.argv[1])
 test = load_npz(resolve_dataset("pneumoniamnist")).test
 for i in range(20):
@@ -101,7 +101,7 @@ arm_diagnose() {
 say "diagnose inside the emulated aarch64 root"; step arm_diagnose
 arm_edge() {
     chroot "$ARM" env PYTHONPATH=/opt/privadx python3 -c \
-        'import sys, edge.agent, common.mqtt_link, paho.mqtt.client, onnxruntime, numpy
+        'import sys, edge.agent, privadx.common.mqtt_link, paho.mqtt.client, onnxruntime, numpy
 assert "tensorflow" not in sys.modules
 print("edge MQTT path imported; onnxruntime", onnxruntime.__version__, "numpy", numpy.__version__)' \
         2> >(grep -v -e "cpuinfo" -e "cpuid_info" >&2)

@@ -36,30 +36,30 @@ SETTINGS = {
 
 
 def _site() -> object:
-    from common.data.medmnist import load_npz, resolve_dataset
+    from privadx.common.data.medmnist import load_npz, resolve_dataset
 
     return load_npz(resolve_dataset("pneumoniamnist")).train.subset(list(range(150)))
 
 
 def save_start(path: Path) -> None:
     """The start weights (this TensorFlow's initialisation), for both sides to train from."""
-    from common.weights_io import save_weights
     from models.architectures import build_model
     from models.spec import ModelSpec
     from models.weights import get_weights
+    from privadx.common.weights_io import save_weights
 
     save_weights(path, get_weights(build_model(ModelSpec(dropout=0.3), seed=0)), {})
 
 
 def train(start: Path, out: Path, settings: str) -> None:
     """Train ``start`` once with ``settings`` and save the result and the TensorFlow version."""
-    from common.deps import require
-    from common.preprocess import PreprocessSpec
-    from common.weights_io import load_weights, save_weights
     from models.architectures import build_model
     from models.settings import LocalTraining
     from models.spec import ModelSpec
     from models.training import train_weights
+    from privadx.common.deps import require
+    from privadx.common.preprocess import PreprocessSpec
+    from privadx.common.weights_io import load_weights, save_weights
 
     tf = require("tensorflow")
     tf.config.threading.set_intra_op_parallelism_threads(1)
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--other-python is required")
     import numpy as np
 
-    from common.weights_io import load_weights
+    from privadx.common.weights_io import load_weights
 
     results = {}
     with tempfile.TemporaryDirectory() as folder:

@@ -45,15 +45,15 @@ def main() -> int:
     import flwr as fl
     import numpy as np
 
-    from common.data.medmnist import load_npz
-    from common.data.partition import PartitionSpec, partition
-    from common.preprocess import PreprocessSpec
     from models.architectures import build_model
     from models.evaluate import choose_threshold, evaluate_split
     from models.settings import LocalTraining, local_seed, site_name
     from models.spec import ModelSpec
     from models.training import train_weights
     from models.weights import get_weights, set_weights
+    from privadx.common.data.medmnist import load_npz
+    from privadx.common.data.partition import PartitionSpec, partition
+    from privadx.common.preprocess import PreprocessSpec
 
     args = parse_args()
     dataset = load_npz(args.npz)

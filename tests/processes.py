@@ -44,7 +44,7 @@ def start_gateway(
     out.mkdir(parents=True, exist_ok=True)
     task = out.parent / f"{out.name}-task.toml"
     if not task.exists():
-        from common.task import task_from_dataset
+        from privadx.common.task import task_from_dataset
 
         task_from_dataset(str(dataset)).save(task)
     args = ["gateway", *_link(broker, GATEWAY_USER), "--task", str(task)]

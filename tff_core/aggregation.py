@@ -15,10 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from common.deps import require
-from common.runlog import json_ready
-from common.secagg.vector import unflatten, vector_length
 from models.optim import OptimizerSpec
+from privadx.common.deps import require
+from privadx.common.runlog import json_ready
+from privadx.common.secagg.vector import unflatten, vector_length
 from tff_core.fedavg import build_tff_optimizer
 from tff_core.privacy import DpSpec, tff_dp_aggregator
 from tff_core.robust import AggregationRule, coordinate_median, tff_model_aggregator, trimmed_mean

@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from common.data.arrays import LabeledImages
-from common.deps import require
-from common.runlog import RunFolder
 from models.architectures import build_model
 from models.evaluate import evaluate_model
 from models.training import make_client_dataset
+from privadx.common.data.arrays import LabeledImages
+from privadx.common.deps import require
+from privadx.common.runlog import RunFolder
 from tff_core.fedavg import keras_loss
 
 if TYPE_CHECKING:

@@ -6,11 +6,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from common.data.partition import PartitionSpec
-from common.errors import InputError
-from common.evaluation.holdout import DEFAULT_EVAL_FRACTION, check_fraction
 from models.optim import OptimizerName, OptimizerSpec
 from models.spec import Architecture
+from privadx.common.data.partition import PartitionSpec
+from privadx.common.errors import InputError
+from privadx.common.evaluation.holdout import DEFAULT_EVAL_FRACTION, check_fraction
 from tff_core.privacy import DpSpec
 from tff_core.robust import AggregationRule
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from common.data.arrays import LabeledImages, SplitDataset
-from common.data.catalog import CATALOG
-from common.data.medmnist import load_npz, resolve_dataset
-from common.data.partition import partition
-from common.evaluation.holdout import split_holdout
-from common.preprocess import PreprocessSpec
 from models.spec import ModelSpec
+from privadx.common.data.arrays import LabeledImages, SplitDataset
+from privadx.common.data.catalog import CATALOG
+from privadx.common.data.medmnist import load_npz, resolve_dataset
+from privadx.common.data.partition import partition
+from privadx.common.evaluation.holdout import split_holdout
+from privadx.common.preprocess import PreprocessSpec
 from tff_core.config import SimulationConfig
 
 

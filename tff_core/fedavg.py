@@ -11,12 +11,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from common.deps import require
-from common.preprocess import PreprocessSpec
 from models.architectures import build_model
 from models.optim import OptimizerName, OptimizerSpec
 from models.spec import ModelSpec
 from models.training import element_spec
+from privadx.common.deps import require
+from privadx.common.preprocess import PreprocessSpec
 
 if TYPE_CHECKING:
     import tensorflow as tf

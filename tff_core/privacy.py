@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from common.deps import require
-from common.errors import InputError
+from privadx.common.deps import require
+from privadx.common.errors import InputError
 
 DEFAULT_DELTA = 1e-5
 

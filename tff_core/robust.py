@@ -23,9 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from common.compat import StrEnum
-from common.deps import require
-from common.errors import InputError
+from privadx.common.compat import StrEnum
+from privadx.common.deps import require
+from privadx.common.errors import InputError
 
 DEFAULT_TRIM = 0.1
 

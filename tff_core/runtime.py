@@ -98,7 +98,7 @@ def tff_runtime() -> Iterator[None]:
         _installed = True
     # A fresh local C++ context: TFF's context stack is thread-local (only the importing thread
     # has a default), and a context whose worker was stopped earlier would not restart it.
-    from common.deps import require
+    from privadx.common.deps import require
 
     require("tensorflow_federated").backends.native.set_sync_local_cpp_execution_context()
     try:

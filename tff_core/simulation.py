@@ -8,18 +8,18 @@ from typing import Any
 
 import numpy as np
 
-from common.deps import require
-from common.evaluation.central import central_figures
-from common.evaluation.decision import HEADLINE_KEYS, decision
-from common.evaluation.federated import score_reports, summary_figures
-from common.evaluation.report import build_report
-from common.model_info import ModelInfo
-from common.runlog import RunFolder
-from common.weighting import DEFAULT_MAX_WEIGHT_RATIO, cap_example_counts
-from common.weights_io import save_weights
 from models.evaluate import choose_threshold, evaluate_split, fast_scorer, predict_logits
 from models.settings import local_seed, site_name
 from models.training import make_client_dataset
+from privadx.common.deps import require
+from privadx.common.evaluation.central import central_figures
+from privadx.common.evaluation.decision import HEADLINE_KEYS, decision
+from privadx.common.evaluation.federated import score_reports, summary_figures
+from privadx.common.evaluation.report import build_report
+from privadx.common.model_info import ModelInfo
+from privadx.common.runlog import RunFolder
+from privadx.common.weighting import DEFAULT_MAX_WEIGHT_RATIO, cap_example_counts
+from privadx.common.weights_io import save_weights
 from tff_core.config import SimulationConfig
 from tff_core.experiment import Experiment, prepare
 from tff_core.fedavg import build_fedavg
@@ -267,7 +267,7 @@ def weights_metadata(
     """What a weights file records about its model and its provenance.
 
     The decision rule (threshold, temperature) is the one a deployment's gateway would write:
-    from the federated evaluation of the final model (:mod:`common.evaluation.decision`).
+    from the federated evaluation of the final model (:mod:`privadx.common.evaluation.decision`).
     """
     rule = decision(records)
     info = ModelInfo(

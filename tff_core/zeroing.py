@@ -19,7 +19,7 @@ import collections
 import math
 from typing import Any
 
-from common.deps import require
+from privadx.common.deps import require
 
 
 def _zeroing_norm() -> Any:

@@ -43,7 +43,7 @@ def add_data_dir(parser: argparse.ArgumentParser) -> None:
 
 def print_json(obj: Any) -> None:
     """Write ``obj`` as JSON on stdout."""
-    from common.runlog import json_ready
+    from privadx.common.runlog import json_ready
 
     json.dump(json_ready(obj), sys.stdout, indent=2, sort_keys=True)
     sys.stdout.write("\n")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from common.mqtt_link import BrokerAddress, MqttVersion
+from privadx.common.mqtt_link import BrokerAddress, MqttVersion
 
 
 def add_mqtt_options(p: argparse.ArgumentParser, *, broker_required: bool) -> None:

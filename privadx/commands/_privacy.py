@@ -34,7 +34,7 @@ def add_dp_options(p: argparse.ArgumentParser, note: str) -> None:
 
 def dp_spec(args: argparse.Namespace, *, sites_per_round: int, sites: int) -> DpSpec | None:
     """The run's DP settings from the options (``None`` without ``--dp-noise``)."""
-    from common.errors import InputError
+    from privadx.common.errors import InputError
     from tff_core.privacy import DpSpec
 
     if args.dp_noise is None:

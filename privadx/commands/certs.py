@@ -62,7 +62,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_init(args: argparse.Namespace) -> int:
     """Create the federation's PKI folder."""
-    from common.trust.federation import init_federation
+    from privadx.common.trust.federation import init_federation
 
     pki = init_federation(
         args.out,
@@ -87,7 +87,7 @@ def run_init(args: argparse.Namespace) -> int:
 
 def run_issue(args: argparse.Namespace) -> int:
     """Enrol more sites."""
-    from common.trust.federation import issue_sites
+    from privadx.common.trust.federation import issue_sites
 
     folders = issue_sites(args.pki, args.sites)
     if args.json:
@@ -100,7 +100,7 @@ def run_issue(args: argparse.Namespace) -> int:
 
 def run_revoke(args: argparse.Namespace) -> int:
     """Revoke sites."""
-    from common.trust.federation import revoke_sites
+    from privadx.common.trust.federation import revoke_sites
 
     serials = revoke_sites(args.pki, args.sites)
     print(f"revoked {', '.join(args.sites)}; {len(serials)} certificates on the list")

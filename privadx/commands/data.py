@@ -6,8 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from common.errors import ExitCode
 from privadx.commands._common import Progress, add_data_dir, print_json
+from privadx.common.errors import ExitCode
 
 HELP = "download and inspect datasets (MedMNIST .npz, image folders, CSV manifests)"
 
@@ -48,9 +48,9 @@ def _usage(parser: argparse.ArgumentParser) -> int:
 
 def run_fetch(args: argparse.Namespace) -> int:
     """Download one dataset and print where it is."""
-    from common.data.catalog import dataset_info
-    from common.data.download import fetch_dataset
-    from common.data.medmnist import default_data_dir
+    from privadx.common.data.catalog import dataset_info
+    from privadx.common.data.download import fetch_dataset
+    from privadx.common.data.medmnist import default_data_dir
 
     info = dataset_info(args.name)
     progress = Progress(info.file_name(args.size))
@@ -88,10 +88,10 @@ def run_info(args: argparse.Namespace) -> int:
 
 def describe(path: Path) -> dict[str, Any]:
     """A JSON-ready description of a dataset at ``path``."""
-    from common.data.local import load_local_dataset
-    from common.data.medmnist import catalog_entry_for, load_npz
-    from common.errors import DataError
-    from common.preprocess import PreprocessSpec
+    from privadx.common.data.local import load_local_dataset
+    from privadx.common.data.medmnist import catalog_entry_for, load_npz
+    from privadx.common.errors import DataError
+    from privadx.common.preprocess import PreprocessSpec
 
     extra: dict[str, Any]
     if path.suffix.lower() == ".npz":

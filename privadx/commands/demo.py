@@ -17,7 +17,7 @@ from models.settings import site_name
 from privadx.commands._common import add_data_dir, positive_float, positive_int
 
 if TYPE_CHECKING:
-    from common.trust.federation import FederationPki
+    from privadx.common.trust.federation import FederationPki
 
 log = logging.getLogger(__name__)
 
@@ -93,8 +93,8 @@ def write_site_data(args: argparse.Namespace, sites_dir: Path) -> list[Path]:
     """Partition the training split and write one ``.npz`` per site (the site's own images)."""
     import numpy as np
 
-    from common.data.medmnist import load_npz, resolve_dataset
-    from common.data.partition import PartitionSpec, partition
+    from privadx.common.data.medmnist import load_npz, resolve_dataset
+    from privadx.common.data.partition import PartitionSpec, partition
 
     dataset = load_npz(resolve_dataset(args.dataset, args.data_dir))
     parts = partition(
@@ -193,8 +193,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _write_task(args: argparse.Namespace, path: Path) -> Path:
     """The task file the gateway runs from (from the dataset's metadata, no pixels)."""
-    from common.data.medmnist import resolve_dataset
-    from common.task import task_from_dataset
+    from privadx.common.data.medmnist import resolve_dataset
+    from privadx.common.task import task_from_dataset
 
     task_from_dataset(str(resolve_dataset(args.dataset, args.data_dir))).save(path)
     return path
@@ -202,7 +202,7 @@ def _write_task(args: argparse.Namespace, path: Path) -> Path:
 
 def _federation_pki(args: argparse.Namespace, out: Path) -> FederationPki:
     """The PKI to use: --pki, or RUN_DIR/pki (created with identities for every site)."""
-    from common.trust.federation import FederationPki, init_federation, issue_sites
+    from privadx.common.trust.federation import FederationPki, init_federation, issue_sites
 
     names = [site_name(i) for i in range(args.sites)]
     root = args.pki or out / "pki"
@@ -293,7 +293,7 @@ def _summary(gateway: dict[str, Any], out: Path, sites: int, seconds: float) -> 
 def _diagnose_at_site(args: argparse.Namespace, out: Path) -> str:
     from PIL import Image
 
-    from common.data.medmnist import load_npz, resolve_dataset
+    from privadx.common.data.medmnist import load_npz, resolve_dataset
 
     test = load_npz(resolve_dataset(args.dataset, args.data_dir)).test
     folder = out / "site-0-images"

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING
 from privadx.commands._common import positive_int, print_json
 
 if TYPE_CHECKING:
-    from common.model_info import ModelInfo
     from edge.diagnose import Diagnosis
+    from privadx.common.model_info import ModelInfo
 
 HELP = "diagnose PNG/JPEG/DICOM/.npz images with an ONNX model (no TensorFlow needed)"
 DESCRIPTION = """\
@@ -80,9 +80,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Diagnose and print one line (or JSON object) per image."""
-    from common.errors import EXIT_PARTIAL, InputError
     from edge.diagnose import diagnose
     from edge.onnx_model import OnnxClassifier
+    from privadx.common.errors import EXIT_PARTIAL, InputError
 
     data, manifest = _verified_model(args)
     model = OnnxClassifier(args.model, threads=args.threads, data=data, provider=args.provider)
@@ -133,8 +133,8 @@ def _verified_model(args: argparse.Namespace) -> tuple[bytes, dict[str, object] 
     """The model file's bytes, checked against its signed manifest."""
     import os
 
-    from common.errors import ModelError
-    from common.trust.manifest import verify_model_file
+    from privadx.common.errors import ModelError
+    from privadx.common.trust.manifest import verify_model_file
 
     try:
         data = args.model.read_bytes()

@@ -74,9 +74,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the agent."""
-    from common.deps import ensure_installed
     from edge.agent import EdgeAgent
     from edge.config import EdgeConfig
+    from privadx.common.deps import ensure_installed
 
     ensure_installed("tensorflow")  # the agent trains at every round: say so now, not then
 

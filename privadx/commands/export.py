@@ -9,9 +9,9 @@ from typing import Any
 
 import numpy as np
 
-from common.evaluation.decision import HEADLINE_KEYS
-from common.preprocess import PreprocessSpec, fit_images
 from privadx.commands._common import add_data_dir, positive_int, print_json
+from privadx.common.evaluation.decision import HEADLINE_KEYS
+from privadx.common.preprocess import PreprocessSpec, fit_images
 
 log = logging.getLogger(__name__)
 
@@ -77,9 +77,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Export and verify; print the file, its hash and the parity figure."""
-    from common.weights_io import load_weights
     from models.onnx_export import export_onnx, verify_parity
     from models.rebuild import model_from_weights
+    from privadx.common.weights_io import load_weights
 
     weights, meta = load_weights(args.weights)
     model, preprocess = model_from_weights(weights, meta)
@@ -134,8 +134,8 @@ def _int8(
 
 def _onnx_metrics(path: Path, split: Any, preprocess: PreprocessSpec) -> dict[str, float]:
     """Accuracy and AUC of an ONNX model on a labelled split, with its own decision rule."""
-    from common.metrics import evaluate
     from edge.onnx_model import OnnxClassifier
+    from privadx.common.metrics import evaluate
 
     model = OnnxClassifier(path)
     images = fit_images(split.images, preprocess)
@@ -156,8 +156,8 @@ def _onnx_metrics(path: Path, split: Any, preprocess: PreprocessSpec) -> dict[st
 def _calibration_images(
     args: argparse.Namespace, meta: dict[str, Any], preprocess: PreprocessSpec
 ) -> np.ndarray:
-    from common.data.local import load_local_dataset
-    from common.data.medmnist import load_npz, resolve_dataset
+    from privadx.common.data.local import load_local_dataset
+    from privadx.common.data.medmnist import load_npz, resolve_dataset
 
     if args.calibration_data:
         path = resolve_dataset(args.calibration_data, args.data_dir)
@@ -171,8 +171,8 @@ def _calibration_images(
 
 def _sign(args: argparse.Namespace, meta: dict[str, Any], path: Path) -> str:
     """Write the signed manifest of the exported file; return its path."""
-    from common.trust.identity import Identity
-    from common.trust.manifest import build_manifest, manifest_path, write_signed
+    from privadx.common.trust.identity import Identity
+    from privadx.common.trust.manifest import build_manifest, manifest_path, write_signed
 
     identity = Identity.load(args.identity)
     provenance = meta.get("provenance", {})
@@ -204,7 +204,7 @@ def _parity_images(
 
 
 def _dataset_source(args: argparse.Namespace, meta: dict[str, Any]) -> str:
-    from common.errors import DataError
+    from privadx.common.errors import DataError
 
     provenance = meta.get("provenance", {})
     source = args.verify_data or provenance.get("dataset") or provenance.get("benchmark")
@@ -214,6 +214,6 @@ def _dataset_source(args: argparse.Namespace, meta: dict[str, Any]) -> str:
 
 
 def _test_split(args: argparse.Namespace, meta: dict[str, Any]) -> Any:
-    from common.data.medmnist import load_npz, resolve_dataset
+    from privadx.common.data.medmnist import load_npz, resolve_dataset
 
     return load_npz(resolve_dataset(_dataset_source(args, meta), args.data_dir)).test

@@ -165,14 +165,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the gateway until the run is finished."""
-    from common.task import TaskSpec
-    from common.wire.secure import SecureSettings
-    from common.wire.update_codec import Encoding
     from gateway.checkpoint import RunCheckpoint
     from gateway.config import GatewayConfig, default_run_id
     from gateway.service import Gateway
     from models.optim import OptimizerName, OptimizerSpec
     from models.settings import LocalTraining
+    from privadx.common.task import TaskSpec
+    from privadx.common.wire.secure import SecureSettings
+    from privadx.common.wire.update_codec import Encoding
     from tff_core.robust import AggregationRule
 
     broker, version = broker_from_args(args)

@@ -122,9 +122,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def build_config(args: argparse.Namespace) -> SimulationConfig:
     """The typed simulation config for parsed arguments."""
-    from common.data.partition import PartitionSpec, Scheme
     from models.optim import OptimizerName, OptimizerSpec
     from models.spec import Architecture
+    from privadx.common.data.partition import PartitionSpec, Scheme
     from tff_core.config import SimulationConfig
     from tff_core.robust import AggregationRule
 

@@ -52,9 +52,9 @@ def _size(text: str) -> tuple[int, int, int]:
 
 def run(args: argparse.Namespace) -> int:
     """Write the task file and say what it holds."""
-    from common.errors import InputError
-    from common.task import task_from_dataset
     from models.spec import Architecture
+    from privadx.common.errors import InputError
+    from privadx.common.task import task_from_dataset
 
     if args.out.exists() and not args.force:
         raise InputError(f"{args.out} exists; pass --force to overwrite it")

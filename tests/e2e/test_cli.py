@@ -211,7 +211,7 @@ def test_signed_export_is_checked_by_diagnose(
     sim_run: Path, breast_npz: Path, tmp_path: Path
 ) -> None:
     """Signed: diagnosed with its provenance. Unsigned, tampered or foreign CA: exit 10."""
-    from common.trust.federation import init_federation
+    from privadx.common.trust.federation import init_federation
 
     pki = init_federation(tmp_path / "pki", federation="f", hosts=["h"], port=8883)
     other = init_federation(tmp_path / "other", federation="f", hosts=["h"], port=8883)
@@ -309,7 +309,7 @@ def test_a_bad_task_file_gets_one_line_naming_the_field(
 
 
 def test_task_init_from_names_and_files(tmp_path: Path, breast_npz: Path) -> None:
-    from common.task import TaskSpec
+    from privadx.common.task import TaskSpec
 
     proc = run_cli("task", "init", "--from", str(breast_npz), "--out", str(tmp_path / "t.toml"))
     assert proc.returncode == 0, proc.stderr

@@ -27,10 +27,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common.weights_io import load_weights
 from harness.federation import split_sites
 from harness.mosquitto import Mosquitto, configure_tls
 from models.settings import site_name
+from privadx.common.weights_io import load_weights
 from tests.processes import (
     committed_round,
     kill_hard,

@@ -18,15 +18,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common.data.local import load_site_npz
-from common.evaluation.central import expected_calibration_error
-from common.evaluation.holdout import split_holdout
-from common.evaluation.report import log_softmax
-from common.metrics import binary_metrics, roc_auc
 from edge.onnx_model import OnnxClassifier
 from harness.federation import split_sites
 from harness.mosquitto import GATEWAY_USER, configure_tls
 from models.settings import site_name
+from privadx.common.data.local import load_site_npz
+from privadx.common.evaluation.central import expected_calibration_error
+from privadx.common.evaluation.holdout import split_holdout
+from privadx.common.evaluation.report import log_softmax
+from privadx.common.metrics import binary_metrics, roc_auc
 from tests.conftest import REPO, run_cli
 from tests.processes import _link, start_edge, stop
 

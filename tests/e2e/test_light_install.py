@@ -144,9 +144,9 @@ def test_the_light_install_diagnoses_the_same_on_another_python(
 _PROBE = """
 import json, sys
 import numpy, onnxruntime
-import common.mqtt_link, edge.agent, edge.config, edge.diagnose, edge.store
-from common.errors import InputError
-from common.wire.topics import check_site_id
+import privadx.common.mqtt_link, edge.agent, edge.config, edge.diagnose, edge.store
+from privadx.common.errors import InputError
+from privadx.common.wire.topics import check_site_id
 check_site_id("site-0")
 try:
     check_site_id("..")
@@ -158,3 +158,11 @@ print(json.dumps({"python": sys.version.split()[0], "numpy": numpy.__version__,
                   "onnxruntime": onnxruntime.__version__, "heavy": heavy,
                   "bad_site_refused": refused}))
 """
+
+
+def test_the_wheel_installs_no_generic_shared_package(wheel: Path) -> None:
+    import zipfile
+
+    tops = {name.split("/")[0] for name in zipfile.ZipFile(wheel).namelist()}
+    assert "common" not in tops and "harness" not in tops and "tests" not in tops
+    assert {"privadx", "edge", "gateway", "models", "tff_core"} <= tops

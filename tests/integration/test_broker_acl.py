@@ -10,8 +10,8 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from common.wire.topics import Topics
 from harness.mosquitto import GATEWAY_USER, Mosquitto, ProbeClient, configure
+from privadx.common.wire.topics import Topics
 
 T = Topics("acl-test")
 
@@ -83,16 +83,16 @@ def check_confinement(broker: Mosquitto) -> None:
 
 
 def test_shipped_acl_is_the_generated_one() -> None:
-    from common.trust.mosquitto_config import render_acl
     from harness.mosquitto import ACL
+    from privadx.common.trust.mosquitto_config import render_acl
 
     assert ACL.read_text() == render_acl()
 
 
 def test_shipped_config_has_the_generated_tuning() -> None:
     """Queue sizes, packet limit and TCP_NODELAY: the shipped and generated configs agree."""
-    from common.trust.mosquitto_config import TUNING
     from harness.mosquitto import CONFIG
+    from privadx.common.trust.mosquitto_config import TUNING
 
     assert TUNING in CONFIG.read_text()
     assert "set_tcp_nodelay true" in TUNING

@@ -11,8 +11,8 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from common.trust.federation import init_federation
 from harness.mosquitto import Mosquitto, ProbeClient, configure_tls
+from privadx.common.trust.federation import init_federation
 from tests.integration.test_broker_acl import check_confinement
 
 
@@ -81,9 +81,9 @@ def test_devices_are_confined_to_their_subtree(broker: Mosquitto) -> None:
 
 
 def test_revoked_device_is_refused_by_broker_and_gateway(broker: Mosquitto) -> None:
-    from common.trust.federation import revoke_sites
-    from common.trust.identity import Identity
-    from common.trust.pki import TrustError
+    from privadx.common.trust.federation import revoke_sites
+    from privadx.common.trust.identity import Identity
+    from privadx.common.trust.pki import TrustError
     from tests.unit.test_rounds import _update
 
     assert broker.pki is not None
@@ -113,8 +113,8 @@ def test_links_disable_nagle(broker: Mosquitto) -> None:
     """A PrivaDx link sends each packet at once (no 40 ms wait for a delayed ACK)."""
     import socket
 
-    from common.mqtt_link import BrokerAddress, LinkConfig, MqttLink
-    from common.trust.identity import Identity
+    from privadx.common.mqtt_link import BrokerAddress, LinkConfig, MqttLink
+    from privadx.common.trust.identity import Identity
 
     identity = broker.identity("site-a")
     assert identity is not None

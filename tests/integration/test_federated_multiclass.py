@@ -14,17 +14,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common.data.arrays import LabeledImages
-from common.data.medmnist import load_npz
-from common.evaluation.central import central_figures
-from common.evaluation.holdout import split_holdout
-from common.evaluation.report import SCHEME, build_report
-from common.preprocess import PreprocessSpec
-from common.wire.messages import evaluation_envelope
 from gateway.evaluation import FederatedEvaluation
 from models.evaluate import predict_logits
 from models.settings import LocalTraining
 from models.training import train_locally
+from privadx.common.data.arrays import LabeledImages
+from privadx.common.data.medmnist import load_npz
+from privadx.common.evaluation.central import central_figures
+from privadx.common.evaluation.holdout import split_holdout
+from privadx.common.evaluation.report import SCHEME, build_report
+from privadx.common.preprocess import PreprocessSpec
+from privadx.common.wire.messages import evaluation_envelope
 
 pytest.importorskip("tensorflow")
 

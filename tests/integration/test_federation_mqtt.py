@@ -16,9 +16,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common.data.arrays import LabeledImages
-from common.preprocess import PreprocessSpec, to_model_input
-from common.weights_io import load_weights
 from harness.federation import (
     federate,
     run_federation,
@@ -29,6 +26,9 @@ from harness.federation import (
 from harness.mosquitto import GATEWAY_USER, Mosquitto
 from models.optim import OptimizerName, OptimizerSpec
 from models.settings import LocalTraining
+from privadx.common.data.arrays import LabeledImages
+from privadx.common.preprocess import PreprocessSpec, to_model_input
+from privadx.common.weights_io import load_weights
 from tests.conftest import SUMMARY_KEYS
 
 pytest.importorskip("tensorflow_federated")
@@ -245,7 +245,7 @@ def test_edge_path_imports_no_tff() -> None:
 
 
 def test_published_model_is_signed_and_verifies_at_the_sites(federation: FederationRun) -> None:
-    from common.trust.manifest import verify_model_file
+    from privadx.common.trust.manifest import verify_model_file
 
     for d in [federation.out, *federation.site_dirs]:
         model = d / "model.onnx"

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common.errors import InputError
 from models.optim import OptimizerName, OptimizerSpec
+from privadx.common.errors import InputError
 from tff_core.privacy import DpSpec, epsilon, noised_mean
 from tff_core.robust import AggregationRule
 
@@ -56,9 +56,9 @@ def test_secure_dp_run_accounts_every_round_and_stops_at_the_target(
     tmp_path: Path, breast_npz: Path
 ) -> None:
     pytest.importorskip("tensorflow_federated")
-    from common.trust.manifest import manifest_path
-    from common.wire.secure import SecureSettings
     from harness.federation import federate, split_sites
+    from privadx.common.trust.manifest import manifest_path
+    from privadx.common.wire.secure import SecureSettings
 
     spec = DpSpec(
         noise_multiplier=2.0,
@@ -99,10 +99,10 @@ def test_secure_dp_run_accounts_every_round_and_stops_at_the_target(
 
 
 def test_gateway_refuses_dp_settings_it_cannot_honour(tmp_path: Path) -> None:
-    from common.mqtt_link import BrokerAddress
-    from common.task import task_from_dataset
-    from common.wire.secure import SecureSettings
     from gateway.config import GatewayConfig
+    from privadx.common.mqtt_link import BrokerAddress
+    from privadx.common.task import task_from_dataset
+    from privadx.common.wire.secure import SecureSettings
 
     base = {
         "broker": BrokerAddress.parse("mqtt://127.0.0.1:1883"),

@@ -17,17 +17,17 @@ from typing import Any
 import numpy as np
 import pytest
 
-from common.trust.identity import Identity
-from common.wire import envelope as wire
-from common.wire.chunks import DEFAULT_CHUNK_SIZE, split
-from common.wire.envelope import Envelope, Kind
-from common.wire.messages import RUN_NONCE, RoundAnnouncement, update_envelope
-from common.wire.topics import Topics
-from common.wire.update_codec import Encoding
 from edge.agent import EdgeAgent
 from harness.federation import run_federation, split_sites, start_broker
 from harness.mosquitto import Mosquitto, ProbeClient
 from models.settings import LocalTraining
+from privadx.common.trust.identity import Identity
+from privadx.common.wire import envelope as wire
+from privadx.common.wire.chunks import DEFAULT_CHUNK_SIZE, split
+from privadx.common.wire.envelope import Envelope, Kind
+from privadx.common.wire.messages import RUN_NONCE, RoundAnnouncement, update_envelope
+from privadx.common.wire.topics import Topics
+from privadx.common.wire.update_codec import Encoding
 
 pytest.importorskip("tensorflow_federated")
 
@@ -145,8 +145,8 @@ def test_broken_and_forged_messages_are_counted_and_harmless(
 
 def _bad_reports(broker: Mosquitto, model_env: Envelope) -> list[bytes]:
     """Evaluation reports site-1's key can sign, each wrong in its own way."""
-    from common.evaluation.report import SCHEME, build_report
-    from common.wire.messages import evaluation_envelope
+    from privadx.common.evaluation.report import SCHEME, build_report
+    from privadx.common.wire.messages import evaluation_envelope
 
     assert broker.pki is not None
     me = Identity.load(broker.pki / "sites" / "site-1")

@@ -7,15 +7,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common.data.medmnist import load_npz
-from common.errors import ModelError
-from common.preprocess import PreprocessSpec, to_model_input
 from models.architectures import build_model
 from models.optim import OptimizerName, OptimizerSpec
 from models.settings import LocalTraining
 from models.spec import ModelSpec
 from models.training import _TRAINERS, make_client_dataset, train_locally, train_weights
 from models.weights import get_weights, set_weights
+from privadx.common.data.medmnist import load_npz
+from privadx.common.errors import ModelError
+from privadx.common.preprocess import PreprocessSpec, to_model_input
 
 tf = pytest.importorskip("tensorflow")
 
@@ -136,9 +136,9 @@ def test_the_low_memory_child_trains_and_scores_exactly_as_the_agent_would(site)
     and logits to training and scoring in the agent's own process with the same threads
     (here TensorFlow's default, as this process has: the thread count changes the order of
     float sums)."""
-    from common.model_info import ModelInfo
     from edge.evaluation import score_held_out
     from edge.keras_worker import score_in_child, train_in_child
+    from privadx.common.model_info import ModelInfo
 
     spec = ModelSpec(dropout=0.3)
     info = ModelInfo(model_spec=spec, preprocess=PreprocessSpec(), class_names=site.class_names)

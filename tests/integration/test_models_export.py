@@ -10,10 +10,6 @@ import onnx
 import pytest
 from PIL import Image
 
-from common.data.medmnist import load_npz
-from common.metrics import decide, softmax
-from common.preprocess import PreprocessSpec, to_model_input
-from common.weights_io import load_weights, save_weights
 from edge.diagnose import diagnose
 from edge.onnx_model import OnnxClassifier
 from models.architectures import build_model
@@ -22,6 +18,10 @@ from models.onnx_export import export_onnx, verify_parity
 from models.rebuild import model_from_weights
 from models.spec import Architecture, ModelSpec
 from models.weights import get_weights, set_weights
+from privadx.common.data.medmnist import load_npz
+from privadx.common.metrics import decide, softmax
+from privadx.common.preprocess import PreprocessSpec, to_model_input
+from privadx.common.weights_io import load_weights, save_weights
 
 tf = pytest.importorskip("tensorflow")
 
@@ -100,7 +100,7 @@ def test_set_weights_rejects_wrong_shapes(trained) -> None:
     bad = get_weights(model)
     first = next(iter(bad))
     bad[first] = np.zeros((1, 1), np.float32)
-    from common.errors import ModelError
+    from privadx.common.errors import ModelError
 
     with pytest.raises(ModelError, match=first):
         set_weights(build_model(ModelSpec()), bad)

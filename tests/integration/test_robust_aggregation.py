@@ -85,7 +85,7 @@ def test_flat_aggregation_equals_tff_on_the_weight_structure(rule: AggregationRu
     """
     import tensorflow_federated as tff
 
-    from common.runlog import json_ready
+    from privadx.common.runlog import json_ready
     from tff_core.aggregation import FedAvgServer
     from tff_core.robust import tff_model_aggregator
     from tff_core.runtime import tff_runtime

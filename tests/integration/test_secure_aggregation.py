@@ -26,9 +26,6 @@ from typing import Any, ClassVar
 import numpy as np
 import pytest
 
-from common.weights_io import load_weights
-from common.wire.envelope import Envelope
-from common.wire.secure import SecureSettings, Step
 from edge.agent import EdgeAgent
 from harness.federation import (
     SiteCrashError,
@@ -38,6 +35,9 @@ from harness.federation import (
     start_broker,
     training_parts,
 )
+from privadx.common.weights_io import load_weights
+from privadx.common.wire.envelope import Envelope
+from privadx.common.wire.secure import SecureSettings, Step
 from tff_core.robust import AggregationRule
 
 pytest.importorskip("tensorflow_federated")

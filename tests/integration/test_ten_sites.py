@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from common.data.partition import PartitionSpec
 from harness.federation import run_federation, split_sites, start_broker
+from privadx.common.data.partition import PartitionSpec
 
 pytest.importorskip("tensorflow_federated")
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from common.weights_io import load_weights
-from common.wire.update_codec import Encoding
 from harness.federation import federate, split_sites
 from models.settings import LocalTraining
+from privadx.common.weights_io import load_weights
+from privadx.common.wire.update_codec import Encoding
 
 pytest.importorskip("tensorflow_federated")
 

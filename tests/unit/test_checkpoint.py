@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common.errors import InputError
 from gateway.checkpoint import RunCheckpoint
 from gateway.rounds import AcceptedUpdate
+from privadx.common.errors import InputError
 
 W = {"a": np.arange(6, dtype=np.float32).reshape(2, 3), "b": np.ones(3, np.float32)}
 SETTINGS = {"seed": 0, "aggregation": "norm-bound"}

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from common.deps import require, unsupported_reason
-from common.errors import DependencyError
+from privadx.common.deps import require, unsupported_reason
+from privadx.common.errors import DependencyError
 
 
 @pytest.mark.parametrize("version", [(3, 12), (3, 13)])

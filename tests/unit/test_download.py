@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from common.data.catalog import BASE_URL_ENV, dataset_info
-from common.data.checksum import file_md5
-from common.data.download import fetch_dataset
-from common.errors import DownloadError
+from privadx.common.data.catalog import BASE_URL_ENV, dataset_info
+from privadx.common.data.checksum import file_md5
+from privadx.common.data.download import fetch_dataset
+from privadx.common.errors import DownloadError
 
 
 class _Server:

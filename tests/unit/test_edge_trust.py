@@ -8,18 +8,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common.mqtt_link import BrokerAddress
-from common.task import task_from_dataset
-from common.trust.federation import FederationPki, init_federation
-from common.trust.identity import Identity
-from common.trust.manifest import build_manifest
-from common.wire import envelope as wire
-from common.wire.chunks import split
-from common.wire.envelope import Envelope, Kind
-from common.wire.messages import GATEWAY_SENDER, model_envelope
-from common.wire.topics import Topics
 from edge.agent import EdgeAgent
 from edge.config import EdgeConfig
+from privadx.common.mqtt_link import BrokerAddress
+from privadx.common.task import task_from_dataset
+from privadx.common.trust.federation import FederationPki, init_federation
+from privadx.common.trust.identity import Identity
+from privadx.common.trust.manifest import build_manifest
+from privadx.common.wire import envelope as wire
+from privadx.common.wire.chunks import split
+from privadx.common.wire.envelope import Envelope, Kind
+from privadx.common.wire.messages import GATEWAY_SENDER, model_envelope
+from privadx.common.wire.topics import Topics
 
 INFO = task_from_dataset("pneumoniamnist").model_info().to_meta()
 WEIGHTS = {"w": np.ones((2, 2), np.float32)}
@@ -91,10 +91,10 @@ def test_a_model_that_does_not_fit_skips_the_round(
     """Weights that do not fit the announced architecture cost the round, not the agent."""
     import time
 
-    from common.errors import ModelError
-    from common.wire.messages import RoundAnnouncement
     from edge.agent import GlobalModel
     from models.settings import LocalTraining
+    from privadx.common.errors import ModelError
+    from privadx.common.wire.messages import RoundAnnouncement
 
     agent = _agent(pki, tmp_path)
     agent.model = GlobalModel("sha", 1, "r", WEIGHTS, INFO)
@@ -121,7 +121,7 @@ def test_a_site_is_online_once_it_has_prepared_for_the_model(
 ) -> None:
     """Connected is not ready: the presence goes out after the first global model was taken
     in (so a round's clock does not run on the site's start-up), then on every reconnect."""
-    from common.wire.messages import Presence
+    from privadx.common.wire.messages import Presence
 
     agent = _agent(pki, tmp_path)
     sent: list[tuple[str, str]] = []

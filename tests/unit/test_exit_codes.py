@@ -5,17 +5,16 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-import common
 import edge
 import gateway
 import privadx
-from common.errors import ExitCode, PrivadxError, exit_code_lines
 from privadx.cli import build_parser
+from privadx.common.errors import ExitCode, PrivadxError, exit_code_lines
 from tests.conftest import REPO
 
 
 def _error_classes() -> set[type[PrivadxError]]:
-    for package in (common, edge, gateway, privadx):
+    for package in (edge, gateway, privadx):
         for info in pkgutil.walk_packages(package.__path__, f"{package.__name__}."):
             if not info.name.endswith("__main__"):
                 importlib.import_module(info.name)

@@ -13,11 +13,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from common.data.arrays import LabeledImages
-from common.evaluation.central import expected_calibration_error
-from common.evaluation.federated import federated_metrics, sigmoid, site_metrics
-from common.evaluation.holdout import split_holdout
-from common.evaluation.report import (
+from privadx.common.data.arrays import LabeledImages
+from privadx.common.evaluation.central import expected_calibration_error
+from privadx.common.evaluation.federated import federated_metrics, sigmoid, site_metrics
+from privadx.common.evaluation.holdout import split_holdout
+from privadx.common.evaluation.report import (
     EDGES,
     TEMPERATURES,
     EvaluationReport,
@@ -28,8 +28,8 @@ from common.evaluation.report import (
     log_softmax,
     sum_reports,
 )
-from common.metrics import binary_metrics, roc_auc, softmax, youden_threshold
-from common.wire import tensors
+from privadx.common.metrics import binary_metrics, roc_auc, softmax, youden_threshold
+from privadx.common.wire import tensors
 
 
 def _sites(

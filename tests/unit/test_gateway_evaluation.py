@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from common.evaluation.report import BINS, SCHEME, build_report
-from common.trust.signing import SIGNATURE_KEY
-from common.wire import tensors
-from common.wire.envelope import Envelope, Kind
-from common.wire.messages import evaluation_envelope
 from gateway.evaluation import FederatedEvaluation
 from gateway.rounds import signature_check
+from privadx.common.evaluation.report import BINS, SCHEME, build_report
+from privadx.common.trust.signing import SIGNATURE_KEY
+from privadx.common.wire import tensors
+from privadx.common.wire.envelope import Envelope, Kind
+from privadx.common.wire.messages import evaluation_envelope
 
 RUN, SHA = "run-1", "ab" * 32
 

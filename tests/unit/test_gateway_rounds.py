@@ -19,14 +19,19 @@ from typing import Any
 import numpy as np
 import pytest
 
-from common.evaluation.report import build_report
-from common.mqtt_link import BrokerAddress
-from common.task import task_from_dataset
-from common.weights_io import load_weights
-from common.wire import envelope as wire
-from common.wire.chunks import Reassembler, split
-from common.wire.envelope import Envelope, Kind
-from common.wire.messages import (
+from edge.evaluation import report_envelope
+from gateway.config import GatewayConfig
+from gateway.rounds import QuorumError
+from gateway.service import Gateway
+from gateway.transport import GatewayTransport
+from privadx.common.evaluation.report import build_report
+from privadx.common.mqtt_link import BrokerAddress
+from privadx.common.task import task_from_dataset
+from privadx.common.weights_io import load_weights
+from privadx.common.wire import envelope as wire
+from privadx.common.wire.chunks import Reassembler, split
+from privadx.common.wire.envelope import Envelope, Kind
+from privadx.common.wire.messages import (
     RUN_NONCE,
     Phase,
     Presence,
@@ -34,14 +39,9 @@ from common.wire.messages import (
     presence_envelope,
     update_envelope,
 )
-from common.wire.tensors import from_bytes
-from common.wire.topics import Topics
-from common.wire.update_codec import Encoding
-from edge.evaluation import report_envelope
-from gateway.config import GatewayConfig
-from gateway.rounds import QuorumError
-from gateway.service import Gateway
-from gateway.transport import GatewayTransport
+from privadx.common.wire.tensors import from_bytes
+from privadx.common.wire.topics import Topics
+from privadx.common.wire.update_codec import Encoding
 from tff_core.robust import AggregationRule
 
 SITES = ("site-0", "site-1", "site-2")
@@ -277,8 +277,8 @@ def test_an_update_from_an_earlier_run_with_the_same_id_is_refused(tmp_path: Pat
 
 
 def test_a_fresh_run_cannot_reuse_a_run_id_this_identity_signed(tmp_path: Path) -> None:
-    from common.errors import InputError
-    from common.trust.federation import init_federation
+    from privadx.common.errors import InputError
+    from privadx.common.trust.federation import init_federation
 
     pki = init_federation(tmp_path / "pki", federation="unit", hosts=["h"], port=1, sites=SITES)
     signed = {"identity": pki.gateway, "rounds": 1}

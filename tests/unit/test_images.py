@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 from pydicom.data import get_testdata_file
 
-from common.data.images import is_dicom, read_image
-from common.errors import DataError
+from privadx.common.data.images import is_dicom, read_image
+from privadx.common.errors import DataError
 
 
 def dicom_file(name: str) -> Path:
@@ -159,7 +159,7 @@ def test_the_pixel_limit_applies_to_real_images_and_can_be_raised(tmp_path: Path
 def test_running_out_of_memory_is_a_per_file_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import common.data.images as images
+    import privadx.common.data.images as images
 
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "x.png")
 

@@ -16,10 +16,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from common.wire.chunks import Reassembler, split
-from common.wire.envelope import Envelope, Kind, WireError
-from common.wire.topics import Channel
 from gateway.intake import MessageLimits
+from privadx.common.wire.chunks import Reassembler, split
+from privadx.common.wire.envelope import Envelope, Kind, WireError
+from privadx.common.wire.topics import Channel
 
 
 def _env(sender: str, payload: bytes, message_id: str | None = None) -> Envelope:

@@ -9,10 +9,10 @@ import pytest
 from PIL import Image
 from pydicom.data import get_testdata_file
 
-from common.data.local import load_local_dataset
-from common.data.medmnist import load_npz
-from common.errors import DataError
-from common.preprocess import PreprocessSpec
+from privadx.common.data.local import load_local_dataset
+from privadx.common.data.medmnist import load_npz
+from privadx.common.errors import DataError
+from privadx.common.preprocess import PreprocessSpec
 
 SPEC = PreprocessSpec()
 

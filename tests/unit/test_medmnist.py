@@ -6,10 +6,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common.data.catalog import CATALOG, dataset_info
-from common.data.checksum import file_md5
-from common.data.medmnist import catalog_entry_for, load_npz, resolve_dataset
-from common.errors import DataError, InputError
+from privadx.common.data.catalog import CATALOG, dataset_info
+from privadx.common.data.checksum import file_md5
+from privadx.common.data.medmnist import catalog_entry_for, load_npz, resolve_dataset
+from privadx.common.errors import DataError, InputError
 
 
 def test_official_files_match_catalog_md5(medmnist_dir: Path) -> None:

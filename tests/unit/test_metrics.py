@@ -5,7 +5,7 @@ import itertools
 import numpy as np
 import pytest
 
-from common.metrics import (
+from privadx.common.metrics import (
     average_ranks,
     binary_metrics,
     decide,

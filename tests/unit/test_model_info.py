@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from common.errors import ModelError
-from common.model_info import ModelInfo
-from common.task import task_from_dataset
+from privadx.common.errors import ModelError
+from privadx.common.model_info import ModelInfo
+from privadx.common.task import task_from_dataset
 
 PRE = {"height": 28, "width": 28, "channels": 1, "mean": 0.5, "std": 0.5}
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from common.errors import InputError
-from common.onnx_session import execution_providers
+from privadx.common.errors import InputError
+from privadx.common.onnx_session import execution_providers
 
 
 def test_the_cpu_is_the_default_and_stays_behind_an_accelerator(

@@ -5,8 +5,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from common.data.partition import PartitionSpec, Scheme, class_counts, partition
-from common.errors import InputError
+from privadx.common.data.partition import PartitionSpec, Scheme, class_counts, partition
+from privadx.common.errors import InputError
 
 
 def _labels(n: int = 4708, pos: float = 0.74, seed: int = 1) -> np.ndarray:

@@ -3,8 +3,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from common.errors import DataError
-from common.preprocess import PreprocessSpec, fit_image, to_model_input
+from privadx.common.errors import DataError
+from privadx.common.preprocess import PreprocessSpec, fit_image, to_model_input
 
 
 def test_normalisation_maps_0_255_to_minus1_1() -> None:

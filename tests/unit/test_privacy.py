@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from common.errors import InputError
+from privadx.common.errors import InputError
 from tff_core.privacy import DpSpec, affordable_rounds, epsilon
 
 pytest.importorskip("dp_accounting")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from common.errors import InputError
+from privadx.common.errors import InputError
 from tff_core.robust import coordinate_median, trimmed_mean
 
 

@@ -5,9 +5,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from common.wire.messages import update_envelope
-from common.wire.update_codec import Encoding
 from gateway.rounds import RoundState
+from privadx.common.wire.messages import update_envelope
+from privadx.common.wire.update_codec import Encoding
 
 REF = {"w": np.zeros((2, 3), np.float32), "b": np.zeros(3, np.float32)}
 
@@ -102,7 +102,7 @@ def test_unknown_encoding_is_rejected_with_reason() -> None:
 
 
 def test_claimed_example_counts_are_capped_at_a_multiple_of_the_median() -> None:
-    from common.weighting import cap_example_counts
+    from privadx.common.weighting import cap_example_counts
 
     honest = {"s1": 100, "s2": 300, "s3": 50}
     assert cap_example_counts(honest, 10.0) == honest
@@ -121,7 +121,7 @@ def test_claimed_example_counts_are_capped_at_a_multiple_of_the_median() -> None
 @pytest.mark.parametrize("sites", [2, 3, 10])
 @pytest.mark.parametrize("ratio", [10.0, 3.0, 1.0])
 def test_a_liars_share_of_the_weight_is_the_documented_bound(sites: int, ratio: float) -> None:
-    from common.weighting import cap_example_counts, worst_share
+    from privadx.common.weighting import cap_example_counts, worst_share
 
     claims = {f"s{i}": 200 for i in range(sites - 1)} | {"liar": 10**9}
     capped = cap_example_counts(claims, ratio)
@@ -131,7 +131,7 @@ def test_a_liars_share_of_the_weight_is_the_documented_bound(sites: int, ratio: 
 
 
 def test_an_update_of_another_run_with_the_same_id_is_stale() -> None:
-    from common.wire.messages import RUN_NONCE
+    from privadx.common.wire.messages import RUN_NONCE
 
     st = _state(run_nonce="n" * 32)
     assert "stale run" in st.offer(_update(), "s1", REF)  # made without this run's value
@@ -141,10 +141,10 @@ def test_an_update_of_another_run_with_the_same_id_is_stale() -> None:
 
 
 def test_chunk_headers_are_checked_against_the_signature_before_buffering(tmp_path) -> None:
-    from common.trust.federation import init_federation
-    from common.trust.identity import Identity
-    from common.wire.chunks import split
     from gateway.rounds import chunk_check
+    from privadx.common.trust.federation import init_federation
+    from privadx.common.trust.identity import Identity
+    from privadx.common.wire.chunks import split
 
     pki = init_federation(tmp_path, federation="f", hosts=["h"], port=1, sites=["s1", "s2"])
     me = Identity.load(pki.site("s1"))

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from common.errors import InputError
-from common.secagg import shamir
-from common.secagg.protocol import SecAggClient, SecAggError, SecAggServer
-from common.secagg.quantize import QuantSpec, dequantize_sum, quantize
+from privadx.common.errors import InputError
+from privadx.common.secagg import shamir
+from privadx.common.secagg.protocol import SecAggClient, SecAggError, SecAggServer
+from privadx.common.secagg.quantize import QuantSpec, dequantize_sum, quantize
 
 SPEC = QuantSpec(clip=1.0, bits=16, max_weight=16)
 LENGTH = 2000

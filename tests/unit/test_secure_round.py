@@ -9,21 +9,21 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from common.evaluation.federated import score_reports
-from common.evaluation.report import build_report, sum_reports
-from common.evaluation.secure_sum import ReportEncoding
-from common.secagg.protocol import SecAggError
-from common.trust.federation import FederationPki, init_federation
-from common.trust.identity import Identity
-from common.trust.pki import GATEWAY_IDENTITY, TrustError
-from common.wire import envelope as wire
-from common.wire.chunks import Reassembler, split
-from common.wire.envelope import Envelope
-from common.wire.messages import RoundAnnouncement
-from common.wire.secure import SecureSettings, Step, b64, json_payload, read_json, unb64
 from edge.secure_participant import SecureParticipant
 from gateway.rounds import signature_check
 from gateway.secure_round import SecureRound
+from privadx.common.evaluation.federated import score_reports
+from privadx.common.evaluation.report import build_report, sum_reports
+from privadx.common.evaluation.secure_sum import ReportEncoding
+from privadx.common.secagg.protocol import SecAggError
+from privadx.common.trust.federation import FederationPki, init_federation
+from privadx.common.trust.identity import Identity
+from privadx.common.trust.pki import GATEWAY_IDENTITY, TrustError
+from privadx.common.wire import envelope as wire
+from privadx.common.wire.chunks import Reassembler, split
+from privadx.common.wire.envelope import Envelope
+from privadx.common.wire.messages import RoundAnnouncement
+from privadx.common.wire.secure import SecureSettings, Step, b64, json_payload, read_json, unb64
 
 SITES = [f"s{i}" for i in range(5)]
 LENGTH = 300

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from common.evaluation.report import ReportError, build_report, sum_reports
-from common.evaluation.secure_sum import FRACTION_BITS, MODULUS_BITS, ReportEncoding
+from privadx.common.evaluation.report import ReportError, build_report, sum_reports
+from privadx.common.evaluation.secure_sum import FRACTION_BITS, MODULUS_BITS, ReportEncoding
 
 
 def _reports(num_classes: int, sites: int, seed: int = 0) -> list:

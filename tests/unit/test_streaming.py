@@ -7,8 +7,8 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from common.errors import InputError
 from gateway.streaming import StreamingMean
+from privadx.common.errors import InputError
 
 
 def _model(rng: np.random.Generator) -> dict[str, np.ndarray]:

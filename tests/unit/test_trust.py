@@ -9,15 +9,20 @@ from pathlib import Path
 
 import pytest
 
-from common.errors import InputError
-from common.mqtt_link import BrokerAddress
-from common.trust.federation import FederationPki, init_federation, issue_sites
-from common.trust.identity import Identity, check_security
-from common.trust.manifest import build_manifest, manifest_path, verify_model_file, write_signed
-from common.trust.pki import GATEWAY_IDENTITY, TrustError, Usage, check_issued, issue
-from common.trust.signing import Verifier
-from common.wire.chunks import Reassembler, split
 from gateway.rounds import RoundState, signature_check
+from privadx.common.errors import InputError
+from privadx.common.mqtt_link import BrokerAddress
+from privadx.common.trust.federation import FederationPki, init_federation, issue_sites
+from privadx.common.trust.identity import Identity, check_security
+from privadx.common.trust.manifest import (
+    build_manifest,
+    manifest_path,
+    verify_model_file,
+    write_signed,
+)
+from privadx.common.trust.pki import GATEWAY_IDENTITY, TrustError, Usage, check_issued, issue
+from privadx.common.trust.signing import Verifier
+from privadx.common.wire.chunks import Reassembler, split
 from tests.unit.test_rounds import REF, _update
 
 

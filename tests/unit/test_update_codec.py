@@ -3,9 +3,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from common.wire import tensors
-from common.wire.tensors import TensorFormatError
-from common.wire.update_codec import Encoding, decode_update, encode_update
+from privadx.common.wire import tensors
+from privadx.common.wire.tensors import TensorFormatError
+from privadx.common.wire.update_codec import Encoding, decode_update, encode_update
 
 RNG = np.random.default_rng(0)
 BASE = {

@@ -5,8 +5,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common.errors import ModelError
-from common.weights_io import load_weights, save_weights
+from privadx.common.errors import ModelError
+from privadx.common.weights_io import load_weights, save_weights
 
 
 def test_roundtrip_keeps_order_values_and_meta(tmp_path: Path) -> None:

@@ -11,12 +11,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from common.wire import envelope as wire
-from common.wire import tensors
-from common.wire.chunks import Reassembler, split
-from common.wire.envelope import Envelope, Kind, WireError
-from common.wire.messages import Phase, RoundAnnouncement, model_envelope
-from common.wire.topics import Topics
+from privadx.common.wire import envelope as wire
+from privadx.common.wire import tensors
+from privadx.common.wire.chunks import Reassembler, split
+from privadx.common.wire.envelope import Envelope, Kind, WireError
+from privadx.common.wire.messages import Phase, RoundAnnouncement, model_envelope
+from privadx.common.wire.topics import Topics
 
 
 def _env(payload: bytes = b"", **meta) -> Envelope:
@@ -207,7 +207,7 @@ def test_topics_confine_sites_to_one_level() -> None:
     assert t.site_of("privadx/fed1/site/a/b/update") is None
     assert t.site_of("privadx/other/site/a/update") is None
     assert t.chunk_index(t.model(7)) == 7
-    from common.errors import InputError
+    from privadx.common.errors import InputError
 
     for bad in ("a/b", "+", "#", "", "x" * 65):
         with pytest.raises(InputError):
@@ -240,10 +240,10 @@ def test_model_envelope_hash_identifies_weights() -> None:
 
 
 def test_names_start_with_a_letter_or_digit_and_site_ids_are_not_reserved() -> None:
-    from common.errors import InputError
-    from common.trust.pki import GATEWAY_IDENTITY
-    from common.wire.messages import GATEWAY_SENDER
-    from common.wire.topics import RESERVED_SITE_IDS, check_name, check_site_id
+    from privadx.common.errors import InputError
+    from privadx.common.trust.pki import GATEWAY_IDENTITY
+    from privadx.common.wire.messages import GATEWAY_SENDER
+    from privadx.common.wire.topics import RESERVED_SITE_IDS, check_name, check_site_id
 
     assert {GATEWAY_IDENTITY, GATEWAY_SENDER} <= RESERVED_SITE_IDS
     for good in ("site-0", "0site", "Clinic_7.b"):
