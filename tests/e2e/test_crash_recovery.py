@@ -180,6 +180,7 @@ def test_broker_restart_mid_round(setup: Federation, calm: Federation) -> None:
     assert_same_model(calm, hit)
 
 
+@pytest.mark.slow  # 82 s in CI
 def test_device_killed_below_quorum_round_is_retried(setup: Federation, calm: Federation) -> None:
     def kill_device(fed: Federation) -> None:
         _round_1_done_pause_site_2(fed)
@@ -196,6 +197,7 @@ def test_device_killed_below_quorum_round_is_retried(setup: Federation, calm: Fe
     assert_same_model(calm, hit)
 
 
+@pytest.mark.slow  # 124 s in CI
 def test_straggler_update_is_rejected_after_the_deadline(setup: Federation) -> None:
     def straggle(fed: Federation) -> None:
         site_log = fed.out.parent / "m2.log"
