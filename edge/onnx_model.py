@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
-from privadx.common.errors import ModelError
+from privadx.common.errors import InputError, ModelError
 from privadx.common.metrics import decide, softmax
 from privadx.common.model_info import ModelInfo
-from privadx.common.onnx_session import execution_providers, inference_session
+from privadx.common.onnx_session import inference_session
 from privadx.common.preprocess import to_model_input
 
 log = logging.getLogger(__name__)
@@ -32,11 +32,10 @@ class OnnxClassifier:
         if data is None and not path.is_file():
             raise ModelError(f"{path}: no such model file")
         source = data if data is not None else str(path)
-        execution_providers(
-            provider
-        )  # an unavailable provider is the user's error, not the model's
         try:
             self.session = inference_session(source, threads=threads, provider=provider)
+        except InputError:  # an unavailable provider: the user's error, not the model's
+            raise
         except Exception as exc:  # onnxruntime raises its own untyped errors
             raise ModelError(f"{path.name}: not a loadable ONNX model ({exc})") from exc
         meta = dict(self.session.get_modelmeta().custom_metadata_map)

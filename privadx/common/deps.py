@@ -61,13 +61,7 @@ def ensure_installed(module: str) -> None:
     """
     top = module.split(".")[0]
     if importlib.util.find_spec(top) is None:
-        reason = unsupported_reason(top)
-        extra = _EXTRA_OF.get(top, "server")
-        raise DependencyError(
-            reason
-            or f"this command needs the Python package '{top}', which is not installed; "
-            f"install it with: pip install 'privadx[{extra}]'"
-        )
+        raise _missing(top, detail="")
 
 
 def require(module: str) -> ModuleType:
@@ -85,12 +79,16 @@ def require(module: str) -> ModuleType:
     try:
         return importlib.import_module(module)
     except ImportError as exc:
-        top = module.split(".")[0]
-        reason = unsupported_reason(top)
-        if reason is not None:
-            raise DependencyError(reason) from exc
-        extra = _EXTRA_OF.get(top, "server")
-        raise DependencyError(
-            f"this command needs the Python package '{top}', which is not installed "
-            f"({exc}); install it with: pip install 'privadx[{extra}]'"
-        ) from exc
+        raise _missing(module.split(".")[0], detail=f" ({exc})") from exc
+
+
+def _missing(top: str, *, detail: str) -> DependencyError:
+    """The error for a missing ``top``: why it cannot exist here, or the extra to install."""
+    reason = unsupported_reason(top)
+    if reason is not None:
+        return DependencyError(reason)
+    extra = _EXTRA_OF.get(top, "server")
+    return DependencyError(
+        f"this command needs the Python package '{top}', which is not installed{detail}; "
+        f"install it with: pip install 'privadx[{extra}]'"
+    )
