@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from models.architectures import CAM_NAME
 from privadx.common.errors import InputError, ModelError
 from privadx.common.metrics import decide, softmax
 from privadx.common.model_info import ModelInfo
@@ -41,8 +42,10 @@ class OnnxClassifier:
         meta = dict(self.session.get_modelmeta().custom_metadata_map)
         self.info = ModelInfo.from_onnx_props(meta, path.name)
         self.input_name = self.session.get_inputs()[0].name
+        self.output_name = self.session.get_outputs()[0].name
         self.path = path
         self._check_graph()
+        self.has_class_maps = any(o.name == CAM_NAME for o in self.session.get_outputs()[1:])
 
     def _check_graph(self) -> None:
         """The metadata must describe this graph: input ``(N, H, W, C)``, output ``(N, K)``.
@@ -69,13 +72,37 @@ class OnnxClassifier:
                 f"{self.path.name}: metadata privadx.class_names names {k} classes; the graph "
                 f"outputs {shape_out}"
             )
+        for extra in outputs[1:]:
+            shape = list(extra.shape)
+            if extra.name == CAM_NAME and (
+                len(shape) != 4 or (isinstance(shape[1], int) and shape[1] != k)
+            ):
+                raise ModelError(
+                    f"{self.path.name}: class activation maps of shape {shape}, expected "
+                    f"(N, {k}, h, w)"
+                )
 
     def logits(self, images: np.ndarray) -> np.ndarray:
         """Logits for uint8 images already at the model's size ``(N, H, W, C)``."""
         (out,) = self.session.run(
-            None, {self.input_name: to_model_input(images, self.info.preprocess)}
+            [self.output_name], {self.input_name: to_model_input(images, self.info.preprocess)}
         )
         return np.asarray(out, dtype=np.float32)
+
+    def logits_and_maps(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Logits and, when the graph has them, class activation maps ``(N, K, h, w)``."""
+        if not self.has_class_maps:
+            return self.logits(images), None
+        logits, maps = self.session.run(
+            [self.output_name, CAM_NAME],
+            {self.input_name: to_model_input(images, self.info.preprocess)},
+        )
+        return np.asarray(logits, np.float32), np.asarray(maps, np.float32)
+
+    def probabilities(self, logits: np.ndarray) -> np.ndarray:
+        """Softmax of ``logits``, calibrated by the model's temperature when it has one."""
+        t = self.info.temperature
+        return softmax(logits / t if t else logits)
 
     def predict(
         self, images: np.ndarray, *, threshold: float | None = None
@@ -85,8 +112,11 @@ class OnnxClassifier:
         The probabilities are calibrated when the model carries a temperature; ``threshold``
         (a site's own) replaces the model's threshold on them.
         """
-        info = self.info
-        logits = self.logits(images)
-        probs = softmax(logits / info.temperature if info.temperature else logits)
-        cut = info.threshold if threshold is None else threshold
-        return probs, decide(probs, positive_class=info.positive_class, threshold=cut)
+        return self.decide(self.probabilities(self.logits(images)), threshold=threshold)
+
+    def decide(
+        self, probs: np.ndarray, *, threshold: float | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``(probs, predicted class)`` by the model's rule (or a site's ``threshold``)."""
+        cut = self.info.threshold if threshold is None else threshold
+        return probs, decide(probs, positive_class=self.info.positive_class, threshold=cut)

@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 
 INPUT_NAME = "image"
 OUTPUT_NAME = "logits"
+CAM_NAME = "class_maps"
+"""The optional second ONNX output: class activation maps ``(N, K, h, w)``."""
 
 
 def build_model(spec: ModelSpec, *, seed: int = 0) -> tf.keras.Model:

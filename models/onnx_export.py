@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from models.architectures import INPUT_NAME, OUTPUT_NAME
+from models.architectures import CAM_NAME, INPUT_NAME, OUTPUT_NAME
 from privadx.common.deps import require
 from privadx.common.errors import ModelError
 from privadx.common.fileio import write_atomic
@@ -43,15 +43,20 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def to_onnx(model: tf.keras.Model) -> onnx.ModelProto:
+def to_onnx(model: tf.keras.Model, *, class_maps: bool = True) -> onnx.ModelProto:
     """The ONNX graph of ``model`` (opset 17, dynamic batch).
 
     PrivaDx's own architectures are written directly (models/onnx_graph.py: 42 nodes for the
-    CNN against tf2onnx's 335; the README's benchmark table has the speed-up); any other
-    Keras model goes through tf2onnx.
+    CNN against tf2onnx's 335), with the class activation maps as a second output when
+    ``class_maps``; any other Keras model goes through tf2onnx, without maps.
     """
     from models.onnx_graph import UnsupportedModelError
 
+    if class_maps:
+        try:
+            return direct_graph(model, class_maps=True)
+        except UnsupportedModelError as exc:
+            log.warning("exporting without class activation maps (%s)", exc)
     try:
         return direct_graph(model)
     except UnsupportedModelError as exc:
@@ -59,15 +64,21 @@ def to_onnx(model: tf.keras.Model) -> onnx.ModelProto:
     return tf2onnx_graph(model)
 
 
-def direct_graph(model: tf.keras.Model) -> onnx.ModelProto:
+def direct_graph(model: tf.keras.Model, *, class_maps: bool = False) -> onnx.ModelProto:
     """``model`` written by PrivaDx's own writer (models/onnx_graph.py).
 
-    With the export's opset and tensor names; raises
-    :class:`models.onnx_graph.UnsupportedModelError` for a layer it does not handle.
+    With the export's opset and tensor names (and the maps output when ``class_maps``);
+    raises :class:`models.onnx_graph.UnsupportedModelError` for a layer it does not handle.
     """
     from models.onnx_graph import keras_to_onnx
 
-    return keras_to_onnx(model, opset=OPSET, input_name=INPUT_NAME, output_name=OUTPUT_NAME)
+    return keras_to_onnx(
+        model,
+        opset=OPSET,
+        input_name=INPUT_NAME,
+        output_name=OUTPUT_NAME,
+        cam_name=CAM_NAME if class_maps else None,
+    )
 
 
 def tf2onnx_graph(model: tf.keras.Model) -> onnx.ModelProto:
@@ -80,14 +91,18 @@ def tf2onnx_graph(model: tf.keras.Model) -> onnx.ModelProto:
     return proto
 
 
-def export_onnx(model: tf.keras.Model, meta: dict[str, Any], out: Path) -> str:
+def export_onnx(
+    model: tf.keras.Model, meta: dict[str, Any], out: Path, *, class_maps: bool = True
+) -> str:
     """Write ``model`` as ONNX at ``out`` (:func:`to_onnx`) with metadata; check it, hash it.
+
+    ``class_maps``: add the class activation maps output (for heat maps at diagnosis).
 
     Returns:
         The SHA-256 of the written file (also written to ``out.sha256``).
     """
     onnx = require("onnx")
-    proto = to_onnx(model)
+    proto = to_onnx(model, class_maps=class_maps)
     proto.doc_string = "PrivaDx classifier; inputs are preprocessed as privadx.preprocess says"
     for key, value in ModelInfo.from_meta(meta).to_onnx_props().items():
         entry = proto.metadata_props.add()
@@ -107,22 +122,34 @@ def export_onnx(model: tf.keras.Model, meta: dict[str, Any], out: Path) -> str:
 def verify_parity(
     model: tf.keras.Model, onnx_path: Path, images: np.ndarray, spec: PreprocessSpec
 ) -> float:
-    """Max absolute difference between Keras and ONNX Runtime logits on ``images``.
+    """Max absolute difference between Keras and ONNX Runtime outputs on ``images``.
+
+    The logits, and the class activation maps when the graph has them
+    (:func:`models.class_maps.keras_class_maps` is the reference).
 
     Raises:
-        ModelError: The difference exceeds :data:`PARITY_TOLERANCE`.
+        ModelError: A difference exceeds :data:`PARITY_TOLERANCE`.
     """
     from privadx.common.onnx_session import inference_session
 
     x = to_model_input(images, spec)
-    keras_logits = model(x, training=False).numpy()
     session = inference_session(str(onnx_path))  # as the sites will run it
-    (onnx_logits,) = session.run(None, {session.get_inputs()[0].name: x})
-    diff = float(np.max(np.abs(keras_logits - onnx_logits)))
+    names = [o.name for o in session.get_outputs()]
+    outputs = dict(zip(names, session.run(None, {session.get_inputs()[0].name: x}), strict=True))
+    diff = _max_diff(model(x, training=False).numpy(), outputs[OUTPUT_NAME], "logit")
+    if CAM_NAME in outputs:
+        from models.class_maps import keras_class_maps
+
+        diff = max(diff, _max_diff(keras_class_maps(model, x), outputs[CAM_NAME], "class map"))
+    log.info("ONNX parity on %d images: max |difference| %.2e", len(images), diff)
+    return diff
+
+
+def _max_diff(keras: np.ndarray, onnx_out: np.ndarray, what: str) -> float:
+    diff = float(np.max(np.abs(keras - onnx_out)))
     if not diff <= PARITY_TOLERANCE:
         raise ModelError(
-            f"ONNX Runtime and Keras disagree: max |logit difference| {diff:.2e} > "
+            f"ONNX Runtime and Keras disagree: max |{what} difference| {diff:.2e} > "
             f"{PARITY_TOLERANCE:.0e}"
         )
-    log.info("ONNX parity on %d images: max |logit diff| %.2e", len(images), diff)
     return diff

@@ -17,6 +17,12 @@ direct ONNX form, so this module writes it:
 - TensorFlow's ``same`` padding is written as explicit (possibly asymmetric) pads, since the
   spatial size is static.
 
+A model that ends in global average pooling and a dense layer can also output its class
+activation maps (Zhou et al., "Learning Deep Features for Discriminative Localization", CVPR
+2016): the dense layer's weights applied at every position of the last feature maps, written as
+a 1x1 ``Conv`` of those maps (no gradients, no bias), output ``(N, K, h, w)``. The spatial mean
+of class ``k``'s map plus the dense bias is class ``k``'s logit.
+
 A model with a layer or option not listed here raises :class:`UnsupportedModelError`, and the
 caller falls back to tf2onnx. Parity with Keras is checked after every export
 (``models.onnx_export.verify_parity``).
@@ -163,6 +169,23 @@ def _dense(g: _Graph, layer: Any, x: str) -> str:
     return g.node("Gemm", inputs, layer.name)
 
 
+def _class_maps(
+    g: _Graph, dense: Any, pooled_from: tuple[str, tuple[int, ...]] | None, name: str
+) -> onnx.ValueInfoProto:
+    """Add the class activation maps ``(N, K, h, w)`` as output ``name``; its value info."""
+    if pooled_from is None or type(dense).__name__ != "Dense":
+        raise UnsupportedModelError("no class activation maps: the model does not end in "
+                                    "global average pooling and a dense layer")  # fmt: skip
+    maps, (_, h, w, channels) = pooled_from
+    kernel = _params(dense)[0]  # (C, K)
+    weights = np.ascontiguousarray(kernel.T.reshape(kernel.shape[1], channels, 1, 1))
+    g.node("Conv", [maps, g.const(f"{name}/W", weights)], name, kernel_shape=[1, 1])
+    onnx = require("onnx")
+    return onnx.helper.make_tensor_value_info(
+        name, onnx.TensorProto.FLOAT, ["batch", kernel.shape[1], h, w]
+    )
+
+
 def _chain(model: tf.keras.Model) -> list[Any]:
     """The model's layers after its input, checked to form a single chain."""
     layers = list(model.layers)
@@ -176,9 +199,19 @@ def _chain(model: tf.keras.Model) -> list[Any]:
 
 
 def keras_to_onnx(
-    model: tf.keras.Model, *, opset: int, input_name: str, output_name: str
+    model: tf.keras.Model,
+    *,
+    opset: int,
+    input_name: str,
+    output_name: str,
+    cam_name: str | None = None,
 ) -> onnx.ModelProto:
-    """The ONNX model of ``model`` (dynamic batch), or :class:`UnsupportedModelError`."""
+    """The ONNX model of ``model`` (dynamic batch), or :class:`UnsupportedModelError`.
+
+    With ``cam_name``, a second output of that name holds the class activation maps (see the
+    module docstring); a model that does not end in pooling and a dense layer then raises
+    :class:`UnsupportedModelError`.
+    """
     tf = require("tensorflow")
     onnx = require("onnx")
     layers_ = tf.keras.layers
@@ -190,9 +223,12 @@ def keras_to_onnx(
     else:
         x = g.node("Transpose", [input_name], "to_nchw", perm=[0, 3, 1, 2])
     layers = _chain(model)
+    pooled_from: tuple[str, tuple[int, ...]] | None = None  # the maps the last pooling saw
     for layer in layers:
         in_shape, out_shape = tuple(layer.input_shape), tuple(layer.output_shape)
         kind = type(layer)
+        if kind is not layers_.Dropout and not (kind is layers_.Dense and layer is layers[-1]):
+            pooled_from = None  # the maps are only those the final dense layer weighs
         if kind is layers_.DepthwiseConv2D:
             x = _conv(g, layer, x, in_shape, depthwise=True)
         elif kind is layers_.Conv2D:
@@ -204,6 +240,7 @@ def keras_to_onnx(
         elif kind is layers_.MaxPooling2D:
             x = _max_pool(g, layer, x, in_shape)
         elif kind is layers_.GlobalAveragePooling2D and not layer.keepdims:
+            pooled_from = (x, in_shape)
             pooled = g.node("GlobalAveragePool", [x], f"{layer.name}/pool")
             x = g.node("Flatten", [pooled], layer.name)
         elif kind is layers_.Dropout:
@@ -214,13 +251,16 @@ def keras_to_onnx(
             raise UnsupportedModelError(f"{layer.name}: {kind.__name__} is not handled")
     g.nodes[-1].output[0] = output_name  # the last node's output feeds nothing else
     h = onnx.helper
+    outputs = [h.make_tensor_value_info(output_name, onnx.TensorProto.FLOAT,
+                                        ["batch", model.output_shape[-1]])]  # fmt: skip
+    if cam_name is not None:
+        outputs.append(_class_maps(g, layers[-1], pooled_from, cam_name))
     graph = h.make_graph(
         g.nodes,
         model.name,
         [h.make_tensor_value_info(input_name, onnx.TensorProto.FLOAT,
                                   ["batch", height, width, channels])],
-        [h.make_tensor_value_info(output_name, onnx.TensorProto.FLOAT,
-                                  ["batch", model.output_shape[-1]])],
+        outputs,
         initializer=g.initializers,
     )  # fmt: skip
     proto = h.make_model(graph, opset_imports=[h.make_opsetid("", opset)], producer_name="privadx")

@@ -180,13 +180,16 @@ def test_direct_onnx_graph_matches_keras(spec: ModelSpec) -> None:
     (TensorFlow's asymmetric 'same' padding at stride 2), at any batch size."""
     import onnxruntime as ort
 
+    from models.class_maps import keras_class_maps
     from models.onnx_export import to_onnx
     from models.onnx_graph import keras_to_onnx
 
     model = build_model(spec, seed=3)
     _randomize_normalization(model, seed=4)
     proto = to_onnx(model)
-    direct = keras_to_onnx(model, opset=17, input_name="image", output_name="logits")
+    direct = keras_to_onnx(
+        model, opset=17, input_name="image", output_name="logits", cam_name="class_maps"
+    )
     assert proto.SerializeToString() == direct.SerializeToString()  # not the tf2onnx path
     onnx.checker.check_model(proto, full_check=True)
     ops = {node.op_type for node in proto.graph.node}
@@ -195,10 +198,17 @@ def test_direct_onnx_graph_matches_keras(spec: ModelSpec) -> None:
     rng = np.random.default_rng(5)
     for batch in (1, 7):
         x = rng.normal(0, 1, (batch, spec.height, spec.width, spec.channels)).astype(np.float32)
-        (onnx_logits,) = session.run(None, {"image": x})
+        onnx_logits, onnx_maps = session.run(None, {"image": x})
         keras_logits = model(x, training=False).numpy()
         assert onnx_logits.shape == (batch, spec.num_classes)
         assert np.max(np.abs(onnx_logits - keras_logits)) <= 1e-5
+        keras_maps = keras_class_maps(model, x)
+        assert onnx_maps.shape == keras_maps.shape
+        assert onnx_maps.shape[:2] == (batch, spec.num_classes)
+        assert np.max(np.abs(onnx_maps - keras_maps)) <= 1e-4
+        # Zhou et al.: a class's map averaged over positions, plus the bias, is its logit
+        bias = model.layers[-1].bias.numpy()
+        assert np.max(np.abs(onnx_maps.mean(axis=(2, 3)) + bias - keras_logits)) <= 1e-4
 
 
 def test_cnn_onnx_graph_is_compact(trained) -> None:
@@ -280,3 +290,58 @@ def test_models_the_direct_writer_refuses_are_scored_with_keras() -> None:
     x = layers.BatchNormalization(name="bn")(layers.Conv2D(4, 3, name="conv")(inputs))
     model = tf.keras.Model(inputs, layers.Dense(2)(layers.GlobalAveragePooling2D()(x)))
     assert fast_scorer(model) is model
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> float:
+    ra, rb = (np.argsort(np.argsort(v.ravel())).astype(np.float64) for v in (a, b))
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def test_heat_maps_depend_on_the_learned_weights(trained, tmp_path: Path) -> None:
+    """Adebayo et al. (2018) model-randomisation check: the maps of the trained model and of
+    the same architecture with freshly randomised weights, on the same 64 real test images,
+    have a mean Spearman rank correlation (per image, of the predicted class's evidence
+    map) below 0.5; the trained model's maps are reproducible (correlation 1 with
+    themselves from a second session)."""
+    from edge.heatmap import evidence_map
+
+    _, ds, folder = trained
+    images = ds.test.images[:64]
+    trained_onnx = OnnxClassifier(folder / "model.onnx")
+    assert trained_onnx.has_class_maps
+    random_model = build_model(ModelSpec(), seed=123)
+    _randomize_normalization(random_model, seed=7)
+    meta = json.loads(json.dumps(load_weights(folder / "weights.npz")[1]))
+    export_onnx(random_model, meta, tmp_path / "random.onnx")
+    random_onnx = OnnxClassifier(tmp_path / "random.onnx")
+
+    def maps(clf: OnnxClassifier) -> list[np.ndarray]:
+        logits, cams = clf.logits_and_maps(images)
+        assert cams is not None
+        return [evidence_map(c, int(k)) for c, k in zip(cams, logits.argmax(axis=1), strict=True)]
+
+    ours, again, theirs = (
+        maps(trained_onnx),
+        maps(OnnxClassifier(folder / "model.onnx")),
+        maps(random_onnx),
+    )
+    assert all(np.array_equal(a, b) for a, b in zip(ours, again, strict=True))
+    rho = [_spearman(a, b) for a, b in zip(ours, theirs, strict=True) if a.std() and b.std()]
+    assert len(rho) >= 48
+    print(f"trained vs randomised maps: mean Spearman {np.mean(rho):.3f} over {len(rho)} images")
+    assert np.mean(rho) < 0.5
+
+
+def test_a_model_exported_without_maps_still_diagnoses(trained, tmp_path: Path) -> None:
+    model, ds, folder = trained
+    meta = load_weights(folder / "weights.npz")[1]
+    export_onnx(model, meta, tmp_path / "plain.onnx", class_maps=False)
+    plain, full = OnnxClassifier(tmp_path / "plain.onnx"), OnnxClassifier(folder / "model.onnx")
+    assert not plain.has_class_maps and full.has_class_maps
+    images = ds.test.images[:16]
+    logits, maps = plain.logits_and_maps(images)
+    assert maps is None
+    np.testing.assert_allclose(logits, full.logits(images), atol=1e-5)
+    Image.fromarray(images[0].squeeze()).save(tmp_path / "x.png")
+    (result,) = diagnose(plain, [tmp_path / "x.png"])
+    assert result.ok and result.predicted in ds.class_names
