@@ -112,11 +112,6 @@ class OnnxClassifier:
         The probabilities are calibrated when the model carries a temperature; ``threshold``
         (a site's own) replaces the model's threshold on them.
         """
-        return self.decide(self.probabilities(self.logits(images)), threshold=threshold)
-
-    def decide(
-        self, probs: np.ndarray, *, threshold: float | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """``(probs, predicted class)`` by the model's rule (or a site's ``threshold``)."""
+        probs = self.probabilities(self.logits(images))
         cut = self.info.threshold if threshold is None else threshold
         return probs, decide(probs, positive_class=self.info.positive_class, threshold=cut)

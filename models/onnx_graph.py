@@ -170,17 +170,28 @@ def _dense(g: _Graph, layer: Any, x: str) -> str:
 
 
 def _class_maps(
-    g: _Graph, dense: Any, pooled_from: tuple[str, tuple[int, ...]] | None, name: str
+    g: _Graph, layers: list[Any], pooled_from: tuple[Any, str, tuple[int, ...]] | None, name: str
 ) -> onnx.ValueInfoProto:
-    """Add the class activation maps ``(N, K, h, w)`` as output ``name``; its value info."""
-    if pooled_from is None or type(dense).__name__ != "Dense":
+    """Add the class activation maps ``(N, K, h, w)`` as output ``name``; its value info.
+
+    ``pooled_from`` is the last global pooling layer with the maps it pooled; after it only
+    dropout and the final dense layer may follow.
+    """
+    tf = require("tensorflow")
+    onnx = require("onnx")
+    tail = layers[layers.index(pooled_from[0]) + 1 :] if pooled_from else []
+    if not (
+        tail
+        and type(tail[-1]) is tf.keras.layers.Dense
+        and all(type(layer) is tf.keras.layers.Dropout for layer in tail[:-1])
+    ):
         raise UnsupportedModelError("no class activation maps: the model does not end in "
                                     "global average pooling and a dense layer")  # fmt: skip
-    maps, (_, h, w, channels) = pooled_from
-    kernel = _params(dense)[0]  # (C, K)
+    assert pooled_from is not None
+    _, maps, (_, h, w, channels) = pooled_from
+    kernel = _params(tail[-1])[0]  # (C, K)
     weights = np.ascontiguousarray(kernel.T.reshape(kernel.shape[1], channels, 1, 1))
     g.node("Conv", [maps, g.const(f"{name}/W", weights)], name, kernel_shape=[1, 1])
-    onnx = require("onnx")
     return onnx.helper.make_tensor_value_info(
         name, onnx.TensorProto.FLOAT, ["batch", kernel.shape[1], h, w]
     )
@@ -223,12 +234,10 @@ def keras_to_onnx(
     else:
         x = g.node("Transpose", [input_name], "to_nchw", perm=[0, 3, 1, 2])
     layers = _chain(model)
-    pooled_from: tuple[str, tuple[int, ...]] | None = None  # the maps the last pooling saw
+    pooled_from: tuple[Any, str, tuple[int, ...]] | None = None  # last pooling and its maps
     for layer in layers:
         in_shape, out_shape = tuple(layer.input_shape), tuple(layer.output_shape)
         kind = type(layer)
-        if kind is not layers_.Dropout and not (kind is layers_.Dense and layer is layers[-1]):
-            pooled_from = None  # the maps are only those the final dense layer weighs
         if kind is layers_.DepthwiseConv2D:
             x = _conv(g, layer, x, in_shape, depthwise=True)
         elif kind is layers_.Conv2D:
@@ -240,7 +249,7 @@ def keras_to_onnx(
         elif kind is layers_.MaxPooling2D:
             x = _max_pool(g, layer, x, in_shape)
         elif kind is layers_.GlobalAveragePooling2D and not layer.keepdims:
-            pooled_from = (x, in_shape)
+            pooled_from = (layer, x, in_shape)
             pooled = g.node("GlobalAveragePool", [x], f"{layer.name}/pool")
             x = g.node("Flatten", [pooled], layer.name)
         elif kind is layers_.Dropout:
@@ -254,7 +263,7 @@ def keras_to_onnx(
     outputs = [h.make_tensor_value_info(output_name, onnx.TensorProto.FLOAT,
                                         ["batch", model.output_shape[-1]])]  # fmt: skip
     if cam_name is not None:
-        outputs.append(_class_maps(g, layers[-1], pooled_from, cam_name))
+        outputs.append(_class_maps(g, layers, pooled_from, cam_name))
     graph = h.make_graph(
         g.nodes,
         model.name,

@@ -311,7 +311,7 @@ def test_heat_maps_depend_on_the_learned_weights(trained, tmp_path: Path) -> Non
     assert trained_onnx.has_class_maps
     random_model = build_model(ModelSpec(), seed=123)
     _randomize_normalization(random_model, seed=7)
-    meta = json.loads(json.dumps(load_weights(folder / "weights.npz")[1]))
+    meta = load_weights(folder / "weights.npz")[1]
     export_onnx(random_model, meta, tmp_path / "random.onnx")
     random_onnx = OnnxClassifier(tmp_path / "random.onnx")
 
