@@ -2,19 +2,22 @@
 
 Each input is decoded and brought to the model's size with the same preprocessing the model
 was trained with; a file that cannot be read is reported with its reason and the others still
-run. Images are classified in batches.
+run. Images are classified in batches. An :data:`Explainer` given to :func:`diagnose` sees
+each diagnosed image as the model saw it with its evidence map (edge/heatmap.py) as the batch
+is classified, so heat maps and reports are written on the way and no image is kept.
 """
 
 from __future__ import annotations
 
 import logging
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from edge.heatmap import evidence_map
 from edge.onnx_model import OnnxClassifier
 from privadx.common.data.images import DEFAULT_MAX_PIXELS, is_supported, read_image
 from privadx.common.errors import DataError, InputError
@@ -33,6 +36,8 @@ class Diagnosis:
     predicted: str | None = None
     probabilities: dict[str, float] | None = None
     error: str | None = None
+    heatmap: str | None = None
+    """Where its heat-map figure was written, when one was asked for."""
 
     @property
     def ok(self) -> bool:
@@ -41,13 +46,24 @@ class Diagnosis:
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready form."""
+        out: dict[str, object] = {"source": self.source}
         if self.ok:
-            return {
-                "source": self.source,
-                "prediction": self.predicted,
-                "probabilities": self.probabilities,
-            }
-        return {"source": self.source, "error": self.error}
+            out |= {"prediction": self.predicted, "probabilities": self.probabilities}
+        else:
+            out["error"] = self.error
+        if self.heatmap is not None:
+            out["heatmap"] = self.heatmap
+        return out
+
+
+Explainer = Callable[[int, Diagnosis, "np.ndarray | None", "np.ndarray | None"], Diagnosis]
+"""Called once per input, in order: ``(index, result, image, evidence) -> result``.
+
+``image`` is the input as the model saw it (uint8, the model's size), ``evidence`` its
+evidence map for the predicted class in ``[0, 1]`` (``None`` when the model has no class
+maps); both are ``None`` for an input that could not be diagnosed. It returns the result to
+keep (for example with the path of a figure it wrote).
+"""
 
 
 def collect_inputs(paths: list[Path]) -> list[Path]:
@@ -111,50 +127,61 @@ def diagnose(
     *,
     threshold: float | None = None,
     max_pixels: int | None = None,
+    explain: Explainer | None = None,
 ) -> list[Diagnosis]:
     """Classify every image found in ``paths``; failures become error entries, in order.
 
     ``threshold``: a site's own decision threshold instead of the model's (binary models).
     ``max_pixels``: the largest image decoded (default :data:`DEFAULT_MAX_PIXELS`).
+    ``explain``: called with every result as it is made (see :data:`Explainer`).
     """
     limit = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
-    results: list[Diagnosis | None] = []
-    pending: list[tuple[int, str, np.ndarray]] = []
+    results: list[Diagnosis] = []
+    pending: list[tuple[str, np.ndarray]] = []
     names = model.info.class_names
 
+    def keep(result: Diagnosis, image: np.ndarray | None, heat: np.ndarray | None) -> None:
+        if explain is not None:
+            result = explain(len(results), result, image, heat)
+        results.append(result)
+
     def flush() -> None:
-        probs, predicted = model.predict(
-            np.stack([img for _, _, img in pending]), threshold=threshold
+        batch = np.stack([img for _, img in pending])
+        probs, predicted, maps = model.classify(
+            batch, threshold=threshold, maps=explain is not None
         )
-        for (slot, source, _), p, k in zip(pending, probs, predicted, strict=True):
+        for i, ((source, image), p, k) in enumerate(zip(pending, probs, predicted, strict=True)):
             if not np.all(np.isfinite(p)):
-                results[slot] = Diagnosis(
-                    source, error="the model gave no finite probabilities for it: no diagnosis"
-                )
+                error = "the model gave no finite probabilities for it: no diagnosis"
+                keep(Diagnosis(source, error=error), None, None)
                 continue
-            results[slot] = Diagnosis(
+            result = Diagnosis(
                 source,
                 names[int(k)],
                 {n: round(float(v), 6) for n, v in zip(names, p, strict=True)},
             )
+            keep(result, image, None if maps is None else evidence_map(maps[i], int(k)))
         pending.clear()
 
     for source, image, error in iter_images(collect_inputs(paths), max_pixels=limit):
-        results.append(None)
         if error is not None or image is None:
-            results[-1] = Diagnosis(source, error=error)
+            if pending:  # results stay in input order
+                flush()
+            keep(Diagnosis(source, error=error), None, None)
             continue
         try:
             fitted = fit_image(image, model.info.preprocess)
-        except DataError as exc:
-            results[-1] = Diagnosis(source, error=str(exc))
+        except (DataError, MemoryError) as exc:
+            if pending:
+                flush()
+            reason = (
+                str(exc) if isinstance(exc, DataError) else "not enough memory to resize this image"
+            )
+            keep(Diagnosis(source, error=reason), None, None)
             continue
-        except MemoryError:
-            results[-1] = Diagnosis(source, error="not enough memory to resize this image")
-            continue
-        pending.append((len(results) - 1, source, fitted))
+        pending.append((source, fitted))
         if len(pending) >= BATCH:
             flush()
     if pending:
         flush()
-    return [r for r in results if r is not None]
+    return results

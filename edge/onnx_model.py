@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from models.architectures import CAM_NAME
+from models.spec import CAM_NAME
 from privadx.common.errors import InputError, ModelError
 from privadx.common.metrics import decide, softmax
 from privadx.common.model_info import ModelInfo
@@ -112,6 +112,21 @@ class OnnxClassifier:
         The probabilities are calibrated when the model carries a temperature; ``threshold``
         (a site's own) replaces the model's threshold on them.
         """
-        probs = self.probabilities(self.logits(images))
+        probs, predicted, _ = self.classify(images, threshold=threshold, maps=False)
+        return probs, predicted
+
+    def classify(
+        self, images: np.ndarray, *, threshold: float | None = None, maps: bool = True
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """:meth:`predict` plus the class activation maps ``(N, K, h, w)`` when asked for.
+
+        The maps are ``None`` when ``maps`` is false or the graph has none.
+        """
+        if maps:
+            logits, class_maps = self.logits_and_maps(images)
+        else:
+            logits, class_maps = self.logits(images), None
+        probs = self.probabilities(logits)
         cut = self.info.threshold if threshold is None else threshold
-        return probs, decide(probs, positive_class=self.info.positive_class, threshold=cut)
+        predicted = decide(probs, positive_class=self.info.positive_class, threshold=cut)
+        return probs, predicted, class_maps

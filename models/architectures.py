@@ -12,16 +12,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from models.spec import Architecture, ModelSpec
+from models.spec import INPUT_NAME, OUTPUT_NAME, Architecture, ModelSpec
 from privadx.common.deps import require
 
 if TYPE_CHECKING:
     import tensorflow as tf
-
-INPUT_NAME = "image"
-OUTPUT_NAME = "logits"
-CAM_NAME = "class_maps"
-"""The optional second ONNX output: class activation maps ``(N, K, h, w)``."""
 
 
 def build_model(spec: ModelSpec, *, seed: int = 0) -> tf.keras.Model:

@@ -34,8 +34,8 @@ class OnnxLogits:
     """
 
     def __init__(self, model: tf.keras.Model) -> None:
-        from models.architectures import INPUT_NAME
         from models.onnx_export import direct_graph
+        from models.spec import INPUT_NAME
         from privadx.common.onnx_session import inference_session
 
         self.session = inference_session(direct_graph(model).SerializeToString(), spin=False)

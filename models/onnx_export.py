@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from models.architectures import CAM_NAME, INPUT_NAME, OUTPUT_NAME
+from models.spec import CAM_NAME, INPUT_NAME, OUTPUT_NAME
 from privadx.common.deps import require
 from privadx.common.errors import ModelError
 from privadx.common.fileio import write_atomic

@@ -12,6 +12,13 @@ MAX_SIDE = 1024
 """Largest input height or width a model may declare (PrivaDx's models take 28-224)."""
 MAX_CLASSES = 1000
 
+INPUT_NAME = "image"
+"""The exported graph's input: uint8-derived normalised images ``(N, H, W, C)``."""
+OUTPUT_NAME = "logits"
+"""The exported graph's first output: logits ``(N, K)``."""
+CAM_NAME = "class_maps"
+"""The optional second ONNX output: class activation maps ``(N, K, h, w)``."""
+
 
 class Architecture(StrEnum):
     """The model families PrivaDx builds."""

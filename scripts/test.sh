@@ -3,15 +3,22 @@
 # Mosquitto broker, end to end). Extra arguments go to pytest (e.g. -m "not slow").
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
-if ! command -v mosquitto >/dev/null 2>&1; then
-    echo "installing the Mosquitto broker (integration tests start their own)..." >&2
+
+# need COMMAND "DEBIAN PACKAGES" WHY: install the packages when COMMAND is missing.
+need() {
+    command -v "$1" >/dev/null 2>&1 && return 0
+    echo "installing $2 ($3)..." >&2
     if command -v apt-get >/dev/null 2>&1 && [[ $(id -u) -eq 0 ]]; then
-        (apt-get update -qq && apt-get install -y -qq mosquitto mosquitto-clients) >&2
+        # shellcheck disable=SC2086
+        (apt-get update -qq && apt-get install -y -qq $2) >&2
     else
-        echo "please install mosquitto (e.g. sudo apt-get install mosquitto)" >&2
+        echo "please install $2 (e.g. sudo apt-get install $2)" >&2
         exit 1
     fi
-fi
+}
+need mosquitto "mosquitto mosquitto-clients" "integration tests start their own broker"
+need chromium chromium "the diagnosis report's test opens the page in headless Chromium"
+
 uv run --frozen ruff check .
 uv run --frozen ruff format --check .
 uv run --frozen mypy

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -10,8 +11,12 @@ from typing import TYPE_CHECKING
 from privadx.commands._common import positive_int, print_json
 
 if TYPE_CHECKING:
-    from edge.diagnose import Diagnosis
-    from privadx.common.model_info import ModelInfo
+    import numpy as np
+
+    from edge.diagnose import Diagnosis, Explainer
+    from edge.explain import Explanation
+
+log = logging.getLogger(__name__)
 
 HELP = "diagnose PNG/JPEG/DICOM/.npz images with an ONNX model (no TensorFlow needed)"
 DESCRIPTION = """\
@@ -27,6 +32,12 @@ The model must carry a valid signature: MODEL.manifest.json beside it, signed by
 federation's gateway, whose SHA-256 matches the file. It is checked against the federation CA
 (--ca, else $PRIVADX_CA, else ca.pem beside the model, where the edge agent keeps it). A
 tampered or unsigned model is refused (exit 10) unless --allow-unsigned is given.
+
+To see why: --heatmaps DIR writes a figure per image (the input as the model saw it, the heat
+map of the evidence for the predicted class over it, the probability, the decision rule and
+the model's provenance); --report FILE.html writes one self-contained page with a row per
+image under a banner of the model's provenance (run, round, contributing sites, federated
+metrics, privacy, signature), to open in any browser without a network.
 """
 
 
@@ -71,6 +82,20 @@ def register(sub: argparse._SubParsersAction) -> None:
         "reported and skipped before decoding (default 40,000,000)",
     )
     p.add_argument(
+        "--heatmaps",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="write a heat-map figure (PNG) per diagnosed image into DIR",
+    )
+    p.add_argument(
+        "--report",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="write a self-contained HTML report with a row per image to FILE",
+    )
+    p.add_argument(
         "--allow-unsigned",
         action="store_true",
         help="use a model without a signed manifest (its origin is then unchecked)",
@@ -81,38 +106,88 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Diagnose and print one line (or JSON object) per image."""
     from edge.diagnose import diagnose
+    from edge.explain import Explanation, HeatmapFolder
     from edge.onnx_model import OnnxClassifier
+    from edge.provenance import Provenance
+    from edge.report import HtmlReport
     from privadx.common.errors import EXIT_PARTIAL, InputError
 
     data, manifest = _verified_model(args)
     model = OnnxClassifier(args.model, threads=args.threads, data=data, provider=args.provider)
     if args.threshold is not None and len(model.info.class_names) != 2:
         raise InputError("--threshold applies to binary models only; this one decides at argmax")
-    results = diagnose(model, args.paths, threshold=args.threshold, max_pixels=args.max_pixels)
-    if not results:
-        raise InputError("no images found in the given paths")
+    explanation = Explanation(
+        info=model.info,
+        provenance=Provenance.of(manifest, model.info),
+        site_threshold=args.threshold,
+        has_maps=model.has_class_maps,
+    )
+    if (args.heatmaps or args.report) and not model.has_class_maps:
+        log.warning("%s has no class activation maps: no heat maps to draw", args.model.name)
+    folder = HeatmapFolder(args.heatmaps, explanation) if args.heatmaps else None
+    report = (
+        HtmlReport(args.report, explanation, model_name=args.model.name) if args.report else None
+    )
+    try:
+        results = diagnose(
+            model,
+            args.paths,
+            threshold=args.threshold,
+            max_pixels=args.max_pixels,
+            explain=_chain(folder, report),
+        )
+        if not results:
+            raise InputError("no images found in the given paths")
+    except BaseException:
+        if report is not None:
+            report.abort()
+        raise
+    report_path = report.close() if report is not None else None
     failed = sum(not r.ok for r in results)
     if args.json:
         print_json(
             {
                 "model": str(args.model),
                 "class_names": list(model.info.class_names),
-                "threshold": _threshold(model.info, args.threshold),
+                "threshold": explanation.threshold,
                 "threshold_source": "site" if args.threshold is not None else "model",
                 "calibrated": model.info.calibrated,
                 "temperature": model.info.temperature,
+                "class_maps": model.has_class_maps,
                 "manifest": manifest,
                 "results": [r.to_dict() for r in results],
                 "failed": failed,
+                "heatmaps": str(args.heatmaps) if folder else None,
+                "report": str(report_path) if report_path else None,
             }
         )
     else:
-        _print_provenance(manifest)
-        _print_table(results, model.info, args.threshold)
+        print(explanation.provenance.line())
+        _print_table(results, explanation)
+        if folder is not None:
+            print(f"heat maps: {sum(r.heatmap is not None for r in results)} in {args.heatmaps}")
+        if report_path is not None:
+            print(f"report: {report_path}")
     if failed:
         print(f"privadx: {failed} of {len(results)} images could not be diagnosed", file=sys.stderr)
         return EXIT_PARTIAL
     return 0
+
+
+def _chain(*explainers: Explainer | None) -> Explainer | None:
+    """One explainer calling each given one in turn (``None`` when none is given)."""
+    chain = [e for e in explainers if e is not None]
+    if not chain:
+        return None
+
+    def explain(
+        index: int, result: Diagnosis, image: np.ndarray | None, heat: np.ndarray | None
+    ) -> Diagnosis:
+        for explainer in chain:
+            result = explainer(index, result, image, heat)
+        return result
+
+    return explain
 
 
 def _probability(text: str) -> float:
@@ -123,10 +198,6 @@ def _probability(text: str) -> float:
     if not 0.0 < value < 1.0:
         raise argparse.ArgumentTypeError(f"expected a probability in (0, 1), got {value}")
     return value
-
-
-def _threshold(info: ModelInfo, site: float | None) -> float | None:
-    return site if site is not None else info.threshold
 
 
 def _verified_model(args: argparse.Namespace) -> tuple[bytes, dict[str, object] | None]:
@@ -146,28 +217,8 @@ def _verified_model(args: argparse.Namespace) -> tuple[bytes, dict[str, object] 
     return data, manifest
 
 
-def _print_provenance(manifest: dict[str, object] | None) -> None:
-    if manifest is None:
-        print("model: UNSIGNED (origin and integrity not checked)")
-        return
-    metrics = manifest.get("metrics") or {}
-    auc = metrics.get("auc") if isinstance(metrics, dict) else None
-    reported = metrics.get("sites_reported") if isinstance(metrics, dict) else None
-    print(
-        f"model: signed by the federation gateway; run {manifest.get('run')}, round "
-        f"{manifest.get('round')}, {manifest.get('contributors')} contributing sites"
-        + (
-            f", federated AUC {auc:.4f} on {reported} sites' held-out images"
-            if isinstance(auc, float) and reported
-            else f", AUC {auc:.4f}"
-            if isinstance(auc, float)
-            else ""
-        )
-    )
-
-
-def _print_table(results: list[Diagnosis], info: ModelInfo, site: float | None) -> None:
-    names = info.class_names
+def _print_table(results: list[Diagnosis], explanation: Explanation) -> None:
+    names = explanation.info.class_names
     width = max(12, *(len(r.source) for r in results))
     label = max(10, *(len(n) for n in names))
     cols = [max(8, len(n) + 3) for n in names]
@@ -182,17 +233,4 @@ def _print_table(results: list[Diagnosis], info: ModelInfo, site: float | None) 
             print(f"{r.source:<{width}}  {r.predicted:<{label}}{probs}")
         else:
             print(f"{r.source:<{width}}  ERROR: {r.error}")
-    calibration = (
-        f"probabilities calibrated (temperature {info.temperature:.3f}, federated evaluation)"
-        if info.temperature is not None
-        else "probabilities not calibrated"
-    )
-    threshold = _threshold(info, site)
-    if threshold is not None and len(names) == 2:
-        positive = names[info.positive_class]
-        source = "site threshold" if site is not None else "federation threshold"
-        print(
-            f"decision: {positive} when P({positive}) >= {threshold:.4f} ({source}); {calibration}"
-        )
-    else:
-        print(f"decision: the most probable class; {calibration}")
+    print(explanation.decision_rule())

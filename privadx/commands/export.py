@@ -71,6 +71,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=512,
         help="how many calibration images to use (default: %(default)s)",
     )
+    p.add_argument(
+        "--class-maps",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="add the class activation maps output that diagnose draws heat maps from "
+        "(--no-class-maps: logits only, for devices whose diagnose predates heat maps)",
+    )
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(subparser=p, run=run)
 
@@ -83,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
 
     weights, meta = load_weights(args.weights)
     model, preprocess = model_from_weights(weights, meta)
-    digest = export_onnx(model, meta, args.out)
+    digest = export_onnx(model, meta, args.out, class_maps=args.class_maps)
     images = _parity_images(args, meta, preprocess)
     diff = verify_parity(model, args.out, images, preprocess)
     result: dict[str, Any] = {

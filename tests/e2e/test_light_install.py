@@ -116,13 +116,17 @@ def test_the_light_install_diagnoses_the_same_on_another_python(
     assert facts["bad_site_refused"]
 
     args = ["diagnose", str(sim_run / "model.onnx"), *map(str, images), "--allow-unsigned"]
+    # Heat maps and the HTML report need no TensorFlow either (none is installed here).
+    explain = ["--heatmaps", str(tmp_path / "maps"), "--report", str(tmp_path / "report.html")]
     proc = subprocess.run(
-        [str(bin_ / "privadx"), *args, "--json"], capture_output=True, text=True, env=env,
-        cwd=tmp_path, check=False, timeout=300,
+        [str(bin_ / "privadx"), *args, *explain, "--json"], capture_output=True, text=True,
+        env=env, cwd=tmp_path, check=False, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     got = json.loads(proc.stdout)
     assert got["failed"] == 0 and len(got["results"]) == len(images)
+    assert all(Path(r["heatmap"]).read_bytes()[:4] == b"\x89PNG" for r in got["results"])
+    assert (tmp_path / "report.html").read_text().count('<tr class="result"') == len(images)
     for mine, theirs in zip(got["results"], reference["results"], strict=True):  # type: ignore[call-overload]
         assert mine["prediction"] == theirs["prediction"], mine["path"]
         for name, p in mine["probabilities"].items():

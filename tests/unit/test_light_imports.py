@@ -21,6 +21,7 @@ def _loaded_after(code: str) -> list[str]:
 def test_cli_and_diagnosis_modules_import_nothing_heavy() -> None:
     code = (
         "import privadx.cli, edge.diagnose, edge.onnx_model, edge.heatmap\n"
+        "import edge.explain, edge.provenance, edge.report\n"
         "import privadx.common.data.local\n"
         "import privadx.common.data.medmnist, privadx.common.data.download\n"
         "import privadx.common.metrics, privadx.common.weights_io\n"
