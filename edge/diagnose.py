@@ -30,7 +30,12 @@ BATCH = 64
 
 @dataclass(frozen=True)
 class Diagnosis:
-    """The outcome for one image: a prediction, or the reason there is none."""
+    """The outcome for one image: a prediction, or the reason there is none.
+
+    An image read and scored but unlike the training images (``unusual``) gets no class and
+    no probabilities: a confident class for an image the model knows nothing about would
+    mislead.
+    """
 
     source: str
     predicted: str | None = None
@@ -38,19 +43,33 @@ class Diagnosis:
     error: str | None = None
     heatmap: str | None = None
     """Where its heat-map figure was written, when one was asked for."""
+    ood_distance: float | None = None
+    """Its distance to the training images, when the model carries their reference."""
+    unusual: bool = False
+    """Farther from the training images than the model's threshold."""
 
     @property
     def ok(self) -> bool:
-        """Whether a prediction was made."""
+        """Whether the image was read and scored (classified, or found unusual)."""
         return self.error is None
+
+    @property
+    def classified(self) -> bool:
+        """Whether it got a class."""
+        return self.ok and not self.unusual and self.predicted is not None
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready form."""
         out: dict[str, object] = {"source": self.source}
-        if self.ok:
-            out |= {"prediction": self.predicted, "probabilities": self.probabilities}
-        else:
+        if not self.ok:
             out["error"] = self.error
+        else:
+            out["prediction"] = self.predicted
+            if self.probabilities is not None:
+                out["probabilities"] = self.probabilities
+            out["unusual"] = self.unusual
+        if self.ood_distance is not None:
+            out["ood_distance"] = round(self.ood_distance, 4)
         if self.heatmap is not None:
             out["heatmap"] = self.heatmap
         return out
@@ -150,17 +169,19 @@ def diagnose(
         probs, predicted, maps = model.classify(
             batch, threshold=threshold, maps=explain is not None
         )
-        for i, ((source, image), p, k) in enumerate(zip(pending, probs, predicted, strict=True)):
+        distances, unusual = model.unusual(batch)
+        for i, (source, image) in enumerate(pending):
+            p, k = probs[i], int(predicted[i])
+            d = None if distances is None else float(distances[i])
             if not np.all(np.isfinite(p)):
                 error = "the model gave no finite probabilities for it: no diagnosis"
                 keep(Diagnosis(source, error=error), None, None)
-                continue
-            result = Diagnosis(
-                source,
-                names[int(k)],
-                {n: round(float(v), 6) for n, v in zip(names, p, strict=True)},
-            )
-            keep(result, image, None if maps is None else evidence_map(maps[i], int(k)))
+            elif unusual[i]:
+                keep(Diagnosis(source, ood_distance=d, unusual=True), image, None)
+            else:
+                rounded = {n: round(float(v), 6) for n, v in zip(names, p, strict=True)}
+                heat = None if maps is None else evidence_map(maps[i], k)
+                keep(Diagnosis(source, names[k], rounded, ood_distance=d), image, heat)
         pending.clear()
 
     for source, image, error in iter_images(collect_inputs(paths), max_pixels=limit):

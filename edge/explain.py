@@ -67,11 +67,34 @@ class Explanation:
 
     def verdict(self, result: Diagnosis) -> str:
         """``prediction: CLASS, P(CLASS) 0.9312``, or the reason there is none."""
-        if not result.ok or result.predicted is None or result.probabilities is None:
+        if result.unusual:
+            return f"no class: {self.unusual_note(result)}"
+        if not result.classified or result.predicted is None or result.probabilities is None:
             return f"no diagnosis: {result.error}"
         p = result.probabilities[result.predicted]
         kind = "calibrated" if self.info.calibrated else "not calibrated"
         return f"prediction: {result.predicted}, P({result.predicted}) {p:.4f} ({kind})"
+
+    def unusual_note(self, result: Diagnosis) -> str:
+        """Why an unusual image gets no class."""
+        ood = self.info.ood
+        limit = f" > {ood.threshold:.1f}" if ood is not None and ood.threshold else ""
+        distance = result.ood_distance if result.ood_distance is not None else float("nan")
+        return (
+            "this image does not look like the images the model was trained on "
+            f"(distance {distance:.1f}{limit})"
+        )
+
+    def ood_check(self) -> str:
+        """Whether and how inputs are checked against the training images."""
+        ood = self.info.ood
+        if ood is None or ood.threshold is None:
+            return "none (the model carries no reference statistics of its training images)"
+        return (
+            f"inputs farther than {ood.threshold:.1f} from the "
+            f"{ood.images} training images get no class (99% of {ood.held_out} held-out "
+            "images lie within it)"
+        )
 
     def map_note(self) -> str:
         """What the heat map shows."""
@@ -81,7 +104,9 @@ class Explanation:
 
     def caption(self, result: Diagnosis) -> list[str]:
         """The text under an image's figure, wrapped to the figure's width."""
-        lines = [self.verdict(result), self.decision_rule(), self.provenance.line()]
+        lines = [self.verdict(result)]
+        lines += [] if result.unusual else [self.decision_rule()]
+        lines.append(self.provenance.line())
         lines.append(self.map_note())
         return [part for line in lines for part in textwrap.wrap(line, WRAP)]
 

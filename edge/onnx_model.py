@@ -12,6 +12,7 @@ from privadx.common.errors import InputError, ModelError
 from privadx.common.metrics import decide, softmax
 from privadx.common.model_info import ModelInfo
 from privadx.common.onnx_session import inference_session
+from privadx.common.ood import embed
 from privadx.common.preprocess import to_model_input
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,12 @@ class OnnxClassifier:
                 f"{self.path.name}: metadata privadx.class_names names {k} classes; the graph "
                 f"outputs {shape_out}"
             )
+        ood = self.info.ood
+        if ood is not None and ood.channels != pre.channels:
+            raise ModelError(
+                f"{self.path.name}: metadata privadx.ood describes {ood.channels}-channel images; "
+                f"the model takes {pre.channels}"
+            )
         for extra in outputs[1:]:
             shape = list(extra.shape)
             if extra.name == CAM_NAME and (
@@ -103,6 +110,16 @@ class OnnxClassifier:
         """Softmax of ``logits``, calibrated by the model's temperature when it has one."""
         t = self.info.temperature
         return softmax(logits / t if t else logits)
+
+    def unusual(self, images: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
+        """``(distances, flagged)`` of images at the model's size against its training images.
+
+        Without a reference in the model the distances are ``None`` and nothing is flagged.
+        """
+        ood = self.info.ood
+        if ood is None:
+            return None, np.zeros(len(images), bool)
+        return ood.flags(embed(images))
 
     def predict(
         self, images: np.ndarray, *, threshold: float | None = None

@@ -43,6 +43,7 @@ table.results th,table.results td{border-bottom:1px solid #ccd;padding:6px 10px;
 vertical-align:middle}
 table.results img{width:160px;height:160px;image-rendering:pixelated;display:block}
 .failed td{background:#fff4e0}
+.unusual td{background:#fdeaea}
 .note{color:#444;font-size:13px;max-width:900px}
 .scale{display:inline-block;width:160px;height:10px;vertical-align:middle;
 background:linear-gradient(90deg,#000060,#0040ff,#00e0e0,#fff000,#ff4000,#a00000)}
@@ -76,7 +77,17 @@ class HtmlReport:
         """Add one row (an Explainer); the result is returned unchanged."""
         names = self.explanation.info.class_names
         source = html.escape(result.source)
-        if image is None or not result.ok or result.probabilities is None:
+        if result.unusual and image is not None:
+            self.counts["unlike the training images"] += 1
+            seen, _ = panels(image, None, THUMBNAIL)
+            self._write(
+                f'<tr class="result unusual"><td>{index + 1}</td><td>{source}</td>'
+                f"<td>{_img(seen, 'input as the model saw it')}</td><td></td>"
+                f'<td colspan="{2 + len(names)}">no class: '
+                f"{html.escape(self.explanation.unusual_note(result))}</td></tr>\n"
+            )
+            return result
+        if image is None or not result.classified or result.probabilities is None:
             self.counts["not diagnosed"] += 1
             self._write(
                 f'<tr class="result failed"><td>{index + 1}</td><td>{source}</td>'
@@ -144,6 +155,7 @@ class HtmlReport:
             "<h1>PrivaDx diagnosis report</h1>\n"
             f'<div class="banner{unsigned}"><table>{banner}'
             f"<tr><th>decision</th><td>{html.escape(ex.rule())}</td></tr>"
+            f"<tr><th>unusual inputs</th><td>{html.escape(ex.ood_check())}</td></tr>"
             f"<tr><th>written</th><td>{created}</td></tr></table></div>\n"
             f'<p class="note">{html.escape(ex.map_note())}. Colour scale from no evidence to '
             'the most: <span class="scale"></span>. The map is a class activation map of '

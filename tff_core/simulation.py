@@ -17,6 +17,7 @@ from privadx.common.evaluation.decision import HEADLINE_KEYS, decision
 from privadx.common.evaluation.federated import score_reports, summary_figures
 from privadx.common.evaluation.report import build_report
 from privadx.common.model_info import ModelInfo
+from privadx.common.ood import reference_of_sites
 from privadx.common.runlog import RunFolder
 from privadx.common.weighting import DEFAULT_MAX_WEIGHT_RATIO, cap_example_counts
 from privadx.common.weights_io import save_weights
@@ -102,6 +103,7 @@ def run_simulation(config: SimulationConfig) -> dict[str, Any]:
         "test": final,
         "privacy": meta["provenance"].get("privacy"),
         "decision": meta["provenance"]["decision"],
+        "ood": _ood_summary(meta.get("ood")),
     }
     if config.centralized:
         from tff_core.centralized import train_centralized
@@ -277,6 +279,7 @@ def weights_metadata(
         positive_class=exp.positive_class,
         threshold=rule.threshold,
         temperature=rule.temperature,
+        ood=reference_of_sites([s.images for s in exp.sites], [h.images for h in exp.held_out]),
         provenance={
             "trained_by": "privadx simulate",
             "dataset": exp.dataset.name,
@@ -303,6 +306,13 @@ def _export(
     sha = export_onnx(model, meta, path)
     diff = verify_parity(model, path, exp.dataset.test.images[:256], exp.preprocess)
     return {"path": ONNX_FILE, "sha256": sha, "max_abs_logit_diff": diff}
+
+
+def _ood_summary(ood: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What the out-of-distribution reference was made of, for ``summary.json``."""
+    if ood is None:
+        return None
+    return {k: ood[k] for k in ("scheme", "images", "held_out", "quantile", "threshold")}
 
 
 def _clip_norm(metrics: Any) -> float | None:

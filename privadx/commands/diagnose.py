@@ -154,6 +154,8 @@ def run(args: argparse.Namespace) -> int:
                 "calibrated": model.info.calibrated,
                 "temperature": model.info.temperature,
                 "class_maps": model.has_class_maps,
+                "ood_threshold": model.info.ood.threshold if model.info.ood else None,
+                "unusual": sum(r.unusual for r in results),
                 "manifest": manifest,
                 "results": [r.to_dict() for r in results],
                 "failed": failed,
@@ -226,11 +228,14 @@ def _print_table(results: list[Diagnosis], explanation: Explanation) -> None:
     header += "".join(f"  {'P(' + n + ')':>{c}}" for n, c in zip(names, cols, strict=True))
     print(header)
     for r in results:
-        if r.ok and r.probabilities is not None and r.predicted is not None:
+        if r.classified and r.probabilities is not None and r.predicted is not None:
             probs = "".join(
                 f"  {r.probabilities[n]:>{c}.4f}" for n, c in zip(names, cols, strict=True)
             )
             print(f"{r.source:<{width}}  {r.predicted:<{label}}{probs}")
+        elif r.unusual:
+            print(f"{r.source:<{width}}  NO CLASS: {explanation.unusual_note(r)}")
         else:
             print(f"{r.source:<{width}}  ERROR: {r.error}")
     print(explanation.decision_rule())
+    print(f"out-of-distribution check: {explanation.ood_check()}")

@@ -6,7 +6,9 @@ The global-model message, weights files and the ONNX metadata all write and read
 - ``class_names`` and ``positive_class``: how to read its output;
 - ``threshold`` and ``temperature``: the decision rule (binary threshold on the calibrated
   probability, softmax temperature from federated evaluation);
-- ``provenance``: where it came from (free-form JSON).
+- ``provenance``: where it came from (free-form JSON);
+- ``ood``: the training images' reference statistics and the distance beyond which an input
+  is called unlike them (:mod:`privadx.common.ood`), when the model has them.
 
 Weights files and model messages carry :meth:`ModelInfo.to_meta` (JSON values); an ONNX file
 carries :meth:`ModelInfo.to_onnx_props` (``privadx.*`` strings). Every reader validates.
@@ -21,6 +23,7 @@ from typing import Any
 
 from models.spec import ModelSpec
 from privadx.common.errors import DataError, InputError, ModelError
+from privadx.common.ood import Reference
 from privadx.common.preprocess import PreprocessSpec
 
 ONNX_PREFIX = "privadx."
@@ -39,6 +42,7 @@ class ModelInfo:
     threshold: float | None = None
     temperature: float | None = None
     provenance: dict[str, Any] = field(default_factory=dict)
+    ood: Reference | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         spec, pre = self.model_spec, self.preprocess
@@ -79,6 +83,7 @@ class ModelInfo:
             "threshold": self.threshold,
             "temperature": self.temperature,
             "provenance": self.provenance,
+            "ood": self.ood.to_dict() if self.ood is not None else None,
         }
 
     @classmethod
@@ -93,6 +98,7 @@ class ModelInfo:
                 threshold=_number(meta.get("threshold"), "threshold"),
                 temperature=_number(meta.get("temperature"), "temperature"),
                 provenance=_dict(meta.get("provenance") or {}),
+                ood=None if meta.get("ood") is None else Reference.from_dict(meta["ood"]),
             )
         except (DataError, InputError) as exc:
             raise ModelError(f"malformed model metadata: {exc}") from exc
@@ -124,7 +130,14 @@ class ModelInfo:
         try:
             for key in ("model_spec", "preprocess"):
                 meta[key] = props[f"{ONNX_PREFIX}{key}"]
-            for key in ("class_names", "positive_class", "threshold", "temperature", "provenance"):
+            for key in (
+                "class_names",
+                "positive_class",
+                "threshold",
+                "temperature",
+                "provenance",
+                "ood",
+            ):
                 text = props.get(f"{ONNX_PREFIX}{key}")
                 if text is not None:
                     meta[key] = json.loads(text)

@@ -76,7 +76,11 @@ def test_export_then_diagnose_png_dicom_npz(
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     assert len(out["results"]) == 6 and out["failed"] == 0
-    assert all(r["prediction"] in out["class_names"] for r in out["results"])
+    ct = out["results"][2]
+    assert ct["source"].endswith("ct.dcm") and ct["unusual"] and ct["prediction"] is None
+    assert ct["ood_distance"] > out["ood_threshold"]  # decoded, but no breast ultrasound
+    others = [r for r in out["results"] if r is not ct]
+    assert all(r["prediction"] in out["class_names"] for r in others)
     # The same image as PNG and inside the npz gives the same answer.
     assert out["results"][0]["probabilities"] == out["results"][3]["probabilities"]
 
@@ -380,6 +384,12 @@ def _json_with(text: str, **changes: object) -> str:
     return json.dumps({**json.loads(text), **changes})
 
 
+def _zeros_b64(n: int) -> str:
+    import base64
+
+    return base64.b64encode(np.zeros(n, "<f4").tobytes()).decode("ascii")
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
@@ -395,6 +405,9 @@ def _json_with(text: str, **changes: object) -> str:
         ({"positive_class": 7}, "positive class 7 is not a class index"),
         ({"positive_class": -1}, "positive class -1 is not a class index"),
         ({"threshold": float("nan")}, "threshold nan is not a finite number"),
+        ({"ood": {"mean": _zeros_b64(256), "precision": _zeros_b64(256 * 256)}},
+         "privadx.ood describes 3-channel images; the model takes 1"),
+        ({"ood": {"threshold": "high"}}, "ood.threshold 'high' is not a positive number"),
     ],
 )  # fmt: skip
 def test_a_model_with_bad_metadata_is_refused_naming_the_field(

@@ -90,8 +90,10 @@ def test_the_report_renders_a_row_per_image_in_chromium(
     dom = dump_dom(report)
     rows = re.findall(r'<tr class="(result[^"]*)"', dom)
     assert len(rows) == 8 and rows.count("result failed") == 1
+    # A CT slice is nothing like the breast ultrasound the model learned: no class for it.
+    assert rows.count("result unusual") == 1 and re.search(r"ct\.dcm</td>.*?no class", dom)
     pictures = re.findall(r'<img alt="[^"]+" src="data:image/png;base64,', dom)
-    assert len(pictures) == 14  # the input and its heat map for each of the 7 diagnosed
+    assert len(pictures) == 2 * 6 + 1  # input and heat map per classified image, input only
     assert "signed by the federation gateway, checked against the federation CA" in dom
     assert re.search(r"<th>round</th><td>2</td>", dom)
     assert "&lt;3&gt;" in dom and "<3>" not in dom  # file names are shown, never run as HTML
@@ -125,3 +127,42 @@ def test_a_model_without_class_maps_still_gets_figures(
     overlay = figure[PAD : PAD + SIDE, 2 * PAD + SIDE : 2 * PAD + 2 * SIDE]
     assert np.array_equal(seen, overlay)  # no map: the image is shown unchanged
     assert "exported without class activation maps" in (tmp_path / "r.html").read_text()
+
+
+def test_images_unlike_the_training_images_get_no_class(
+    sim_run: Path, breast_npz: Path, pneumonia_npz: Path, tmp_path: Path
+) -> None:
+    import skimage.data
+
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    for i, image in enumerate(np.load(breast_npz)["test_images"][:20]):
+        Image.fromarray(image).save(folder / f"breast-{i:02d}.png")
+    Image.fromarray(np.full((28, 28), 255, np.uint8)).save(folder / "z-white.png")
+    stripes = np.tile(np.array([0, 255], np.uint8).repeat(2), (28, 7))
+    Image.fromarray(stripes).save(folder / "z-stripes.png")
+    Image.fromarray(skimage.data.astronaut()).save(folder / "z-astronaut.jpg")
+    proc = run_cli(
+        "diagnose", str(sim_run / "model.onnx"), str(folder), "--allow-unsigned", "--json",
+        "--report", str(tmp_path / "r.html"),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    results = {Path(r["source"]).name: r for r in out["results"]}
+    assert out["ood_threshold"] > 0
+    odd = [results[n] for n in ("z-white.png", "z-stripes.png", "z-astronaut.jpg")]
+    print({n: r["ood_distance"] for n, r in results.items()})
+    assert all(r["unusual"] and r["prediction"] is None for r in odd)
+    assert all("probabilities" not in r for r in odd)  # no confident class, no numbers
+    breast = [r for n, r in results.items() if n.startswith("breast-")]
+    assert sum(r["unusual"] for r in breast) <= 2  # its own kind of image is answered
+    assert all(r["ood_distance"] < out["ood_threshold"] for r in breast if not r["unusual"])
+    assert out["unusual"] == sum(r["unusual"] for r in results.values())
+    human = run_cli("diagnose", str(sim_run / "model.onnx"), str(folder / "z-white.png"),
+                    "--allow-unsigned")  # fmt: skip
+    assert "NO CLASS: this image does not look like the images the model was trained on" in (
+        human.stdout
+    )
+    assert "out-of-distribution check: inputs farther than" in human.stdout
+    page = (tmp_path / "r.html").read_text()
+    assert page.count('<tr class="result unusual"') == out["unusual"]
