@@ -12,13 +12,13 @@ import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
 from edge.config import EdgeConfig
-from edge.evaluation import log_own_figures, report_envelope, score_held_out
+from edge.evaluation import SiteOod, log_own_figures, report_envelope, score_held_out
 from edge.secure_participant import SecureParticipant
 from edge.store import ONNX_FILE, ModelStore
 from models.settings import LocalTraining
@@ -101,6 +101,7 @@ class EdgeAgent:
         """The local images trained on."""
         self.held_out: LabeledImages | None = None
         """The local images kept back for federated evaluation (never trained on)."""
+        self._ood: SiteOod | None = None
         self._evaluated: set[tuple[str, int, str]] = set()
         """Global models (run, round, hash) this site has reported on or given up evaluating.
         The run matters: a run with the same seed and data can reach the same weights."""
@@ -362,7 +363,7 @@ class EdgeAgent:
         report = self._held_out_report(m)
         if report is None:
             return
-        encoding = ReportEncoding(len(m.info.class_names))
+        encoding = ReportEncoding(len(m.info.class_names), m.info.preprocess.channels)
         try:
             x = encoding.encode(report)
         except ReportError as exc:
@@ -397,6 +398,7 @@ class EdgeAgent:
                 num_classes=self.held_out.num_classes,
                 positive_class=m.info.positive_class,
             )
+            report = replace(report, ood=self._site_ood().sums(m.info.ood))
         except PrivadxError as exc:
             log.warning("round %d model: could not evaluate it here: %s", m.round, exc)
             return None
@@ -505,6 +507,13 @@ class EdgeAgent:
             log.error("round %d: the kept update is unreadable (%s); not resent", a.round, exc)
             return
         log.info("round %d: the gateway does not hold this site's update; sent it again", a.round)
+
+    def _site_ood(self) -> SiteOod:
+        """This site's out-of-distribution sums (its images are loaded first)."""
+        if self._ood is None:
+            assert self.data is not None and self.held_out is not None
+            self._ood = SiteOod(self.data, self.held_out)
+        return self._ood
 
     def _local_data(
         self, preprocess: PreprocessSpec, class_names: tuple[str, ...]

@@ -6,6 +6,7 @@ report of sums (:mod:`privadx.common.evaluation.report`): no per-image value lea
 secure aggregation the report goes into a secure sum instead (the agent's
 ``_join_secure_evaluation``), so the gateway learns only the sites' total. It also
 logs the figures its own images give, including the decision threshold they would choose.
+Each report also carries the site's out-of-distribution sums (:class:`SiteOod`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 from privadx.common.data.arrays import LabeledImages
 from privadx.common.evaluation.federated import site_metrics
 from privadx.common.evaluation.report import SCHEME, EvaluationReport
+from privadx.common.ood import OodSums, Reference, distance_histogram, embed, site_moments
 from privadx.common.preprocess import PreprocessSpec
 from privadx.common.wire.envelope import Envelope
 from privadx.common.wire.messages import RUN_NONCE, evaluation_envelope
@@ -75,3 +77,24 @@ def log_own_figures(report: EvaluationReport, round_num: int, positive_class: in
 
 def _fmt(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, float) and np.isfinite(value) else "n/a"
+
+
+class SiteOod:
+    """This site's part of the out-of-distribution reference (:mod:`privadx.common.ood`).
+
+    The moments of its training images are computed once; the histogram of its held-out
+    images' distances is computed for each model that carries a reference. Only sums leave.
+    """
+
+    def __init__(self, train: LabeledImages, held_out: LabeledImages) -> None:
+        channels = train.images.shape[-1]
+        self.held_out = held_out.images
+        self.moments = site_moments(train.images) or OodSums.empty(channels).moments
+        self.channels = channels
+
+    def sums(self, reference: Reference | None) -> OodSums:
+        """The sums for a report on a model carrying ``reference`` (or none)."""
+        empty = OodSums.empty(self.channels)
+        if reference is None or reference.channels != self.channels or not len(self.held_out):
+            return OodSums(self.moments, empty.hist)
+        return OodSums(self.moments, distance_histogram(reference.distances(embed(self.held_out))))

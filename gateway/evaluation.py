@@ -20,7 +20,7 @@ from typing import Any
 
 from gateway.rounds import Verify, routing_problem
 from privadx.common.evaluation.federated import score_reports
-from privadx.common.evaluation.report import SCHEME, EvaluationReport, ReportError
+from privadx.common.evaluation.report import SCHEME, EvaluationReport, ReportError, sum_reports
 from privadx.common.wire.envelope import Envelope, Kind
 from privadx.common.wire.messages import RUN_NONCE
 from privadx.common.wire.tensors import TensorFormatError, from_bytes
@@ -61,8 +61,10 @@ class FederatedEvaluation:
         verify: Verify | None,
         clock: Callable[[], float] = time.time,
         run_nonce: str = "",
+        channels: int = 1,
     ) -> None:
         self.run = run
+        self.channels = channels
         self.run_nonce = run_nonce
         """The run's random value; set once the run starts (empty: not checked)."""
         self.num_classes = num_classes
@@ -102,7 +104,7 @@ class FederatedEvaluation:
         if reason is None:
             try:
                 report = EvaluationReport.from_tensors(
-                    from_bytes(env.payload), self.num_classes, self.scored
+                    from_bytes(env.payload), self.num_classes, self.scored, self.channels
                 )
             except (TensorFormatError, ReportError) as exc:
                 reason = f"malformed report: {exc}"
@@ -143,7 +145,10 @@ class FederatedEvaluation:
         return sorted(r for r, e in self.open.items() if e.complete() or now >= e.deadline)
 
     def close(self, round_num: int) -> dict[str, Any]:
-        """Close round ``round_num``'s evaluation; its record (``federated``, ``sites``)."""
+        """Close round ``round_num``'s evaluation; its record (``federated``, ``sites``).
+
+        ``ood_sums`` holds the summed out-of-distribution sums (not for the record as such).
+        """
         evaluation = self.open.pop(round_num)
         self.closed.add(round_num)
         reported = sorted(evaluation.reports)
@@ -154,5 +159,8 @@ class FederatedEvaluation:
         }
         record["federated"], record["sites"] = score_reports(
             evaluation.reports, positive_class=self.positive_class
+        )
+        record["ood_sums"] = (
+            sum_reports(list(evaluation.reports.values())).ood if evaluation.reports else None
         )
         return record

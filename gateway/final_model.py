@@ -16,6 +16,7 @@ import numpy as np
 from gateway.config import GatewayConfig
 from privadx.common.data.arrays import SplitDataset
 from privadx.common.evaluation.decision import HEADLINE_KEYS, Decision
+from privadx.common.ood import Reference
 from privadx.common.preprocess import PreprocessSpec
 from privadx.common.task import TaskSpec
 from privadx.common.trust.identity import Identity
@@ -40,6 +41,8 @@ class RunFacts:
     sites_online: list[str]
     model_sha256: str
     privacy: dict[str, Any]
+    ood: Reference | None = None
+    """The out-of-distribution reference the sites' sums gave (``None``: none yet)."""
 
 
 def weights_meta(facts: RunFacts, rule: Decision, head: dict[str, Any], fed: Any) -> dict[str, Any]:
@@ -48,6 +51,7 @@ def weights_meta(facts: RunFacts, rule: Decision, head: dict[str, Any], fed: Any
         facts.task.model_info(),
         threshold=rule.threshold,
         temperature=rule.temperature,
+        ood=facts.ood,
         provenance={
             "trained_by": "privadx gateway",
             "run": facts.config.run_id,

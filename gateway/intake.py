@@ -18,6 +18,7 @@ from gateway.rounds import Verify
 from gateway.transport import InboundError
 from privadx.common.evaluation.report import BINS, RELIABILITY_BINS, TEMPERATURES
 from privadx.common.evaluation.secure_sum import ReportEncoding
+from privadx.common.ood import DISTANCE_EDGES, dimension
 from privadx.common.wire.chunks import Reassembler
 from privadx.common.wire.envelope import Envelope
 from privadx.common.wire.topics import Channel
@@ -42,13 +43,18 @@ class MessageLimits:
     evaluation: int
 
     @classmethod
-    def for_run(cls, weights: dict[str, np.ndarray], num_classes: int) -> MessageLimits:
+    def for_run(
+        cls, weights: dict[str, np.ndarray], num_classes: int, channels: int = 1
+    ) -> MessageLimits:
         """Limits for a run's model (float32 updates are the largest encoding) and task."""
         values = sum(int(np.asarray(w).size) for w in weights.values())
         scored = 1 if num_classes == 2 else num_classes
         g, m = TEMPERATURES.size, RELIABILITY_BINS
+        d = dimension(channels)
+        ood_values = 1 + d + d * d + DISTANCE_EDGES.size + 1
         report_values = num_classes * scored * BINS + num_classes**2 + 1 + g + 3 * g * m
-        masked = 8 * max(values + 1, ReportEncoding(num_classes).length)
+        report_values += ood_values
+        masked = 8 * max(values + 1, ReportEncoding(num_classes, channels).length)
         return cls(
             update=4 * values + OVERHEAD,
             secagg=masked + SHARES_ROOM,
@@ -85,9 +91,11 @@ class Intake:
         """Messages (site, id) whose chunk header failed: their other chunks are dropped
         uncounted, so one bad message counts once."""
 
-    def configure(self, weights: dict[str, np.ndarray], num_classes: int) -> None:
+    def configure(
+        self, weights: dict[str, np.ndarray], num_classes: int, channels: int = 1
+    ) -> None:
         """Set the limits for a run's model and task."""
-        self.limits = MessageLimits.for_run(weights, num_classes)
+        self.limits = MessageLimits.for_run(weights, num_classes, channels)
         self.reassembler = Reassembler(
             max_payload=max(self.limits.update, self.limits.secagg, self.limits.evaluation),
             max_partial=PARTIAL_PER_SITE,

@@ -123,19 +123,27 @@ class SecureRounds:
         )
 
     def evaluate(
-        self, state: Any, number: int, expected: set[str], *, num_classes: int, positive_class: int
+        self,
+        state: Any,
+        number: int,
+        expected: set[str],
+        *,
+        num_classes: int,
+        positive_class: int,
+        channels: int = 1,
     ) -> dict[str, Any]:
         """Sum the sites' reports on round ``number``'s model; the record's evaluation fields.
 
         ``expected``: the online sites that hold images back. The evaluation closes with the
         sites whose masked report arrived; the record names them and the ones missing, and
-        carries no per-site figure (the gateway has none).
+        carries no per-site figure (the gateway has none). ``ood_sums`` holds the summed
+        out-of-distribution sums.
         """
         settings = self.config.secure
         assert settings is not None
         if not expected:
             return {}  # no online site holds images back
-        encoding = ReportEncoding(num_classes)
+        encoding = ReportEncoding(num_classes, channels)
         a = RoundAnnouncement(
             run=self.config.run_id,
             round=number,
@@ -161,10 +169,11 @@ class SecureRounds:
             verify=self.verify,
         )
         self.current = secure
-        federated, failure = None, None
+        federated, failure, ood = None, None, None
         try:
             self._drive(secure, state)
             report = encoding.decode(secure.total(), len(secure.masked))
+            ood = report.ood
             federated = federated_metrics(
                 report, positive_class=positive_class, sites_reported=len(secure.masked)
             )
@@ -183,6 +192,7 @@ class SecureRounds:
             )
         return {
             "federated": federated,
+            "ood_sums": ood,
             "sites": {},
             "evaluation": {
                 "sites_reported": reported,

@@ -11,7 +11,7 @@ import logging
 import secrets
 import time
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -22,6 +22,7 @@ from gateway.config import GatewayConfig
 from gateway.evaluation import FederatedEvaluation
 from gateway.final_model import RunFacts, export_signed, weights_meta
 from gateway.intake import Intake
+from gateway.ood_reference import OodReference
 from gateway.outcome import (
     federated_summary,
     final_record,
@@ -116,7 +117,9 @@ class Gateway:
             positive_class=self.positive_class,
             timeout=config.evaluation_timeout,
             verify=self.verify_update,
+            channels=self.preprocess.channels,
         )
+        self.ood = OodReference()
         self.transport = transport or GatewayTransport(config, self.identity)
         self.topics = self.transport.topics
         self.plain = PlainRounds(
@@ -140,7 +143,7 @@ class Gateway:
         """Run every round, export, publish the ONNX model; return the summary."""
         started = time.monotonic()
         state = GatewayRun(weights=self._initial_weights())
-        self.intake.configure(state.weights, self.task.num_classes)
+        self.intake.configure(state.weights, self.task.num_classes, self.preprocess.channels)
         progress = self.checkpoint.load(self.config.run_id, self.config.resume_settings())
         if progress is None and self.config.identity is not None:
             RunRegistry(self.config.identity).claim(self.config.run_id, self.config.out)
@@ -298,6 +301,9 @@ class Gateway:
             record["seconds"],
             f", epsilon {record['privacy']['epsilon']:.3f}" if "privacy" in record else "",
         )
+        if number == self.rounds and self.ood.reference is None and self.evaluation.open:
+            log.info("waiting for the last evaluation: the final model should carry its reference")
+            self._await_evaluations(state)
         self._publish_model(state)
         self._open_evaluation(state, set(record["evaluating"]))
 
@@ -316,8 +322,10 @@ class Gateway:
             expected,
             num_classes=self.task.num_classes,
             positive_class=self.positive_class,
+            channels=self.preprocess.channels,
         )
         if fields:
+            fields["ood"] = self.ood.absorb(fields.pop("ood_sums"), state.round)
             self.records[-1].update(json_ready(fields))
             self.folder.write_metrics(self.records)
 
@@ -338,6 +346,7 @@ class Gateway:
         for number in self.evaluation.due():
             result = self.evaluation.close(number)
             record = next(r for r in reversed(self.records) if r["round"] == number)
+            record["ood"] = self.ood.absorb(result.pop("ood_sums"), number)
             record["federated"] = json_ready(result.pop("federated"))
             record["sites"] = json_ready(result.pop("sites"))
             record["evaluation"] = {**result, "closed_at": round(time.time(), 3)}
@@ -508,7 +517,7 @@ class Gateway:
             self.config.run_id,
             state.round,
             state.weights,
-            self.task.model_info().to_meta(),
+            replace(self.task.model_info(), ood=self.ood.reference).to_meta(),
             run_nonce=state.run_nonce,
         )
         state.model_sha256 = env.meta["model_sha256"]
@@ -529,6 +538,7 @@ class Gateway:
             sites_online=sorted(state.online),
             model_sha256=state.model_sha256,
             privacy=privacy_facts(self.config, state.round),
+            ood=self.ood.reference,
         )
         meta = weights_meta(facts, rule, head, fed["federated"])
         save_weights(self.config.out / "weights.npz", state.weights, meta)

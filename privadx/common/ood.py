@@ -2,7 +2,8 @@
 
 Each image, as the model sees it, is summarised by a fixed embedding that needs no model: its
 layout (the mean of each channel over an 8x8 grid), its intensities (a 16-bin histogram per
-channel) and its texture (the mean gradient magnitude over a 4x4 grid). The training images'
+channel) and its texture (the mean gradient magnitude over a 4x4 grid), every value in
+``[0, 1]``. The training images'
 embeddings are described by their mean and covariance; an image's out-of-distribution score
 is its Mahalanobis distance to them (Mahalanobis 1936; with the covariance shrunk towards a
 scaled identity, Ledoit and Wolf 2004, as the histograms make it singular). The threshold is
@@ -61,7 +62,7 @@ def embed(images: np.ndarray) -> np.ndarray:
     gradient = np.zeros_like(gray)
     gradient[:, :-1, :] += np.abs(np.diff(gray, axis=1))
     gradient[:, :, :-1] += np.abs(np.diff(gray, axis=2))
-    texture = _grid_means(gradient[..., None], TEXTURE).reshape(n, -1)
+    texture = _grid_means(gradient[..., None] / 2.0, TEXTURE).reshape(n, -1)  # in [0, 1]
     return np.concatenate([layout, levels, texture], axis=1)
 
 
@@ -272,3 +273,89 @@ def reference_of_sites(train: list[np.ndarray], held_out: list[np.ndarray]) -> R
     reference = Reference.from_moments(total)
     counts = [distance_histogram(reference.distances(embed(h))) for h in held_out if len(h)]
     return reference.with_threshold(np.sum(counts, axis=0)) if counts else reference
+
+
+class OodError(ModelError):
+    """The out-of-distribution sums of a report are malformed."""
+
+
+@dataclass(frozen=True)
+class OodSums:
+    """What a site's evaluation report adds for the reference: moments and distances.
+
+    ``moments``: of the site's training images (count 0 for a site with too few);
+    ``hist``: its held-out images' distances to the reference the evaluated model carried
+    (all zero when it carried none).
+    """
+
+    moments: Moments
+    hist: np.ndarray
+
+    @classmethod
+    def empty(cls, channels: int) -> OodSums:
+        """No images described, no distances."""
+        d = dimension(channels)
+        return cls(
+            Moments(0, np.zeros(d), np.zeros((d, d))), np.zeros(DISTANCE_EDGES.size + 1, np.int64)
+        )
+
+    def __add__(self, other: OodSums) -> OodSums:
+        moments = Moments(
+            self.moments.count + other.moments.count,
+            self.moments.total + other.moments.total,
+            self.moments.outer + other.moments.outer,
+        )
+        return OodSums(moments, self.hist + other.hist)
+
+    def to_tensors(self) -> dict[str, np.ndarray]:
+        """The report's ``ood_*`` tensors."""
+        return {
+            "ood_count": np.array([self.moments.count], np.uint32),
+            "ood_total": self.moments.total.astype(np.float64),
+            "ood_outer": self.moments.outer.astype(np.float64),
+            "ood_hist": self.hist.astype(np.uint32),
+        }
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, np.ndarray], channels: int) -> OodSums:
+        """Validate the ``ood_*`` tensors of a report for ``channels``-channel images.
+
+        Raises:
+            OodError: Wrong shapes or types, or sums no set of embeddings can have.
+        """
+        d = dimension(channels)
+        shapes = {"ood_count": (1,), "ood_total": (d,), "ood_outer": (d, d)}
+        shapes["ood_hist"] = (DISTANCE_EDGES.size + 1,)
+        for name, shape in shapes.items():
+            if name not in tensors or tensors[name].shape != shape:
+                got = list(tensors[name].shape) if name in tensors else "nothing"
+                raise OodError(f"report tensor {name}: expected shape {list(shape)}, got {got}")
+        for name in ("ood_count", "ood_hist"):
+            if tensors[name].dtype.kind not in "iu" or np.any(tensors[name] < 0):
+                raise OodError(f"report tensor {name} must hold whole non-negative counts")
+        for name in ("ood_total", "ood_outer"):
+            if tensors[name].dtype.kind != "f" or not np.all(np.isfinite(tensors[name])):
+                raise OodError(f"report tensor {name} must hold finite numbers")
+        sums = cls(
+            Moments(
+                int(tensors["ood_count"][0]),
+                tensors["ood_total"].astype(np.float64),
+                tensors["ood_outer"].astype(np.float64),
+            ),
+            tensors["ood_hist"].astype(np.int64),
+        )
+        sums.check()
+        return sums
+
+    def check(self) -> None:
+        """Raise :class:`OodError` unless embeddings in ``[0, 1]`` could have these sums."""
+        n, total, outer = self.moments.count, self.moments.total, self.moments.outer
+        slack = 1e-6 * (1 + n)
+        if n == 0 and (np.abs(total).max() > slack or np.abs(outer).max() > slack):
+            raise OodError("moments of no images must be zero")
+        if np.any(total < -slack) or np.any(total > n + slack):
+            raise OodError("embedding sums outside [0, count]")
+        if np.any(outer < -slack) or np.any(outer > n + slack):
+            raise OodError("sums of embedding products outside [0, count]")
+        if not np.allclose(outer, outer.T, atol=slack):
+            raise OodError("sums of embedding products are not symmetric")

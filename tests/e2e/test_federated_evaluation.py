@@ -27,6 +27,7 @@ from privadx.common.evaluation.central import expected_calibration_error
 from privadx.common.evaluation.holdout import split_holdout
 from privadx.common.evaluation.report import log_softmax
 from privadx.common.metrics import binary_metrics, roc_auc
+from privadx.common.ood import reference_of_sites
 from tests.conftest import REPO, run_cli
 from tests.processes import _link, start_edge, stop
 
@@ -125,6 +126,24 @@ def test_gateway_without_images_reports_federated_metrics(
     # Temperature scaling lowers the calibration error on the held-out images.
     print(f"ECE {fed['ece']:.4f} -> {fed['ece_calibrated']:.4f} at T={fed['temperature']}")
     assert fed["ece_calibrated"] < fed["ece"]
+
+    # The out-of-distribution reference came from the sites' sums alone, and is the one the
+    # sites' images give when pooled (round 1's reports fix it, round 2's set the threshold).
+    assert records[0]["ood"]["reference"] == "fixed"
+    assert records[1]["ood"]["held_out_images"] == labels.size
+    trained = [split_holdout(load_site_npz(f, ("normal", "pneumonia")), 0.2)[0] for f in site_files]
+    pooled = reference_of_sites([t.images for t in trained], [h.images for h in held])
+    ood = model.info.ood
+    assert ood is not None and pooled is not None and ood.threshold is not None
+    assert ood.images == pooled.images == sum(len(t) for t in trained)
+    np.testing.assert_allclose(ood.mean, pooled.mean, atol=1e-6)
+    assert ood.threshold / pooled.threshold == pytest.approx(1.0, abs=0.03)  # at most a bin
+    data = np.load(pneumonia_npz)
+    own = model.unusual(data["test_images"][..., None])[1].mean()
+    breast = np.load(pneumonia_npz.with_name("breastmnist.npz"))["test_images"][..., None]
+    foreign = model.unusual(breast)[1].mean()
+    print(f"deployed model refuses {own:.4f} of its test images and {foreign:.4f} of BreastMNIST")
+    assert own <= 0.05 and foreign >= 0.9
 
 
 def fed_bound(records: list[dict]) -> float:

@@ -11,11 +11,18 @@ import pytest
 
 from harness.photos import ordinary_photographs
 from privadx.common.errors import ModelError
+from privadx.common.evaluation.report import (
+    EvaluationReport,
+    ReportError,
+    build_report,
+    sum_reports,
+)
 from privadx.common.model_info import ModelInfo
 from privadx.common.ood import (
     DISTANCE_EDGES,
     MIN_IMAGES,
     Moments,
+    OodSums,
     Reference,
     dimension,
     distance_histogram,
@@ -132,3 +139,79 @@ def test_on_real_images_the_pneumonia_reference_knows_its_own(
     print(rate)
     assert rate["pneumonia test"] <= 0.05
     assert rate["breast"] >= 0.90 and rate["photographs"] >= 0.90
+
+
+def _report_with_ood(seed: int, reference: Reference | None) -> EvaluationReport:
+    from edge.evaluation import SiteOod
+    from privadx.common.data.arrays import LabeledImages
+
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, 40)
+    report = build_report(rng.normal(size=(40, 2)), labels, num_classes=2)
+    train = LabeledImages(_images(60, seed + 100), rng.integers(0, 2, 60), ("a", "b"))
+    held = LabeledImages(_images(40, seed + 200), labels, ("a", "b"))
+    return replace(report, ood=SiteOod(train, held).sums(reference))
+
+
+def test_reports_carry_ood_sums_that_add_up_and_are_validated() -> None:
+    ref = reference_of_sites([_images(60, 100)], [])
+    a, b = _report_with_ood(1, ref), _report_with_ood(2, None)
+    back = EvaluationReport.from_tensors(a.to_tensors(), 2, 1)
+    assert back.ood is not None and back.ood.moments.count == 60 and back.ood.hist.sum() == 40
+    total = sum_reports([a, b])
+    assert total.ood is not None and total.ood.moments.count == 120
+    assert total.ood.hist.sum() == 40  # b's model carried no reference: no distances
+    tensors = a.to_tensors()
+    for name, bad, message in [
+        ("ood_total", np.full(96, 99.0), "outside"),
+        ("ood_outer", np.triu(np.ones((96, 96))), "symmetric"),
+        ("ood_hist", np.zeros(5, np.uint32), "expected shape"),
+        ("ood_count", np.array([-1], np.int64), "non-negative"),
+        ("ood_hist", np.ones(DISTANCE_EDGES.size + 1, np.uint32), "more images than"),
+    ]:
+        with pytest.raises(ReportError, match=message):
+            EvaluationReport.from_tensors({**tensors, name: bad}, 2, 1)
+    partial = {k: v for k, v in tensors.items() if k != "ood_outer"}
+    with pytest.raises(ReportError, match="ood_outer"):
+        EvaluationReport.from_tensors(partial, 2, 1)
+
+
+def test_the_secure_sum_carries_the_ood_sums() -> None:
+    from privadx.common.evaluation.secure_sum import ReportEncoding
+
+    ref = reference_of_sites([_images(60, 100)], [])
+    reports = [_report_with_ood(3, ref), _report_with_ood(4, ref), build_report(
+        np.zeros((5, 2)), np.array([0, 1, 0, 1, 0]), num_classes=2)]  # fmt: skip
+    encoding = ReportEncoding(2, channels=1)
+    total = np.sum([encoding.encode(r) for r in reports], axis=0, dtype=np.uint64)
+    decoded = encoding.decode(total, 3).ood
+    plain = sum_reports(reports).ood
+    assert decoded is not None and plain is not None
+    assert decoded.moments.count == plain.moments.count == 120
+    np.testing.assert_array_equal(decoded.hist, plain.hist)
+    np.testing.assert_allclose(decoded.moments.outer, plain.moments.outer, atol=3 * 2.0**-24)
+    none = encoding.encode(reports[2])
+    assert encoding.decode(none, 1).ood is None
+
+
+def test_the_gateway_fixes_the_reference_then_sets_the_threshold() -> None:
+    from gateway.ood_reference import OodReference
+
+    train, held = [_images(60, 10), _images(80, 11)], [_images(30, 12), _images(30, 13)]
+    builder = OodReference()
+    assert builder.absorb(None, 1) is None and builder.reference is None
+    first = [Moments.of(embed(t)) for t in train]
+    hist0 = np.zeros(DISTANCE_EDGES.size + 1, np.int64)
+    assert builder.absorb(OodSums(first[0] + first[1], hist0), 1) == {
+        "training_images": 140, "reference": "fixed"}  # fmt: skip
+    fixed = builder.reference
+    assert fixed is not None and fixed.threshold is None
+    hist = sum(distance_histogram(fixed.distances(embed(h))) for h in held)
+    record = builder.absorb(OodSums(first[0] + first[1], hist), 2)
+    want = reference_of_sites(train, held)
+    assert want is not None and builder.reference is not None
+    assert record == {"held_out_images": 60, "threshold": want.threshold}
+    np.testing.assert_array_equal(builder.reference.mean, want.mean)
+    small = OodReference()
+    assert small.absorb(OodSums(Moments.of(embed(_images(5, 1))), hist0), 1) == {
+        "training_images": 5, "reference": "not enough images"}  # fmt: skip

@@ -16,6 +16,10 @@ No per-image value is in it, only sums over the held-out images:
   images whose top-class confidence falls in reliability bin ``m`` (:data:`RELIABILITY_BINS`
   equal-width bins), their summed confidence and how many were right: the expected
   calibration error and the reliability diagram at every temperature of the grid.
+- ``ood_*`` (optional): the moments of the site's training images' embeddings and the
+  histogram of its held-out images' distances to the model's reference
+  (:class:`privadx.common.ood.OodSums`), from which the gateway builds the model's
+  out-of-distribution check.
 
 The report travels as a tensors payload (:mod:`privadx.common.wire.tensors`) and is validated on
 arrival: shapes fixed by the task, non-negative whole counts that agree with each other,
@@ -29,6 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from privadx.common.errors import InputError
+from privadx.common.ood import OodError, OodSums
 
 LOGIT_RANGE = 10.0
 BIN_WIDTH = 0.025
@@ -59,6 +64,7 @@ class EvaluationReport:
     rel_count: np.ndarray
     rel_confidence: np.ndarray
     rel_correct: np.ndarray
+    ood: OodSums | None = None
 
     @property
     def num_classes(self) -> int:
@@ -88,6 +94,7 @@ class EvaluationReport:
             rel_count=self.rel_count + other.rel_count,
             rel_confidence=self.rel_confidence + other.rel_confidence,
             rel_correct=self.rel_correct + other.rel_correct,
+            ood=_add_ood(self.ood, other.ood),
         )
 
     def to_tensors(self) -> dict[str, np.ndarray]:
@@ -100,13 +107,16 @@ class EvaluationReport:
             "rel_count": self.rel_count.astype(np.uint32),
             "rel_confidence": self.rel_confidence.astype(np.float64),
             "rel_correct": self.rel_correct.astype(np.uint32),
+            **(self.ood.to_tensors() if self.ood is not None else {}),
         }
 
     @classmethod
     def from_tensors(
-        cls, tensors: dict[str, np.ndarray], num_classes: int, scored: int
+        cls, tensors: dict[str, np.ndarray], num_classes: int, scored: int, channels: int = 1
     ) -> EvaluationReport:
         """Validate and read a report for a task of ``num_classes`` (``scored`` score rows).
+
+        ``channels``: of the task's images, for the optional ``ood_*`` tensors.
 
         Raises:
             ReportError: Missing or extra tensors, wrong shapes or types, negative or
@@ -122,8 +132,15 @@ class EvaluationReport:
             "rel_confidence": (g, m),
             "rel_correct": (g, m),
         }
-        if set(tensors) != set(shapes):
+        ood_names = {n for n in tensors if n.startswith("ood_")}
+        if set(tensors) - ood_names != set(shapes):
             raise ReportError(f"report has tensors {sorted(tensors)}, expected {sorted(shapes)}")
+        try:
+            ood = OodSums.from_tensors(tensors, channels) if ood_names else None
+        except OodError as exc:
+            raise ReportError(str(exc)) from None
+        if ood is not None and len(ood_names) != 4:
+            raise ReportError(f"report has ood tensors {sorted(ood_names)}, expected 4")
         for name, shape in shapes.items():
             if tensors[name].shape != shape:
                 raise ReportError(
@@ -138,6 +155,7 @@ class EvaluationReport:
             rel_count=_counts(tensors, "rel_count"),
             rel_confidence=_floats(tensors, "rel_confidence"),
             rel_correct=_counts(tensors, "rel_correct"),
+            ood=ood,
         )
         report.check()
         return report
@@ -166,6 +184,8 @@ class EvaluationReport:
             raise ReportError("negative losses")
         if not np.all(np.isfinite(self.nll)) or not np.isfinite(self.cross_entropy):
             raise ReportError("non-finite losses")
+        if self.ood is not None and self.ood.hist.sum() > n:
+            raise ReportError("the distance histogram counts more images than were held out")
 
 
 def _counts(tensors: dict[str, np.ndarray], name: str) -> np.ndarray:
@@ -184,6 +204,13 @@ def _floats(tensors: dict[str, np.ndarray], name: str) -> np.ndarray:
     if not np.all(np.isfinite(array)):
         raise ReportError(f"report tensor {name} has NaN or infinite values")
     return array.astype(np.float64)
+
+
+def _add_ood(a: OodSums | None, b: OodSums | None) -> OodSums | None:
+    """Sums of two reports' ood parts (a report without one adds nothing)."""
+    if a is None or b is None:
+        return a if b is None else b
+    return a + b
 
 
 def scored_classes(num_classes: int, positive_class: int) -> list[int]:

@@ -5,9 +5,11 @@ a masked sum (:mod:`privadx.common.secagg.protocol`) like a model update, and th
 learns only the total over the sites that took part. Masks cancel modulo ``2^MODULUS_BITS``,
 so every coordinate must be a non-negative integer and no sum may wrap:
 
-- counts (histograms, confusion matrix, reliability counts and hits) go as they are;
-- summed losses and summed confidences go in fixed point, ``round(x * 2^FRACTION_BITS)``
-  (an error below ``2^-(FRACTION_BITS + 1)`` per site and value, 3e-8);
+- counts (histograms, confusion matrix, reliability counts and hits, the out-of-distribution
+  image count and distance histogram) go as they are;
+- summed losses, summed confidences and the embedding moments go in fixed point,
+  ``round(x * 2^FRACTION_BITS)`` (an error below ``2^-(FRACTION_BITS + 1)`` per site and
+  value, 3e-8); a report without out-of-distribution sums contributes zeros there;
 - one last coordinate is 1: the total says how many sites' reports it holds.
 
 Each coordinate of one site's input is below ``2^COORDINATE_BITS`` (a site whose sums are
@@ -29,6 +31,7 @@ from privadx.common.evaluation.report import (
     EvaluationReport,
     ReportError,
 )
+from privadx.common.ood import DISTANCE_EDGES, Moments, OodError, OodSums, dimension
 
 MODULUS_BITS = 62
 """The masks and sums live modulo 2^62 (uint64 on the wire, every intermediate exact)."""
@@ -43,6 +46,8 @@ class ReportEncoding:
     """The integer form of an :class:`EvaluationReport` for a task of ``num_classes``."""
 
     num_classes: int
+    channels: int = 1
+    """Of the task's images: sizes the out-of-distribution moments."""
 
     @property
     def scored(self) -> int:
@@ -61,14 +66,19 @@ class ReportEncoding:
 
     def _sizes(self) -> list[tuple[str, tuple[int, ...]]]:
         k, g, m = self.num_classes, TEMPERATURES.size, RELIABILITY_BINS
+        d = dimension(self.channels)
         return [
             ("hist", (k, self.scored, BINS)),
             ("confusion", (k, k)),
             ("rel_count", (g, m)),
             ("rel_correct", (g, m)),
+            ("ood_count", (1,)),
+            ("ood_hist", (DISTANCE_EDGES.size + 1,)),
             ("cross_entropy", (1,)),
             ("nll", (g,)),
             ("rel_confidence", (g, m)),
+            ("ood_total", (d,)),
+            ("ood_outer", (d, d)),
         ]
 
     @property
@@ -86,14 +96,21 @@ class ReportEncoding:
             raise ReportError(
                 f"report of {report.num_classes} classes for a task of {self.num_classes}"
             )
+        ood = report.ood if report.ood is not None else OodSums.empty(self.channels)
+        if ood.moments.total.size != dimension(self.channels):
+            raise ReportError(f"out-of-distribution sums not of {self.channels}-channel images")
         parts = [
             np.asarray(report.hist, np.float64).ravel(),
             np.asarray(report.confusion, np.float64).ravel(),
             np.asarray(report.rel_count, np.float64).ravel(),
             np.asarray(report.rel_correct, np.float64).ravel(),
+            np.array([ood.moments.count], np.float64),
+            np.asarray(ood.hist, np.float64),
             np.round(np.array([report.cross_entropy]) * _SCALE),
             np.round(np.asarray(report.nll, np.float64) * _SCALE),
             np.round(np.asarray(report.rel_confidence, np.float64).ravel() * _SCALE),
+            np.round(ood.moments.total * _SCALE),
+            np.round(ood.moments.outer.ravel() * _SCALE),
             np.ones(1),
         ]
         values = np.concatenate(parts)
@@ -133,6 +150,25 @@ class ReportEncoding:
             rel_count=out["rel_count"].astype(np.int64),
             rel_confidence=out["rel_confidence"].astype(np.float64) / _SCALE,
             rel_correct=out["rel_correct"].astype(np.int64),
+            ood=_ood(out),
         )
         report.check()
         return report
+
+
+def _ood(out: dict[str, np.ndarray]) -> OodSums | None:
+    """The decoded out-of-distribution sums (``None`` when no site sent any)."""
+    count, hist = int(out["ood_count"][0]), out["ood_hist"].astype(np.int64)
+    if count == 0 and not hist.any():
+        return None
+    moments = Moments(
+        count,
+        out["ood_total"].astype(np.float64) / _SCALE,
+        out["ood_outer"].astype(np.float64) / _SCALE,
+    )
+    sums = OodSums(moments, hist)
+    try:
+        sums.check()
+    except OodError as exc:
+        raise ReportError(str(exc)) from None
+    return sums
