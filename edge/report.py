@@ -144,7 +144,7 @@ class HtmlReport:
             f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>"
             for k, v in [("model", model_name), *ex.provenance.banner()]
         )
-        created = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        created = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
         header = "".join(f"<th>P({html.escape(n)})</th>" for n in names)
         unsigned = "" if ex.provenance.signed else " unsigned"
         return (

@@ -37,7 +37,7 @@ def build_manifest(*, file_name: str, data: bytes, provenance: dict[str, Any]) -
     """A manifest for one model file with its provenance facts."""
     return {
         "format": FORMAT,
-        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "files": {file_name: {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}},
         **provenance,
     }

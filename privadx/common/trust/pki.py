@@ -76,7 +76,7 @@ def _name(common_name: str, federation: str) -> x509.Name:
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
+    return dt.datetime.now(dt.timezone.utc)
 
 
 def create_ca(federation: str, *, days: int = CA_DAYS) -> Issued:
