@@ -184,21 +184,22 @@ def diagnose(
                 keep(Diagnosis(source, names[k], rounded, ood_distance=d), image, heat)
         pending.clear()
 
+    def fail(source: str, reason: str | None) -> None:
+        if pending:  # results stay in input order
+            flush()
+        keep(Diagnosis(source, error=reason), None, None)
+
     for source, image, error in iter_images(collect_inputs(paths), max_pixels=limit):
         if error is not None or image is None:
-            if pending:  # results stay in input order
-                flush()
-            keep(Diagnosis(source, error=error), None, None)
+            fail(source, error)
             continue
         try:
             fitted = fit_image(image, model.info.preprocess)
-        except (DataError, MemoryError) as exc:
-            if pending:
-                flush()
-            reason = (
-                str(exc) if isinstance(exc, DataError) else "not enough memory to resize this image"
-            )
-            keep(Diagnosis(source, error=reason), None, None)
+        except DataError as exc:
+            fail(source, str(exc))
+            continue
+        except MemoryError:
+            fail(source, "not enough memory to resize this image")
             continue
         pending.append((source, fitted))
         if len(pending) >= BATCH:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import base64
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -155,13 +155,7 @@ class Reference:
             raise ModelError("a distance histogram of held-out images is needed for a threshold")
         position = int(np.searchsorted(np.cumsum(counts), quantile * counts.sum()))
         edge = DISTANCE_EDGES[min(position, DISTANCE_EDGES.size - 1)]
-        return Reference(
-            mean=self.mean,
-            precision=self.precision,
-            images=self.images,
-            threshold=float(edge),
-            held_out=int(counts.sum()),
-        )
+        return replace(self, threshold=float(edge), held_out=int(counts.sum()))
 
     def flags(self, embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(distances, flagged)``: which images lie beyond the threshold."""
@@ -300,12 +294,7 @@ class OodSums:
         )
 
     def __add__(self, other: OodSums) -> OodSums:
-        moments = Moments(
-            self.moments.count + other.moments.count,
-            self.moments.total + other.moments.total,
-            self.moments.outer + other.moments.outer,
-        )
-        return OodSums(moments, self.hist + other.hist)
+        return OodSums(self.moments + other.moments, self.hist + other.hist)
 
     def to_tensors(self) -> dict[str, np.ndarray]:
         """The report's ``ood_*`` tensors."""
