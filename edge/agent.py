@@ -19,6 +19,7 @@ import numpy as np
 
 from edge.config import EdgeConfig
 from edge.evaluation import SiteOod, log_own_figures, report_envelope, score_held_out
+from edge.memory import release_library_pages
 from edge.secure_participant import SecureParticipant
 from edge.store import ONNX_FILE, ModelStore
 from models.settings import LocalTraining
@@ -567,6 +568,7 @@ class EdgeAgent:
             weights, metrics = train_weights(
                 keras, m.weights, data, preprocess, settings, seed=seed
             )
+            release_library_pages()  # see edge.memory: TensorFlow's import and tracing
         metrics["seconds"] = round(time.monotonic() - t0, 3)
         return weights, len(data), metrics
 
@@ -578,6 +580,7 @@ class EdgeAgent:
             self._configure_tensorflow()
             self._keras = build_model(spec)
             self._keras_spec = spec
+            release_library_pages()
         return self._keras
 
     def _configure_tensorflow(self) -> None:

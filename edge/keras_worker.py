@@ -1,11 +1,10 @@
 """Local training and held-out scoring in a child process: the edge agent's low-memory mode.
 
-TensorFlow, once imported, keeps several hundred megabytes in the agent's process for as
-long as it runs (about 600 MB on a 28x28 CNN, most of it TensorFlow itself; see
-``docs/benchmarks.md``). With ``--low-memory`` the agent never imports it: each round's
-training and each held-out scoring run ``python -m edge.keras_worker`` in a fresh child
-process, which exits when done. The cost is TensorFlow's start-up and the training step's
-tracing in every round.
+TensorFlow, once imported, keeps a few hundred megabytes in the agent's process for as long
+as it runs (see ``docs/devices.md``). With ``--low-memory`` the agent never imports it: each
+round's training and each held-out scoring run ``python -m edge.keras_worker`` in a fresh
+child process, which exits when done; between rounds the agent holds what its MQTT side
+needs. The cost is TensorFlow's start-up and the training step's tracing in every round.
 
 The child computes exactly what the agent would have computed itself: the same model
 architecture, the same :func:`models.training.train_weights` with the same seed. Inputs and
@@ -106,6 +105,7 @@ def _run(work: Path) -> None:
 
 def _child(work: Path) -> None:
     """Run the job in ``work`` (this process imports TensorFlow and then exits)."""
+    from edge.memory import release_library_pages
     from models.architectures import build_model
     from privadx.common.deps import require
 
@@ -119,6 +119,7 @@ def _child(work: Path) -> None:
     with np.load(work / IMAGES, allow_pickle=False) as arrays:
         data = LabeledImages(arrays["images"], arrays["labels"], tuple(job["class_names"]))
     keras = build_model(info.model_spec)
+    release_library_pages()  # what TensorFlow's import touched and training does not read
     if job["job"] == "train":
         from models.settings import LocalTraining
         from models.training import train_weights
