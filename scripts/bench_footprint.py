@@ -1,12 +1,20 @@
 """Memory and start-up footprint of the processes a device runs.
 
-- The edge agent: ``privadx demo`` runs a real federation (embedded broker, gateway and one
-  ``privadx edge`` process per site, PneumoniaMNIST split by Dirichlet(0.5)); this samples
-  each edge process's resident set plus that of its child processes (``/proc/PID/status``
-  VmRSS, every 0.1 s) and splits the samples by what the agent's log says it is doing:
-  training a round (from "training on N local images" to the update being sent), and
-  between rounds. Plain, with ``--low-memory`` (training in a child process each round) and
-  with ``--secure-aggregation``.
+- The edge agent, as a device runs it: ``privadx demo`` runs a real federation (embedded
+  broker, gateway and one ``privadx edge`` process per site) whose agents run in a separate
+  virtual environment holding only ``privadx[train]`` (what a device installs; built here
+  with uv from this checkout, files copied, not linked, so no other process shares their
+  pages). This samples each edge process's resident set plus that of its child processes
+  (``/proc/PID/status`` VmRSS, every 0.1 s) and splits the samples by what the agent's log
+  says it is doing: training a round (from "training on N local images" to the update being
+  sent), and between rounds.
+
+  - One device training on 1,000 PneumoniaMNIST images (a one-site federation on the first
+    1,000 training images), TensorFlow kept in the agent and with ``--low-memory``.
+  - Secure aggregation: two devices of about 1,000 images each, each from its own copy of
+    the environment (two agents of one environment would share TensorFlow's library pages,
+    which the kernel then keeps for both).
+
 - ``privadx diagnose`` on a folder of 500 test images (peak RSS of the process from
   ``wait4``) and its cold start (wall time of diagnosing one image, median of 5 runs).
 
@@ -111,12 +119,52 @@ def _phases(log: Path) -> tuple[list[tuple[float, float]], int]:
     return windows, images
 
 
-def edge_footprint(args: argparse.Namespace, secure: bool, low_memory: bool) -> dict[str, Any]:
+def device_env(root: Path) -> Path:
+    """The interpreter of a virtual environment holding only ``privadx[train]``.
+
+    Built once at ``root`` from this checkout's wheel; the installed files are copies, so
+    their pages are this environment's own.
+    """
+    python = root / "bin" / "python"
+    if python.exists():
+        return python
+    wheels = Path(tempfile.mkdtemp(prefix="privadx-wheel-"))
+    _uv("build", "--wheel", "--out-dir", str(wheels), str(ROOT))
+    _uv("venv", "--python", sys.executable, str(root))
+    wheel = next(wheels.glob("*.whl"))
+    _uv("pip", "install", "--link-mode", "copy", "--python", str(python), f"{wheel}[train]")
+    return python
+
+
+def _uv(*args: str) -> None:
+    proc = subprocess.run(["uv", *args], capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise SystemExit(f"uv {args[0]} failed: {proc.stderr[-1000:]}")
+
+
+def first_images(dataset: str, count: int, out: Path) -> Path:
+    """A MedMNIST-format file whose training split is ``dataset``'s first ``count`` images."""
+    import numpy as np
+
+    from privadx.common.data.medmnist import resolve_dataset
+
+    with np.load(resolve_dataset(dataset), allow_pickle=False) as arrays:
+        parts = {k: arrays[k][:count] if k.startswith("train_") else arrays[k] for k in arrays}
+    path = out / f"{dataset}-first-{count}.npz"
+    np.savez(path, **parts)
+    return path
+
+
+def edge_footprint(
+    data: Path, pythons: list[Path], *, sites: int, rounds: int, secure: bool, low_memory: bool
+) -> dict[str, Any]:
     """Run the demo once and report each edge process's RSS by phase."""
     out = Path(tempfile.mkdtemp(prefix="privadx-footprint-"))
-    cmd = [sys.executable, "-m", "privadx", "demo", "--sites", str(args.sites),
-           "--rounds", str(args.rounds), "--local-epochs", "1", "--seed", "0", "--json",
-           "--out", str(out)]  # fmt: skip
+    cmd = [sys.executable, "-m", "privadx", "demo", "--dataset", str(data), "--sites", str(sites),
+           "--alpha", "1000", "--rounds", str(rounds), "--local-epochs", "1", "--seed", "0",
+           "--json", "--out", str(out)]  # fmt: skip
+    for python in pythons:
+        cmd += ["--edge-python", str(python)]
     if secure:
         cmd.append("--secure-aggregation")
     if low_memory:
@@ -126,7 +174,9 @@ def edge_footprint(args: argparse.Namespace, secure: bool, low_memory: bool) -> 
     sampler = threading.Thread(target=_sample, args=(out, stop, samples), daemon=True)
     sampler.start()
     t0 = time.monotonic()
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, check=False)
+    # Run from the run folder: ``python -m`` in this checkout would import its modules, not
+    # the device environment's installed ones.
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=out, check=False)
     stop.set()
     sampler.join()
     if proc.returncode != 0:
@@ -167,13 +217,23 @@ def _median_mb(values: list[int]) -> float | None:
 def _run_measured(cmd: list[str]) -> tuple[float, int, int]:
     """Wall seconds, peak RSS (bytes) and exit status of one child process."""
     t0 = time.monotonic()
-    child = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+    child = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             cwd=tempfile.gettempdir())  # fmt: skip
     _, status, usage = os.wait4(child.pid, 0)
     child.returncode = os.waitstatus_to_exitcode(status)
     return time.monotonic() - t0, usage.ru_maxrss * 1024, child.returncode
 
 
-def diagnose_footprint(model: Path, images: int) -> dict[str, Any]:
+def _versions(python: Path) -> dict[str, str]:
+    """Python and TensorFlow versions of the device environment."""
+    code = "import sys, tensorflow as tf; print(sys.version.split()[0], tf.__version__)"
+    proc = subprocess.run([str(python), "-c", code], capture_output=True, text=True,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}, check=False)  # fmt: skip
+    words = proc.stdout.split()
+    return {"python": words[0], "tensorflow": words[1]} if len(words) == 2 else {}
+
+
+def diagnose_footprint(python: Path, model: Path, images: int) -> dict[str, Any]:
     """Peak RSS of diagnosing ``images`` PNGs, and the cold start of diagnosing one."""
     import numpy as np
     from PIL import Image
@@ -184,7 +244,7 @@ def diagnose_footprint(model: Path, images: int) -> dict[str, Any]:
     test = load_npz(resolve_dataset("pneumoniamnist")).test
     for i in range(images):
         Image.fromarray(np.squeeze(test.images[i % len(test.images)])).save(folder / f"{i}.png")
-    base = [sys.executable, "-m", "privadx", "diagnose", str(model), "--allow-unsigned"]
+    base = [str(python), "-m", "privadx", "diagnose", str(model), "--allow-unsigned"]
     seconds, peak, code = _run_measured([*base, str(folder), "--json"])
     if code not in (0, 7):
         raise SystemExit(f"privadx diagnose failed ({code})")
@@ -200,14 +260,16 @@ def diagnose_footprint(model: Path, images: int) -> dict[str, Any]:
 
 def table(result: dict[str, Any]) -> str:
     """The Markdown tables of a result (what ``docs/devices.md`` shows)."""
-    rows = ["| mode | site (images) | training peak, MB | between rounds, MB (agent alone) "
-            "| training s/round |", "|---|---|---|---|---|"]  # fmt: skip
+    rows = ["| mode | site (images) | peak, MB | training peak, MB "
+            "| between rounds, MB (agent alone) | training s/round |",
+            "|---|---|---|---|---|---|"]  # fmt: skip
     for run in result["edge"]:
         mode = "secure aggregation" if run["secure_aggregation"] else "plain"
         mode += ", --low-memory" if run["low_memory"] else ""
         for site, s in run["sites"].items():
             alone = s.get("between_rounds_agent_alone_median_mb")
-            rows.append(f"| {mode} | {site} ({s['images']}) | {s['training_peak_mb']} | "
+            rows.append(f"| {mode} | {site} ({s['images']}) | {s['peak_mb']} | "
+                        f"{s['training_peak_mb']} | "
                         f"{s['between_rounds_median_mb']} ({alone}) | "
                         f"{s['training_seconds_median']} |")  # fmt: skip
     d = result["diagnose"]
@@ -221,27 +283,47 @@ def table(result: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Measure, print a summary and optionally write JSON."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--sites", type=int, default=4, help="demo sites (default: %(default)s)")
     p.add_argument("--rounds", type=int, default=3, help="demo rounds (default: %(default)s)")
+    p.add_argument("--train-images", type=int, default=1000,
+                   help="images each device trains on (default: %(default)s)")  # fmt: skip
+    p.add_argument("--device-env", type=Path, default=ROOT / "runs" / "device-env",
+                   help="where to build the devices' environment")  # fmt: skip
     p.add_argument("--images", type=int, default=500, help="images to diagnose")
     p.add_argument("--json", type=Path, help="write the results here")
     p.add_argument("--table-only", type=Path, metavar="JSON", help="print the tables of a result")
     args = p.parse_args(argv)
+    from privadx.common.evaluation.holdout import DEFAULT_EVAL_FRACTION
+
     if args.table_only:
         print(table(json.loads(args.table_only.read_text())))
         return 0
-    plain = edge_footprint(args, secure=False, low_memory=False)
-    low = edge_footprint(args, secure=False, low_memory=True)
-    secure = edge_footprint(args, secure=True, low_memory=False)
-    model = Path(plain["out"]) / "sites" / "site-0" / "model.onnx"
+    device = device_env(args.device_env)
+    other = device_env(args.device_env.with_name(args.device_env.name + "-2"))
+    work = Path(tempfile.mkdtemp(prefix="privadx-footprint-data-"))
+    # Each agent holds a share of its images out for evaluation and trains on the rest.
+    per_site = round(args.train_images / (1 - DEFAULT_EVAL_FRACTION))
+    one = first_images("pneumoniamnist", per_site, work)
+    two = first_images("pneumoniamnist", 2 * per_site, work)
+    plan = [  # (training images, one interpreter per site, secure, low memory)
+        (one, [device], False, False),
+        (one, [device], False, True),
+        (two, [device, other], True, False),
+    ]
+    runs = [
+        edge_footprint(data, pythons, sites=len(pythons), rounds=args.rounds, secure=secure,
+                       low_memory=low)
+        for data, pythons, secure, low in plan
+    ]  # fmt: skip
+    model = Path(runs[0]["out"]) / "sites" / "site-0" / "model.onnx"
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True, cwd=ROOT, check=False).stdout.strip()  # fmt: skip
     result = {
         "date": dt.date.today().isoformat(),
         "commit": commit,
         "machine": f"{os.cpu_count()} cores, Python {sys.version.split()[0]}",
-        "edge": [plain, low, secure],
-        "diagnose": diagnose_footprint(model, args.images),
+        "device_env": _versions(device),
+        "edge": runs,
+        "diagnose": diagnose_footprint(device, model, args.images),
     }
     for run in result["edge"]:
         label = "secure" if run["secure_aggregation"] else "plain"

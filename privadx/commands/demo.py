@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from models.settings import site_name
 from privadx.commands._common import add_data_dir, positive_float, positive_int
+from privadx.common.errors import InputError
 
 if TYPE_CHECKING:
     from privadx.common.trust.federation import FederationPki
@@ -83,6 +84,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="edge agents train in a child process each round (see privadx edge --help)",
     )
+    p.add_argument(
+        "--edge-python",
+        type=Path,
+        action="append",
+        metavar="PYTHON",
+        help="run the sites' agents with this interpreter (an install of privadx[train], as "
+        "a device has); repeat to give sites different ones, used in turn (default: this one)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--out", type=Path, required=True, help="run folder to write")
@@ -116,14 +125,17 @@ def write_site_data(args: argparse.Namespace, sites_dir: Path) -> list[Path]:
     return paths
 
 
-def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "privadx", *args]
+def _cli(*args: str, python: Path | None = None) -> list[str]:
+    return [str(python or sys.executable), "-m", "privadx", *args]
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the demo and print its summary."""
     from gateway.broker import EMBEDDED_VERSION, EmbeddedBroker
 
+    for python in args.edge_python or []:
+        if not (python.is_file() and os.access(python, os.X_OK)):
+            raise InputError(f"--edge-python {python}: not an executable file")
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     site_files = write_site_data(args, out / "site-data")
@@ -243,6 +255,7 @@ def _start_edge(
             str(out / "sites" / site_name(i)),
             "--once",
             *(["--low-memory"] if args.low_memory else []),
+            python=args.edge_python[i % len(args.edge_python)] if args.edge_python else None,
         ),
         stdout=log_file,
         stderr=subprocess.STDOUT,

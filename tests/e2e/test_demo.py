@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from tests.conftest import SUMMARY_KEYS, run_cli
@@ -22,6 +23,8 @@ def test_demo_runs_a_federation_end_to_end(tmp_path: Path, breast_npz: Path) -> 
         "1",
         "--out",
         str(out),
+        "--edge-python",  # this interpreter, named: the path the footprint benchmark takes
+        sys.executable,
         timeout=900,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
@@ -45,3 +48,11 @@ def test_demo_runs_a_federation_end_to_end(tmp_path: Path, breast_npz: Path) -> 
     assert "diagnosis at site-0" in proc.stdout
     assert proc.stdout.count("image-") >= 6
     assert "round 2: 3 updates" in proc.stdout
+
+
+def test_demo_refuses_an_edge_python_that_is_not_an_interpreter(tmp_path: Path) -> None:
+    proc = run_cli("demo", "--out", str(tmp_path / "x"), "--edge-python", str(tmp_path))
+    assert proc.returncode == 2 and proc.stderr.strip() == (
+        f"privadx: error: --edge-python {tmp_path}: not an executable file"
+    )
+    assert not (tmp_path / "x").exists()
