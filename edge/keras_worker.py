@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from privadx.common.data.arrays import LabeledImages
+from privadx.common.data.local import load_site_npz, save_site_npz
 from privadx.common.errors import ModelError, PrivadxError
 from privadx.common.model_info import ModelInfo
 from privadx.common.weights_io import load_weights, save_weights
@@ -82,7 +83,7 @@ def _write_inputs(
     **extra: Any,
 ) -> None:
     save_weights(work / WEIGHTS_IN, weights, {})
-    np.savez(work / IMAGES, images=data.images, labels=data.labels)
+    save_site_npz(work / IMAGES, data)
     spec = {"job": job, "info": info.to_meta(), "class_names": list(data.class_names),
             "threads": threads, **extra}  # fmt: skip
     (work / JOB).write_text(json.dumps(spec), encoding="utf-8")
@@ -116,8 +117,7 @@ def _child(work: Path) -> None:
         tf.config.threading.set_inter_op_parallelism_threads(int(job["threads"]))
     info = ModelInfo.from_meta(job["info"])
     weights, _ = load_weights(work / WEIGHTS_IN)
-    with np.load(work / IMAGES, allow_pickle=False) as arrays:
-        data = LabeledImages(arrays["images"], arrays["labels"], tuple(job["class_names"]))
+    data = load_site_npz(work / IMAGES, tuple(job["class_names"]))
     keras = build_model(info.model_spec)
     release_library_pages()  # what TensorFlow's import touched and training does not read
     if job["job"] == "train":

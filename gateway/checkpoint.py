@@ -12,17 +12,15 @@
 Each file is written atomically (temporary file, fsync, rename, fsync of the folder). A round
 is committed by rewriting ``run.json`` after its state file exists, so a crash at any point
 leaves either the previous round's state or the new one, and the accepted updates of the
-open round survive on disk until the round is committed. Arrays are stored with
-``np.savez`` and read with ``allow_pickle=False``.
+open round survive on disk until the round is committed. Arrays are stored as
+:mod:`privadx.common.npz_file` containers, read without unpickling.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import shutil
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +30,7 @@ import numpy as np
 from gateway.rounds import AcceptedUpdate
 from privadx.common.errors import DataError, InputError
 from privadx.common.fileio import fsync_dir, write_atomic
+from privadx.common.npz_file import NpzFileError, load_npz_file, save_npz_file
 
 log = logging.getLogger(__name__)
 
@@ -53,19 +52,13 @@ class Progress:
 
 
 def _save_arrays(path: Path, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
-    buffer = io.BytesIO()
-    payload = {k: np.asarray(v) for k, v in arrays.items()}
-    payload[_META] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
-    np.savez(buffer, **payload)
-    write_atomic(path, buffer.getvalue())
+    save_npz_file(path, arrays, meta, meta_key=_META)
 
 
 def _load_arrays(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            meta = json.loads(npz[_META].tobytes().decode())
-            return {k: npz[k] for k in npz.files if k != _META}, meta
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile, EOFError) as exc:
+        return load_npz_file(path, meta_key=_META)
+    except NpzFileError as exc:
         raise DataError(f"{path}: unreadable checkpoint file ({exc})") from exc
 
 

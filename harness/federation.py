@@ -10,8 +10,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from edge.agent import EdgeAgent
 from edge.config import EdgeConfig
 from gateway.config import GatewayConfig
@@ -19,6 +17,7 @@ from gateway.service import Gateway
 from harness.mosquitto import GATEWAY_USER, Mosquitto
 from models.settings import site_name
 from privadx.common.data.arrays import LabeledImages
+from privadx.common.data.local import save_site_npz
 from privadx.common.evaluation.holdout import DEFAULT_EVAL_FRACTION, split_holdout
 from privadx.common.mqtt_link import BrokerAddress
 from privadx.common.task import TaskSpec, task_from_dataset
@@ -79,7 +78,7 @@ def save_sites(root: Path, sites: list[LabeledImages]) -> list[str]:
     """Each site's images as ``root/<site>.npz``; returns the site names."""
     names = [site_name(i) for i in range(len(sites))]
     for name, site in zip(names, sites, strict=True):
-        np.savez(root / f"{name}.npz", images=site.images, labels=site.labels)
+        save_site_npz(root / f"{name}.npz", site)
     return names
 
 

@@ -100,8 +100,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def write_site_data(args: argparse.Namespace, sites_dir: Path) -> list[Path]:
     """Partition the training split and write one ``.npz`` per site (the site's own images)."""
-    import numpy as np
-
+    from privadx.common.data.local import save_site_npz
     from privadx.common.data.medmnist import load_npz, resolve_dataset
     from privadx.common.data.partition import PartitionSpec, partition
 
@@ -113,7 +112,7 @@ def write_site_data(args: argparse.Namespace, sites_dir: Path) -> list[Path]:
     paths = []
     for i, idx in enumerate(parts):
         path = sites_dir / f"{site_name(i)}.npz"
-        np.savez(path, images=dataset.train.images[idx], labels=dataset.train.labels[idx])
+        save_site_npz(path, dataset.train.subset(idx))
         paths.append(path)
     log.info(
         "split %d %s training images across %d sites: %s",

@@ -7,16 +7,13 @@ preprocessing spec, the class names and where the weights came from.
 
 from __future__ import annotations
 
-import io
-import json
-import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from privadx.common.errors import ModelError
-from privadx.common.fileio import write_atomic
+from privadx.common.npz_file import MissingMetadataError, NpzFileError, load_npz_file, save_npz_file
 
 _META_KEY = "__privadx_meta__"
 _PREFIX = "w/"
@@ -25,14 +22,9 @@ FORMAT_VERSION = 1
 
 def save_weights(path: Path, weights: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
     """Write ``weights`` and ``meta`` atomically (temporary file, fsync, rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {f"{_PREFIX}{k}": np.asarray(v, dtype=np.float32) for k, v in weights.items()}
+    arrays = {f"{_PREFIX}{k}": np.asarray(v, dtype=np.float32) for k, v in weights.items()}
     meta_full = {"format_version": FORMAT_VERSION, "order": list(weights), **meta}
-    payload[_META_KEY] = np.frombuffer(json.dumps(meta_full).encode(), dtype=np.uint8)
-    buffer = io.BytesIO()
-    np.savez(buffer, **payload)
-    write_atomic(path, buffer.getvalue())
+    save_npz_file(path, arrays, meta_full, meta_key=_META_KEY)
 
 
 def load_weights(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -48,13 +40,12 @@ def load_weights(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     if not path.is_file():
         raise ModelError(f"{path}: no such weights file")
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            if _META_KEY not in npz.files:
-                raise ModelError(f"{path.name}: not a PrivaDx weights file (no metadata)")
-            meta = json.loads(npz[_META_KEY].tobytes().decode())
-            arrays = {k[len(_PREFIX) :]: npz[k] for k in npz.files if k.startswith(_PREFIX)}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError, UnicodeDecodeError) as exc:
+        stored, meta = load_npz_file(path, meta_key=_META_KEY)
+    except MissingMetadataError as exc:
+        raise ModelError(f"{path.name}: not a PrivaDx weights file (no metadata)") from exc
+    except NpzFileError as exc:
         raise ModelError(f"{path.name}: unreadable weights file ({exc})") from exc
+    arrays = {k[len(_PREFIX) :]: v for k, v in stored.items() if k.startswith(_PREFIX)}
     if meta.get("format_version") != FORMAT_VERSION:
         raise ModelError(
             f"{path.name}: weights format version {meta.get('format_version')!r} is not "

@@ -30,6 +30,7 @@ import pytest
 from harness.federation import split_sites
 from harness.mosquitto import Mosquitto, configure_tls
 from models.settings import site_name
+from privadx.common.data.local import save_site_npz
 from privadx.common.weights_io import load_weights
 from tests.processes import (
     committed_round,
@@ -88,7 +89,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory, medmnist_dir: Path) -> Itera
     sites = []
     for i, site in enumerate(split_sites(dataset, SITES, alpha=1.0, seed=3)):
         sites.append(root / f"{site_name(i)}.npz")
-        np.savez(sites[-1], images=site.images, labels=site.labels)
+        save_site_npz(sites[-1], site)
     yield Federation(broker, root, dataset, sites)
     broker.stop()
 

@@ -22,7 +22,7 @@ from edge.onnx_model import OnnxClassifier
 from harness.federation import split_sites
 from harness.mosquitto import GATEWAY_USER, configure_tls
 from models.settings import site_name
-from privadx.common.data.local import load_site_npz
+from privadx.common.data.local import load_site_npz, save_site_npz
 from privadx.common.evaluation.central import expected_calibration_error
 from privadx.common.evaluation.holdout import split_holdout
 from privadx.common.evaluation.report import log_softmax
@@ -48,7 +48,7 @@ def test_gateway_without_images_reports_federated_metrics(
     for name, site in zip(names, split_sites(pneumonia_npz, SITES, alpha=0.5, seed=1), strict=True):
         site_files.append(tmp_path / "sites" / f"{name}.npz")
         site_files[-1].parent.mkdir(exist_ok=True)
-        np.savez(site_files[-1], images=site.images, labels=site.labels)
+        save_site_npz(site_files[-1], site)
     empty = tmp_path / "no-data"
     empty.mkdir()
     no_data = {"PRIVADX_DATA": str(empty)}

@@ -90,3 +90,19 @@ def test_folder_without_images(tmp_path: Path) -> None:
     (tmp_path / "a" / "x.txt").write_text("no images")
     with pytest.raises(DataError, match="no readable images"):
         load_local_dataset(tmp_path, SPEC)
+
+
+def test_site_npz_round_trip(tmp_path: Path) -> None:
+    """What the demo, the harness and the low-memory child write is what agents read."""
+    from privadx.common.data.arrays import LabeledImages
+    from privadx.common.data.local import load_site_npz, save_site_npz
+
+    rng = np.random.default_rng(0)
+    data = LabeledImages(rng.integers(0, 256, (5, 8, 8, 1), dtype=np.uint8),
+                         np.array([0, 1, 1, 0, 1]), ("normal", "pneumonia"))  # fmt: skip
+    save_site_npz(tmp_path / "s.npz", data)
+    back = load_site_npz(tmp_path / "s.npz", data.class_names)
+    np.testing.assert_array_equal(back.images, data.images)
+    np.testing.assert_array_equal(back.labels, data.labels)
+    assert back.class_names == data.class_names
+    assert not list(tmp_path.glob(".*.tmp"))  # written atomically, nothing left behind

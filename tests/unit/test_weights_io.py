@@ -50,3 +50,18 @@ def test_object_arrays_are_never_unpickled(tmp_path: Path) -> None:
     )
     with pytest.raises(ModelError):
         load_weights(tmp_path / "evil.npz")
+
+
+def test_the_checkpoint_and_weights_files_share_one_container(tmp_path: Path) -> None:
+    """Both are :mod:`privadx.common.npz_file` files: what one writes the other's reader
+    opens, with only the metadata entry's name told apart."""
+    from privadx.common.npz_file import MissingMetadataError, NpzFileError, load_npz_file
+
+    save_weights(tmp_path / "w.npz", {"k": np.arange(3, dtype=np.float32)}, {"x": 1})
+    arrays, meta = load_npz_file(tmp_path / "w.npz", meta_key="__privadx_meta__")
+    assert list(arrays) == ["w/k"] and meta["x"] == 1 and meta["order"] == ["k"]
+    with pytest.raises(MissingMetadataError, match="no metadata entry"):
+        load_npz_file(tmp_path / "w.npz", meta_key="__meta__")
+    (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    with pytest.raises(NpzFileError, match=r"bad\.npz: unreadable"):
+        load_npz_file(tmp_path / "bad.npz", meta_key="__meta__")

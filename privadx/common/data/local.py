@@ -13,6 +13,7 @@ and never logged, since file names of patient images can identify patients.
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import zipfile
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ import numpy as np
 from privadx.common.data.arrays import LabeledImages
 from privadx.common.data.images import is_supported, read_image
 from privadx.common.errors import DataError, InputError
+from privadx.common.fileio import write_atomic
 from privadx.common.preprocess import PreprocessSpec, fit_image, fit_images
 
 log = logging.getLogger(__name__)
@@ -51,6 +53,16 @@ def load_local_dataset(
         fitted = fit_images(train.images, spec)
         return LoadReport(LabeledImages(fitted, train.labels, train.class_names))
     raise InputError(f"{path}: expected a class folder, a .csv manifest or a .npz file")
+
+
+def save_site_npz(path: Path, data: LabeledImages) -> None:
+    """Write a site's images as the ``images``/``labels`` ``.npz`` :func:`load_site_npz` reads.
+
+    Class names are not stored: whoever reads the file names the classes (a task does).
+    """
+    buffer = io.BytesIO()
+    np.savez(buffer, images=data.images, labels=data.labels)
+    write_atomic(Path(path), buffer.getvalue())
 
 
 def load_site_npz(path: Path, class_names: tuple[str, ...] | None = None) -> LabeledImages:
