@@ -1,16 +1,20 @@
-"""What a gateway run concluded: the figures its summary reports.
+"""What a gateway run concluded, and how many rounds its privacy budget affords.
 
-Pure functions of the round records (the final model's decision rule is
+Pure functions of the round records and settings (the final model's decision rule is
 :mod:`privadx.common.evaluation.decision`).
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from gateway.config import GatewayConfig
+from privadx.common.errors import InputError
 from privadx.common.evaluation.decision import HEADLINE_KEYS
 from privadx.common.evaluation.federated import summary_figures
+
+log = logging.getLogger(__name__)
 
 
 def final_record(records: list[dict[str, Any]]) -> dict[str, Any]:
@@ -60,3 +64,30 @@ def privacy_guarantee(config: GatewayConfig, rounds: int) -> dict[str, Any]:
     record = privacy_record(config.dp, rounds)
     record["noise_added_by"] = "gateway, to the secure sum" if config.secure else "TFF"
     return record
+
+
+def affordable_rounds_of(config: GatewayConfig) -> int:
+    """Rounds the run trains: all asked for, or as many as ``--target-epsilon`` affords.
+
+    Raises:
+        InputError: Not even one round fits the privacy budget.
+    """
+    dp = config.dp
+    if dp is None:
+        return config.rounds
+    from tff_core.privacy import affordable_rounds, epsilon
+
+    rounds = affordable_rounds(dp, config.rounds)
+    if rounds == 0:
+        raise InputError(
+            f"--target-epsilon {dp.target_epsilon} is exceeded by a single round "
+            f"(epsilon {epsilon(dp, 1):.3f}); raise the noise or the target"
+        )
+    if rounds < config.rounds:
+        log.warning(
+            "privacy budget: --target-epsilon %g allows %d of %d rounds",
+            dp.target_epsilon,
+            rounds,
+            config.rounds,
+        )
+    return rounds

@@ -19,6 +19,7 @@ from gateway.checkpoint import RunCheckpoint
 from gateway.config import GatewayConfig
 from gateway.rounds import (
     AcceptedUpdate,
+    GatewayRun,
     QuorumError,
     RoundState,
     Verify,
@@ -61,7 +62,7 @@ class PlainRounds:
         self._mean: StreamingMean | None = None
 
     def run_round(
-        self, state: Any, server: Any, number: int, pending: dict[str, AcceptedUpdate]
+        self, state: GatewayRun, server: Any, number: int, pending: dict[str, AcceptedUpdate]
     ) -> tuple[int, dict[str, Any]]:
         """Collect updates until the quorum; aggregate them. Returns (attempts, facts).
 
@@ -97,7 +98,7 @@ class PlainRounds:
         return attempt, self._aggregate(state, server, number, round_state)
 
     def _aggregate(
-        self, state: Any, server: Any, number: int, round_state: RoundState
+        self, state: GatewayRun, server: Any, number: int, round_state: RoundState
     ) -> dict[str, Any]:
         # Sorted by site: the aggregate must not depend on the order updates happened to arrive.
         ordered = sorted(round_state.accepted.items())
@@ -120,7 +121,9 @@ class PlainRounds:
         state.weights = server.aggregate(state.weights, updates)
         return {**round_state.summary(), "capped_examples": capped}
 
-    def _open(self, state: Any, number: int, accepted: dict[str, AcceptedUpdate]) -> RoundState:
+    def _open(
+        self, state: GatewayRun, number: int, accepted: dict[str, AcceptedUpdate]
+    ) -> RoundState:
         a, expected = self.announce(state, number, accepted=tuple(sorted(accepted)))
         return RoundState(
             run=self.config.run_id,
@@ -133,7 +136,7 @@ class PlainRounds:
             run_nonce=state.run_nonce,
         )
 
-    def on_update(self, site: str, whole: Envelope, state: Any) -> None:
+    def on_update(self, site: str, whole: Envelope, state: GatewayRun) -> None:
         """Offer a reassembled update to the open round; keep it on disk if accepted."""
         round_state = self.current
         if round_state is None:

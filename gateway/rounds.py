@@ -101,6 +101,18 @@ def chunk_check(verifier: Verifier | None, *, allow_unsigned: bool) -> Verify | 
     return check
 
 
+@dataclass
+class GatewayRun:
+    """Mutable state of a run: the global model and who is online."""
+
+    weights: dict[str, np.ndarray]
+    model_sha256: str = ""
+    round: int = 0
+    online: dict[str, dict[str, Any]] = field(default_factory=dict)
+    run_nonce: str = ""
+    """The run's random value (``privadx.common.wire.messages.RUN_NONCE``), kept across a resume."""
+
+
 class QuorumError(PrivadxError):
     """A round could not gather enough updates, even after retries."""
 

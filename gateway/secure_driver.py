@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from gateway.config import GatewayConfig
-from gateway.rounds import QuorumError, Verify
+from gateway.rounds import GatewayRun, QuorumError, Verify
 from gateway.secure_round import SecureRound
 from gateway.transport import GatewayTransport
 from privadx.common.evaluation.federated import federated_metrics
@@ -59,7 +59,7 @@ class SecureRounds:
         self._noise = np.random.default_rng()
         """Source of the DP noise added to secure sums (fresh entropy, never seeded)."""
 
-    def run_round(self, state: Any, server: Any, number: int) -> tuple[int, dict[str, Any]]:
+    def run_round(self, state: GatewayRun, server: Any, number: int) -> tuple[int, dict[str, Any]]:
         """Secure aggregation until one attempt recovers the sum; then the server step.
 
         The gateway learns ``sum_i n_i * clip(delta_i)`` and ``sum_i n_i`` over the sites
@@ -106,7 +106,7 @@ class SecureRounds:
             "secure_aggregation": {**secure.summary(), "failed_attempts": failures},
         }
 
-    def _open(self, state: Any, number: int) -> SecureRound:
+    def _open(self, state: GatewayRun, number: int) -> SecureRound:
         a, expected = self.announce(state, number)
         assert self.config.secure is not None
         return SecureRound(
@@ -124,7 +124,7 @@ class SecureRounds:
 
     def evaluate(
         self,
-        state: Any,
+        state: GatewayRun,
         number: int,
         expected: set[str],
         *,
@@ -204,12 +204,12 @@ class SecureRounds:
             },
         }
 
-    def _steps(self, secure: SecureRound, state: Any) -> tuple[np.ndarray, int]:
+    def _steps(self, secure: SecureRound, state: GatewayRun) -> tuple[np.ndarray, int]:
         """Drive one attempt through its steps; raises SecAggError when it cannot finish."""
         self._drive(secure, state)
         return secure.result()
 
-    def _drive(self, secure: SecureRound, state: Any) -> None:
+    def _drive(self, secure: SecureRound, state: GatewayRun) -> None:
         """Drive one attempt up to its unmasking; raises SecAggError if it cannot get there."""
         topics = self.transport.topics
         self._collect(secure, state)
@@ -223,6 +223,6 @@ class SecureRounds:
         log.info("round %d: %d masked inputs arrived", secure.number, len(secure.masked))
         self._collect(secure, state)
 
-    def _collect(self, secure: SecureRound, state: Any) -> None:
+    def _collect(self, secure: SecureRound, state: GatewayRun) -> None:
         while not secure.complete() and not secure.expired():
             self.pump(state)

@@ -1,8 +1,9 @@
 """The gateway service: announce rounds, collect updates, aggregate with TFF, publish models.
 
 One thread runs the protocol; paho's network thread only enqueues raw messages
-(:class:`privadx.common.mqtt_link.MqttLink`). Every inbound message is decoded and validated
-here, and a bad one is logged with its reason and counted, never allowed to stop the service.
+(:class:`privadx.common.mqtt_link.MqttLink`). Every inbound message is decoded, validated and
+routed by :class:`gateway.inbound.InboundRouter` on that thread; a bad one is logged with its
+reason and counted, never allowed to stop the service.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import logging
 import secrets
 import time
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -21,9 +22,11 @@ from gateway.checkpoint import Progress, RunCheckpoint
 from gateway.config import GatewayConfig
 from gateway.evaluation import FederatedEvaluation
 from gateway.final_model import RunFacts, export_signed, weights_meta
+from gateway.inbound import InboundRouter
 from gateway.intake import Intake
 from gateway.ood_reference import OodReference
 from gateway.outcome import (
+    affordable_rounds_of,
     federated_summary,
     final_record,
     headline,
@@ -34,6 +37,7 @@ from gateway.plain_driver import PlainRounds
 from gateway.plots import plot_federated
 from gateway.rounds import (
     AcceptedUpdate,
+    GatewayRun,
     QuorumError,
     ServerFactory,
     ServerStep,
@@ -42,15 +46,12 @@ from gateway.rounds import (
 )
 from gateway.run_registry import RunRegistry
 from gateway.secure_driver import SecureRounds
-from gateway.transport import GatewayTransport, InboundError
-from privadx.common.errors import InputError
+from gateway.transport import GatewayTransport
 from privadx.common.evaluation.decision import decision
 from privadx.common.runlog import RunFolder, json_ready
 from privadx.common.trust.identity import Identity
 from privadx.common.weights_io import save_weights
-from privadx.common.wire.envelope import Envelope, Kind, WireError
 from privadx.common.wire.messages import (
-    GATEWAY_SENDER,
     Phase,
     Presence,
     RoundAnnouncement,
@@ -60,20 +61,6 @@ from privadx.common.wire.topics import Channel
 from tff_core.robust import AggregationRule
 
 log = logging.getLogger(__name__)
-
-POLL = 0.2
-
-
-@dataclass
-class GatewayRun:
-    """Mutable state of a run: the global model and who is online."""
-
-    weights: dict[str, np.ndarray]
-    model_sha256: str = ""
-    round: int = 0
-    online: dict[str, dict[str, Any]] = field(default_factory=dict)
-    run_nonce: str = ""
-    """The run's random value (``privadx.common.wire.messages.RUN_NONCE``), kept across a resume."""
 
 
 class Gateway:
@@ -105,7 +92,7 @@ class Gateway:
         self.folder = RunFolder(config.out)
         self.checkpoint = RunCheckpoint(config.out / "checkpoint")
         self.records: list[dict[str, Any]] = []
-        self.rounds = self._privacy_budget()
+        self.rounds = affordable_rounds_of(config)
         """Rounds this run trains: all asked for, or as many as --target-epsilon affords."""
         self.identity = Identity.load(config.identity) if config.identity else None
         verifier = self.identity.verifier() if self.identity else None
@@ -136,6 +123,13 @@ class Gateway:
             announce=self._announce_round,
             pump=self._process_one,
             verify=self.verify_update,
+        )
+        self.inbound = InboundRouter(
+            transport=self.transport,
+            intake=self.intake,
+            evaluation=self.evaluation,
+            plain=self.plain,
+            secure=self.secure,
         )
 
     # --- the run --------------------------------------------------------------------------
@@ -199,27 +193,6 @@ class Gateway:
             # On a secure sum the gateway adds the noise itself (gateway.secure_driver).
             dp=self.config.dp if self.config.secure is None else None,
         )
-
-    def _privacy_budget(self) -> int:
-        dp = self.config.dp
-        if dp is None:
-            return self.config.rounds
-        from tff_core.privacy import affordable_rounds, epsilon
-
-        rounds = affordable_rounds(dp, self.config.rounds)
-        if rounds == 0:
-            raise InputError(
-                f"--target-epsilon {dp.target_epsilon} is exceeded by a single round "
-                f"(epsilon {epsilon(dp, 1):.3f}); raise the noise or the target"
-            )
-        if rounds < self.config.rounds:
-            log.warning(
-                "privacy budget: --target-epsilon %g allows %d of %d rounds",
-                dp.target_epsilon,
-                rounds,
-                self.config.rounds,
-            )
-        return rounds
 
     def _resume(
         self, progress: Progress | None, state: GatewayRun, server: Any
@@ -416,100 +389,9 @@ class Gateway:
 
     # --- inbound messages -------------------------------------------------------------------
     def _process_one(self, state: GatewayRun) -> None:
+        """Close what evaluations can close, then handle the next message (if any)."""
         self._close_evaluations()
-        source = None
-        try:
-            msg = self.transport.receive(POLL)
-            if msg is None:
-                self.intake.expire()  # partial messages expire on the clock, not on traffic
-                return
-            source = msg.site
-            if msg.channel is Channel.PRESENCE:
-                self._on_presence(msg.site, msg.env, state)
-            elif msg.channel is Channel.UPDATE:
-                self._on_update_chunk(msg.site, msg.env, state)
-            elif msg.channel is Channel.SECAGG:
-                self._on_secagg_chunk(msg.site, msg.env, msg.nbytes)
-            elif msg.channel is Channel.EVALUATION:
-                self._on_evaluation_chunk(msg.site, msg.env)
-        except WireError as exc:
-            where = exc.source if isinstance(exc, InboundError) else source
-            label = exc.label if isinstance(exc, InboundError) else "malformed"
-            if label is None:
-                log.debug("dropped a message from %s: %s", where, exc)
-                return
-            log.warning("rejected a message from %s: %s", where, exc)
-            if isinstance(exc, InboundError) and exc.channel is Channel.EVALUATION:
-                self.evaluation.count_rejected(label)
-                return
-            if self.plain.current is not None:
-                self.plain.current.rejected[label] += 1
-            if self.secure.current is not None:
-                self.secure.current.rejected[label] += 1
-
-    def _on_presence(self, site: str, env: Envelope, state: GatewayRun) -> None:
-        if env.kind is not Kind.PRESENCE or env.sender != site:
-            raise WireError(
-                f"presence message from {site} claims to be {env.kind} from {env.sender}"
-            )
-        previous = state.online.get(site, {}).get("state")
-        state.online[site] = dict(env.meta)
-        if env.meta.get("state") == Presence.ONLINE:
-            if env.meta.get("evaluates") is True:
-                self.evaluation.site_online(site)
-            if self.plain.current is not None:  # joined during the round: it gets its chance
-                self.plain.current.expected.add(site)
-        else:
-            self.evaluation.site_offline(site)
-            if self.secure.current is not None:
-                self.secure.current.site_offline(site)
-        if previous != env.meta.get("state"):
-            log.info("site %s is %s", site, env.meta.get("state"))
-
-    def _on_update_chunk(self, site: str, env: Envelope, state: GatewayRun) -> None:
-        whole = self.intake.add(site, Channel.UPDATE, env)
-        if whole is not None:
-            self.plain.on_update(site, whole, state)
-
-    def _on_evaluation_chunk(self, site: str, env: Envelope) -> None:
-        whole = self.intake.add(site, Channel.EVALUATION, env)
-        if whole is None:
-            return
-        reason = self.evaluation.offer(whole, site)
-        if reason is None:
-            log.debug("round %d: evaluation report from %s accepted", whole.round, site)
-        elif reason == "late":
-            log.info(
-                "round %d: evaluation report from %s arrived after it closed", whole.round, site
-            )
-        elif reason != "duplicate":
-            log.warning(
-                "evaluation report from %s for round %d rejected: %s", site, whole.round, reason
-            )
-
-    def _on_secagg_chunk(self, site: str, env: Envelope, nbytes: int) -> None:
-        secure = self.secure.current
-        if secure is not None:
-            secure.nbytes[site] += nbytes  # every byte the site sent, chunk headers included
-        whole = self.intake.add(site, Channel.SECAGG, env)
-        if whole is None:
-            return
-        if secure is None:
-            log.info("secure-aggregation message from %s while no secure round is open", site)
-            return
-        reason = secure.offer(whole, site)
-        if reason in (None, "duplicate", "late"):
-            log.debug(
-                "round %d: %s from %s: %s", secure.number, whole.meta.get("step"), site, reason
-            )
-        else:
-            secure.rejected[reason.split(":")[0]] += 1
-            log.warning(
-                "round %d: secure-aggregation message from %s rejected: %s",
-                secure.number,
-                site,
-                reason,
-            )
+        self.inbound.process_one(state)
 
     # --- outbound messages -----------------------------------------------------------------
     def _publish_model(self, state: GatewayRun) -> None:
@@ -561,7 +443,7 @@ class Gateway:
             path, onnx_sha, signed = export_signed(
                 self.model, state.weights, meta, facts, self.identity, self.preprocess
             )
-            self._publish_onnx(path.read_bytes(), onnx_sha, signed)
+            self.transport.publish_onnx(self.rounds, path.read_bytes(), onnx_sha, signed)
             summary["onnx"] = {"path": path.name, "sha256": onnx_sha}
         done = RoundAnnouncement(
             run=self.config.run_id,
@@ -579,18 +461,6 @@ class Gateway:
         self.folder.plot()
         plot_federated(self.folder.root, self.records)
         return summary
-
-    def _publish_onnx(self, data: bytes, sha: str, signed: dict[str, Any] | None) -> None:
-        env = Envelope(
-            kind=Kind.ONNX,
-            run=self.config.run_id,
-            round=self.rounds,
-            sender=GATEWAY_SENDER,
-            payload=data,
-            meta={"onnx_sha256": sha, "manifest": signed},
-        )
-        self.transport.publish_chunked(Channel.ONNX, env)
-        log.info("published model.onnx (%d bytes) to the sites", len(data))
 
 
 def _online(state: GatewayRun) -> set[str]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import queue
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from gateway.config import GatewayConfig
 from privadx.common.errors import PrivadxError
@@ -170,6 +170,21 @@ class GatewayTransport:
         for stale in range(len(chunks), self._published_chunks.get(channel, 0)):
             self.link.publish(topic_of(stale), b"", retain=True)
         self._published_chunks[channel] = len(chunks)
+
+    def publish_onnx(
+        self, round_num: int, data: bytes, sha256: str, manifest: dict[str, Any] | None
+    ) -> None:
+        """The final ONNX model and its signed manifest, as retained chunks."""
+        env = Envelope(
+            kind=Kind.ONNX,
+            run=self.run_id,
+            round=round_num,
+            sender=GATEWAY_SENDER,
+            payload=data,
+            meta={"onnx_sha256": sha256, "manifest": manifest},
+        )
+        self.publish_chunked(Channel.ONNX, env)
+        log.info("published model.onnx (%d bytes) to the sites", len(data))
 
     def publish_secagg(self, topic: str, env: Envelope) -> None:
         """A secure-aggregation step, chunked, not retained."""
