@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+from harness.bench.federations import wall_seconds
+from harness.bench.timing import trunc
 from tests.conftest import REPO
 
 
@@ -27,7 +29,7 @@ def test_aggregation_and_encoding_sections_report_ratios() -> None:
     assert enc["int8"]["vs_raw_float32"] < enc["float16"]["vs_raw_float32"]
     table = bench.markdown(report)
     assert "streaming vs copy floor" in table and "float16" in table
-    assert bench.trunc(0.51999, 2) == "0.51"  # truncated, never rounded up
+    assert trunc(0.51999, 2) == "0.51"  # truncated, never rounded up
 
 
 def test_round_wall_time_runs_from_start_to_next_start() -> None:
@@ -38,6 +40,6 @@ def test_round_wall_time_runs_from_start_to_next_start() -> None:
         {"started_at": 104.5, "closed_at": 108.0, "evaluated_at": 109.5},
         {"started_at": 108.25, "closed_at": 111.0, "evaluated_at": 112.0},
     ]
-    assert _bench()._wall_seconds(records) == [4.5, 3.75, 3.75]
+    assert wall_seconds(records) == [4.5, 3.75, 3.75]
     del records[-1]["evaluated_at"]
-    assert _bench()._wall_seconds(records)[-1] == 2.75
+    assert wall_seconds(records)[-1] == 2.75

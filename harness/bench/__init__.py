@@ -1,0 +1,1 @@
+"""The benchmark suite's sections (``scripts/bench.py`` runs them and writes the report)."""
