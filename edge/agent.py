@@ -13,27 +13,21 @@ import queue
 import threading
 import time
 from dataclasses import dataclass, replace
-from typing import Any
 
 import numpy as np
 
 from edge.config import EdgeConfig
-from edge.evaluation import SiteOod, log_own_figures, report_envelope, score_held_out
-from edge.memory import release_library_pages
+from edge.evaluation import log_own_figures, report_envelope
+from edge.local_work import LocalWork
 from edge.secure_participant import SecureParticipant
 from edge.store import ONNX_FILE, ModelStore
 from models.settings import LocalTraining
-from models.spec import ModelSpec
-from privadx.common.data.arrays import LabeledImages
-from privadx.common.data.local import load_local_dataset
 from privadx.common.data.medmnist import resolve_dataset
 from privadx.common.errors import DataError, InputError, ModelError, PrivadxError
-from privadx.common.evaluation.holdout import split_holdout
 from privadx.common.evaluation.report import EvaluationReport, ReportError, build_report
 from privadx.common.evaluation.secure_sum import ReportEncoding
 from privadx.common.model_info import ModelInfo
 from privadx.common.mqtt_link import LinkConfig, MqttLink
-from privadx.common.preprocess import PreprocessSpec
 from privadx.common.secagg.protocol import SecAggError
 from privadx.common.secagg.vector import flatten_delta
 from privadx.common.trust.identity import Identity
@@ -98,11 +92,8 @@ class EdgeAgent:
         self.onnx_sha: str | None = None
         self._skipped: str | None = None
         """The announcement this agent decided not to train for."""
-        self.data: LabeledImages | None = None
-        """The local images trained on."""
-        self.held_out: LabeledImages | None = None
-        """The local images kept back for federated evaluation (never trained on)."""
-        self._ood: SiteOod | None = None
+        self.work = LocalWork(config)
+        """The site's images, and the training and scoring done on them."""
         self._evaluated: set[tuple[str, int, str]] = set()
         """Global models (run, round, hash) this site has reported on or given up evaluating.
         The run matters: a run with the same seed and data can reach the same weights."""
@@ -112,8 +103,6 @@ class EdgeAgent:
         publishes that model again (the gateway's evaluation of it was cut short)."""
         self._joined: set[str] = set()
         """Secure evaluations (announcement ids) this site has joined or let pass."""
-        self._keras: Any = None
-        self._keras_spec: ModelSpec | None = None
         self.identity = Identity.load(config.identity) if config.identity else None
         if self.identity is not None and self.identity.name != config.site_id:
             raise InputError(
@@ -313,9 +302,7 @@ class EdgeAgent:
         reports it when a round starts.
         """
         try:
-            self._local_data(m.info.preprocess, m.info.class_names)
-            if not self.config.low_memory:  # there, TensorFlow lives in a child per round
-                self._keras_model(m.info.model_spec)
+            self.work.prepare(m.info)
         except PrivadxError as exc:
             log.warning("could not prepare local training yet: %s", exc)
 
@@ -377,29 +364,18 @@ class EdgeAgent:
     def _held_out_report(self, m: GlobalModel) -> EvaluationReport | None:
         """The report of ``m`` on this site's held-out images (logged); ``None``: none here."""
         try:
-            self._local_data(m.info.preprocess, m.info.class_names)
-            if self.held_out is None or len(self.held_out) == 0:
+            logits = self.work.score_held_out(m.info, m.weights)
+            if logits is None:
                 return None
-            if self.config.low_memory:
-                from edge.keras_worker import score_in_child
-
-                logits = score_in_child(
-                    m.info, m.weights, self.held_out, threads=self.config.threads
-                )
-            else:
-                logits = score_held_out(
-                    self._keras_model(m.info.model_spec),
-                    m.weights,
-                    self.held_out,
-                    m.info.preprocess,
-                )
+            held_out = self.work.held_out
+            assert held_out is not None
             report = build_report(
                 logits,
-                self.held_out.labels,
-                num_classes=self.held_out.num_classes,
+                held_out.labels,
+                num_classes=held_out.num_classes,
                 positive_class=m.info.positive_class,
             )
-            report = replace(report, ood=self._site_ood().sums(m.info.ood))
+            report = replace(report, ood=self.work.ood_sums(m.info.ood))
         except PrivadxError as exc:
             log.warning("round %d model: could not evaluate it here: %s", m.round, exc)
             return None
@@ -509,86 +485,15 @@ class EdgeAgent:
             return
         log.info("round %d: the gateway does not hold this site's update; sent it again", a.round)
 
-    def _site_ood(self) -> SiteOod:
-        """This site's out-of-distribution sums (its images are loaded first)."""
-        if self._ood is None:
-            assert self.data is not None and self.held_out is not None
-            self._ood = SiteOod(self.data, self.held_out)
-        return self._ood
-
-    def _local_data(
-        self, preprocess: PreprocessSpec, class_names: tuple[str, ...]
-    ) -> LabeledImages:
-        if self.data is None:
-            local = self._load(self.config.data, preprocess, class_names)
-            if self.config.eval_data is not None:
-                self.data = local
-                self.held_out = self._load(self.config.eval_data, preprocess, class_names)
-            else:
-                self.data, self.held_out = split_holdout(local, self.config.eval_fraction)
-            log.info(
-                "local images: %d to train on, %d held out for evaluation",
-                len(self.data),
-                len(self.held_out),
-            )
-        return self.data
-
-    def _load(
-        self, source: str, preprocess: PreprocessSpec, class_names: tuple[str, ...]
-    ) -> LabeledImages:
-        report = load_local_dataset(resolve_dataset(source, fetch=False), preprocess, class_names)
-        if report.data.num_classes != len(class_names):
-            raise InputError(
-                f"local data has {report.data.num_classes} classes; "
-                f"the model has {len(class_names)}"
-            )
-        if report.skipped:
-            log.warning("%d local image files could not be used", len(report.skipped))
-        return report.data
-
     def _train(
         self, m: GlobalModel, a: RoundAnnouncement, settings: LocalTraining
     ) -> TrainingResult:
         from models.settings import local_seed
-        from models.training import train_weights
 
-        preprocess = m.info.preprocess
-        data = self._local_data(preprocess, m.info.class_names)
+        data = self.work.training_images(m.info)
         log.info("round %d: training on %d local images", a.round, len(data))
         seed = local_seed(a.seed, a.round, self.config.site_id)
         t0 = time.monotonic()
-        if self.config.low_memory:
-            from edge.keras_worker import train_in_child
-
-            weights, metrics = train_in_child(
-                m.info, m.weights, data, settings.to_dict(), seed=seed, threads=self.config.threads
-            )
-        else:
-            keras = self._keras_model(m.info.model_spec)
-            weights, metrics = train_weights(
-                keras, m.weights, data, preprocess, settings, seed=seed
-            )
-            release_library_pages()  # see edge.memory: TensorFlow's import and tracing
+        weights, metrics = self.work.train(m.info, m.weights, settings, seed=seed)
         metrics["seconds"] = round(time.monotonic() - t0, 3)
         return weights, len(data), metrics
-
-    def _keras_model(self, spec: ModelSpec) -> Any:
-        """The Keras model whose architecture local training uses, built once per spec."""
-        from models.architectures import build_model
-
-        if self._keras is None or self._keras_spec != spec:
-            self._configure_tensorflow()
-            self._keras = build_model(spec)
-            self._keras_spec = spec
-            release_library_pages()
-        return self._keras
-
-    def _configure_tensorflow(self) -> None:
-        from privadx.common.deps import require
-
-        tf = require("tensorflow")
-        try:
-            tf.config.threading.set_intra_op_parallelism_threads(self.config.threads)
-            tf.config.threading.set_inter_op_parallelism_threads(self.config.threads)
-        except RuntimeError:
-            pass  # already initialised in this process
