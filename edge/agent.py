@@ -29,7 +29,7 @@ from privadx.common.evaluation.secure_sum import ReportEncoding
 from privadx.common.model_info import ModelInfo
 from privadx.common.mqtt_link import LinkConfig, MqttLink
 from privadx.common.secagg.protocol import SecAggError
-from privadx.common.secagg.vector import flatten_delta
+from privadx.common.secagg.vector import flatten_update
 from privadx.common.trust.identity import Identity
 from privadx.common.trust.manifest import check_signed
 from privadx.common.trust.pki import GATEWAY_IDENTITY, TrustError
@@ -48,6 +48,7 @@ from privadx.common.wire.messages import (
 )
 from privadx.common.wire.secure import Step
 from privadx.common.wire.topics import Topics
+from privadx.common.wire.update_codec import model_update
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ EVAL_GRACE = 1.0
 next round's announcement follows the model at once, and training comes first."""
 MAX_MODEL_BYTES = 512 * 1024 * 1024
 TrainingResult = tuple[dict[str, np.ndarray], int, dict[str, float]]
-"""Trained weights, local example count, local metrics."""
+"""The update (``trained - base``), local example count, local metrics."""
 
 
 @dataclass
@@ -418,14 +419,14 @@ class EdgeAgent:
             self._skipped = a.announcement
             return
         try:
-            weights, examples, metrics = self._trained_update(m, a, settings)
+            update, examples, metrics = self._trained_update(m, a, settings)
         except ModelError as exc:  # the global model does not fit its own spec
             log.error("round %d: cannot train on the global model, round skipped: %s", a.round, exc)
             self._skipped = a.announcement
             return
         if a.secure is not None:
-            delta = flatten_delta(m.weights, weights)
-            env = self.secure.begin(a, delta, examples, np.random.default_rng())
+            flat = flatten_update(update, m.weights)
+            env = self.secure.begin(a, flat, examples, np.random.default_rng())
             self._send(self._sign(env), self.topics.site_secagg(self.config.site_id))
             log.info("round %d: trained; joining secure aggregation", a.round)
             return
@@ -433,8 +434,7 @@ class EdgeAgent:
             run=a.run,
             round_num=a.round,
             site=self.config.site_id,
-            weights=weights,
-            base=m.weights,
+            update=update,
             encoding=settings.encoding,
             examples=examples,
             metrics=metrics,
@@ -494,6 +494,6 @@ class EdgeAgent:
         log.info("round %d: training on %d local images", a.round, len(data))
         seed = local_seed(a.seed, a.round, self.config.site_id)
         t0 = time.monotonic()
-        weights, metrics = self.work.train(m.info, m.weights, settings, seed=seed)
+        trained, metrics = self.work.train(m.info, m.weights, settings, seed=seed)
         metrics["seconds"] = round(time.monotonic() - t0, 3)
-        return weights, len(data), metrics
+        return model_update(trained, m.weights), len(data), metrics

@@ -1,6 +1,6 @@
 """This site's side of a secure round: the gateway's steps in, this site's replies out.
 
-In a training round the site quantizes ``examples * clip(delta)`` (plus its example count)
+In a training round the site quantizes ``examples * clip(update)`` (plus its example count)
 once per attempt; in an evaluation it encodes its report on the announced model
 (:mod:`privadx.common.evaluation.secure_sum`). Then it follows the steps of
 :mod:`privadx.common.wire.secure`. The input never leaves the device in the clear: the gateway
@@ -66,7 +66,7 @@ class SecureParticipant:
         return self.attempt.announcement.announcement if self.attempt else None
 
     def begin(
-        self, a: RoundAnnouncement, delta: np.ndarray, examples: int, rng: np.random.Generator
+        self, a: RoundAnnouncement, update: np.ndarray, examples: int, rng: np.random.Generator
     ) -> Envelope:
         """Start training attempt ``a`` with this site's update; return its ``advertise``."""
         settings = _settings(a)
@@ -74,7 +74,7 @@ class SecureParticipant:
         weight = min(examples, spec.max_weight) if settings.weighted else 1
         if settings.weighted and weight < examples:
             log.warning("round %d: example count capped at %d for the secure sum", a.round, weight)
-        return self._begin(a, quantize(delta, spec, rng, weight=weight), spec)
+        return self._begin(a, quantize(update, spec, rng, weight=weight), spec)
 
     def begin_input(self, a: RoundAnnouncement, x: np.ndarray, modulus: SumModulus) -> Envelope:
         """Start attempt ``a`` with an input already encoded for ``modulus`` (a report)."""

@@ -34,7 +34,8 @@ from privadx.common.npz_file import NpzFileError, load_npz_file, save_npz_file
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1
+FORMAT = 2
+"""2: pending updates hold ``trained - base`` (1 held trained weights; not resumed)."""
 _META = "__meta__"
 
 
@@ -79,14 +80,17 @@ class RunCheckpoint:
         except (OSError, ValueError) as exc:
             raise DataError(f"{self.run_file}: unreadable checkpoint ({exc})") from exc
         if doc.get("format") != FORMAT:
-            raise DataError(f"{self.run_file}: checkpoint format {doc.get('format')!r} unknown")
+            raise DataError(
+                f"{self.run_file}: checkpoint format {doc.get('format')!r} is not this gateway's "
+                f"({FORMAT}); resume the run with the PrivaDx that wrote it, or use another --out"
+            )
         return dict(doc)
 
     # --- writing -------------------------------------------------------------------------
     def save_pending(self, round_num: int, update: AcceptedUpdate) -> None:
         """Persist an accepted update of the open round (before it is counted)."""
         meta = {"examples": update.examples, "metrics": update.metrics, "nbytes": update.nbytes}
-        _save_arrays(self._pending_dir(round_num) / f"{update.site}.npz", update.weights, meta)
+        _save_arrays(self._pending_dir(round_num) / f"{update.site}.npz", update.update, meta)
 
     def commit_round(
         self,
@@ -163,8 +167,8 @@ class RunCheckpoint:
             run_nonce=str(doc.get("run_nonce") or ""),
         )
 
-    def pending_weights(self, round_num: int, site: str) -> dict[str, np.ndarray]:
-        """The weights of one persisted update of the open round (read back to aggregate).
+    def pending_update(self, round_num: int, site: str) -> dict[str, np.ndarray]:
+        """One persisted update of the open round (``trained - base``; read back to aggregate).
 
         Raises:
             DataError: The file is missing or unreadable.

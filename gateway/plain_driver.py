@@ -112,12 +112,12 @@ class PlainRounds:
             if self._mean is None:
                 self._mean = StreamingMean(state.weights)
             mean = self._mean
-            mean.reset(state.weights)
+            mean.reset()
             for s, _ in ordered:
-                mean.add(self.checkpoint.pending_weights(number, s), counts[s])  # from disk
-            updates = [(mean.as_single_update(), int(mean.weight))]
+                mean.add(self.checkpoint.pending_update(number, s), counts[s])  # from disk
+            updates = [(mean.mean_update(), int(mean.weight))]
         else:
-            updates = [(u.weights, counts[s]) for s, u in ordered]
+            updates = [(u.update, counts[s]) for s, u in ordered]
         state.weights = server.aggregate(state.weights, updates)
         return {**round_state.summary(), "capped_examples": capped}
 
@@ -159,7 +159,7 @@ class PlainRounds:
                 return
             if self.streams:  # it is on disk now; read back one at a time when the round closes
                 update = round_state.accepted[site]
-                round_state.accepted[site] = replace(update, weights={})
+                round_state.accepted[site] = replace(update, update={})
             log.info(
                 "round %d: update from %s accepted (%d/%d)",
                 round_state.number,

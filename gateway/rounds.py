@@ -36,7 +36,7 @@ class ServerStep(Protocol):
         global_weights: dict[str, np.ndarray],
         updates: list[tuple[dict[str, np.ndarray], int]],
     ) -> dict[str, np.ndarray]:
-        """New global weights from ``(trained weights, examples)`` of each site."""
+        """New global weights from ``(update, examples)`` of each site (update: trained - base)."""
         ...  # pragma: no cover
 
     def state_arrays(self) -> list[np.ndarray]:
@@ -124,7 +124,8 @@ class AcceptedUpdate:
     """One site's contribution to a round."""
 
     site: str
-    weights: dict[str, np.ndarray]
+    update: dict[str, np.ndarray]
+    """``trained - base`` per tensor (float32; emptied once the update is on disk)."""
     examples: int
     metrics: dict[str, float]
     nbytes: int
@@ -164,13 +165,13 @@ class RoundState:
             reason = verify(env, site)
         if reason is None:
             try:
-                weights = decode_update(from_bytes(env.payload), reference, _encoding(env))
+                update = decode_update(from_bytes(env.payload), reference, _encoding(env))
             except TensorFormatError as exc:
                 reason = str(exc)
             else:
                 self.accepted[site] = AcceptedUpdate(
                     site,
-                    weights,
+                    update,
                     int(env.meta["examples"]),
                     {
                         k: float(v)

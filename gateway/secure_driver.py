@@ -62,8 +62,8 @@ class SecureRounds:
     def run_round(self, state: GatewayRun, server: Any, number: int) -> tuple[int, dict[str, Any]]:
         """Secure aggregation until one attempt recovers the sum; then the server step.
 
-        The gateway learns ``sum_i n_i * clip(delta_i)`` and ``sum_i n_i`` over the sites
-        whose masked input arrived, i.e. the weighted mean of their clipped deltas, and runs
+        The gateway learns ``sum_i n_i * clip(update_i)`` and ``sum_i n_i`` over the sites
+        whose masked input arrived, i.e. the weighted mean of their clipped updates, and runs
         the TFF server step (mean of one, server optimizer) on it.
         """
         failures: list[str] = []
@@ -88,14 +88,13 @@ class SecureRounds:
                 f"round {number}: secure aggregation failed {self.config.max_retries + 1} "
                 f"times: {failures[-1]}"
             )
-        if self.config.dp is not None:  # values: the unweighted sum of clipped deltas
+        if self.config.dp is not None:  # values: the unweighted sum of clipped updates
             from tff_core.privacy import noised_mean
 
             mean = unflatten(noised_mean(values, self.config.dp, self._noise), state.weights)
         else:
             mean = unflatten(values / weight, state.weights)
-        averaged = {n: state.weights[n] - mean[n] for n in state.weights}
-        state.weights = server.aggregate(state.weights, [(averaged, weight)])
+        state.weights = server.aggregate(state.weights, [(mean, weight)])
         u3 = sorted(secure.masked)
         return attempt, {
             "updates": len(u3),

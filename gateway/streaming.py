@@ -1,15 +1,14 @@
-"""Streaming weighted mean of model deltas: memory independent of the number of sites.
+"""Streaming weighted mean of model updates: memory independent of the number of sites.
 
-Each accepted update is folded into the running weighted sum of deltas as it arrives and can
-then be dropped (the checkpoint keeps it on disk for crash recovery), so the gateway holds
-the same few buffers whatever the number of sites: a float64 total, a float32 partial sum of
-the current group of updates and a scratch block (:data:`BLOCK`).
+Each accepted update (``trained - base``) is folded into the running weighted sum as it
+arrives and can then be dropped (the checkpoint keeps it on disk for crash recovery), so the
+gateway holds the same few buffers whatever the number of sites: a float64 total and a
+float32 partial sum of the current group of updates.
 
-Speed and precision: an update is folded in blocks (``base - trained`` lands in a scratch
-block that stays in cache, then BLAS ``saxpy`` adds it, weighted, to the partial sum in one
-pass), and every ``GROUP`` updates the float32 partial is added to the float64 total.
-A float32 sum of at most 64 weighted deltas is as precise as TFF's own float32 mean, and the
-float64 total keeps a thousand updates from losing digits to each other.
+Speed and precision: BLAS ``saxpy`` adds an update, weighted, to the partial sum in one pass
+per block of :data:`BLOCK` values, and every ``GROUP`` updates the float32 partial is added to
+the float64 total. A float32 sum of at most 64 weighted updates is as precise as TFF's own
+float32 mean, and the float64 total keeps a thousand updates from losing digits to each other.
 """
 
 from __future__ import annotations
@@ -19,7 +18,7 @@ import numpy as np
 from privadx.common.errors import InputError
 
 BLOCK = 1 << 20
-"""Values per block: the float32 scratch block (4 MiB) stays in the last-level cache.
+"""Values per ``saxpy`` call (4 MiB of float32, within the last-level cache).
 
 Measured (100 updates of 2M values, 2-core AMD EPYC VM, 32 MiB L3, one BLAS thread; fold time
 over one ``np.copyto`` of the same bytes, three runs): 3.02-3.21x with 64 Ki-value blocks,
@@ -57,74 +56,60 @@ def _axpy(a: float, x: np.ndarray, y: np.ndarray) -> None:
 
 
 class StreamingMean:
-    """Running example-weighted mean of client deltas against one base model."""
+    """Running example-weighted mean of sites' updates (``trained - base``)."""
 
-    def __init__(self, base: dict[str, np.ndarray]) -> None:
-        """Buffers for models shaped like ``base``; BLAS on one thread (:func:`one_blas_thread`)."""
+    def __init__(self, reference: dict[str, np.ndarray]) -> None:
+        """Buffers for updates shaped like ``reference``'s tensors; BLAS on one thread."""
         one_blas_thread()
-        self.shapes = {n: v.shape for n, v in base.items()}
+        self.shapes = {n: v.shape for n, v in reference.items()}
         size = {n: int(np.prod(s, dtype=np.int64)) for n, s in self.shapes.items()}
         self._sum = {n: np.empty(k, np.float64) for n, k in size.items()}
         self._partial = {n: np.empty(k, np.float32) for n, k in size.items()}
         self._out = {n: np.empty(k, np.float32) for n, k in size.items()}
-        self._update = {n: np.empty(k, np.float32) for n, k in size.items()}
-        self._scratch = np.empty(BLOCK, np.float32)
-        self.reset(base)
+        self.reset()
 
     @property
     def buffer_bytes(self) -> int:
         """Bytes of the buffers this accumulator holds (independent of the updates)."""
-        arrays: list[np.ndarray] = [
-            *self._sum.values(),
-            *self._partial.values(),
-            *self._out.values(),
-            *self._update.values(),
-        ]
-        return sum(a.nbytes for a in arrays) + self._scratch.nbytes
+        arrays: list[np.ndarray] = [*self._sum.values(), *self._partial.values()]
+        arrays += self._out.values()
+        return sum(a.nbytes for a in arrays)
 
-    def reset(self, base: dict[str, np.ndarray]) -> None:
-        """Start a new round against ``base``, reusing the buffers (a model of the same shape).
+    def reset(self) -> None:
+        """Start a new round, reusing the buffers.
 
         Reuse matters: fresh buffers cost a page fault per 4 KiB on first touch, which on this
         machine took longer than folding in ten 2M-value updates. Nothing is zeroed: the first
         update of a group and the first fold overwrite their buffer instead of adding to it.
         """
-        if {n: v.shape for n, v in base.items()} != self.shapes:
-            raise InputError("the base model's tensors changed; build a new StreamingMean")
-        self.base = {n: np.ascontiguousarray(v, np.float32).reshape(-1) for n, v in base.items()}
         self._in_group = 0
         self._total_live = False
         self.weight = 0.0
         self.count = 0
 
-    def add(self, trained: dict[str, np.ndarray], weight: float) -> None:
-        """Fold in one site's trained weights with its weight (example count).
+    def add(self, update: dict[str, np.ndarray], weight: float) -> None:
+        """Fold in one site's update with its weight (example count).
 
         Raises:
             InputError: Tensors missing or misshapen, or a weight that is not positive.
         """
         if not weight > 0:
             raise InputError(f"update weight must be positive, got {weight}")
-        if trained.keys() != self.base.keys():
+        if update.keys() != self.shapes.keys():
             raise InputError("update does not have the global model's tensors")
         for name, shape in self.shapes.items():
-            if trained[name].shape != shape:
-                raise InputError(f"tensor {name}: shape {trained[name].shape}, expected {shape}")
+            if update[name].shape != shape:
+                raise InputError(f"tensor {name}: shape {update[name].shape}, expected {shape}")
         w = float(weight)
         first = self._in_group == 0
         for name, partial in self._partial.items():
-            values = np.asarray(trained[name], np.float32).reshape(-1)
-            base = self.base[name]
+            values = np.asarray(update[name], np.float32).reshape(-1)
             for start in range(0, values.size, BLOCK):
                 stop = start + BLOCK
                 if first:  # the group's first update initialises the partial sum
-                    block = partial[start:stop]
-                    np.subtract(base[start:stop], values[start:stop], out=block)
-                    np.multiply(block, np.float32(w), out=block)
-                    continue
-                scratch = self._scratch[: min(BLOCK, values.size - start)]
-                np.subtract(base[start:stop], values[start:stop], out=scratch)
-                _axpy(w, scratch, partial[start:stop])
+                    np.multiply(values[start:stop], np.float32(w), out=partial[start:stop])
+                else:
+                    _axpy(w, values[start:stop], partial[start:stop])
         self.weight += w
         self.count += 1
         self._in_group += 1
@@ -143,8 +128,8 @@ class StreamingMean:
         self._total_live = True
         self._in_group = 0
 
-    def mean_delta(self) -> dict[str, np.ndarray]:
-        """The weighted mean delta so far (float32 views of buffers reused by :meth:`reset`)."""
+    def mean_update(self) -> dict[str, np.ndarray]:
+        """The weighted mean update so far (float32 views of buffers reused by :meth:`reset`)."""
         if self.count == 0:
             raise InputError("no update to average")
         scale = 1.0 / self.weight
@@ -156,12 +141,3 @@ class StreamingMean:
             for name, total in self._sum.items():
                 np.multiply(total, scale, out=self._out[name], casting="same_kind")
         return {n: out.reshape(self.shapes[n]) for n, out in self._out.items()}
-
-    def as_single_update(self) -> dict[str, np.ndarray]:
-        """Trained weights whose delta is the mean: ``base - mean_delta``, for the server step.
-
-        The arrays are buffers reused by :meth:`reset`: use them before the next round.
-        """
-        for name, delta in self.mean_delta().items():
-            np.subtract(self.base[name], delta.reshape(-1), out=self._update[name])
-        return {n: u.reshape(self.shapes[n]) for n, u in self._update.items()}

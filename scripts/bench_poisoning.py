@@ -58,6 +58,7 @@ def run_federation(
     from models.weights import get_weights, set_weights
     from privadx.common.data.arrays import LabeledImages
     from privadx.common.preprocess import PreprocessSpec
+    from privadx.common.wire.update_codec import model_update
     from tff_core.aggregation import FedAvgServer
     from tff_core.robust import AggregationRule
 
@@ -81,10 +82,10 @@ def run_federation(
             set_weights(model, weights)
             seed = local_seed(args.seed, round_num, site_name(i))
             train_locally(model, site, pre, training, seed=seed)
-            trained = get_weights(model)
+            update = model_update(get_weights(model), weights)
             if attack == "scaled" and i == 0:
-                trained = {k: weights[k] + SCALE * (v - weights[k]) for k, v in trained.items()}
-            updates.append((trained, len(site)))
+                update = {k: SCALE * v for k, v in update.items()}
+            updates.append((update, len(site)))
         weights = server.aggregate(weights, updates)
     set_weights(model, weights)
     threshold = choose_threshold(model, dataset.val, pre, 1)

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # the test harness (tests/) starts the benchmark's broker
+sys.path.insert(0, str(ROOT))  # harness/ starts the benchmark's broker
 
 from bench import trunc  # noqa: E402  (scripts/ is on the path: this script's folder)
 

@@ -1,8 +1,10 @@
 """The server half of FedAvg as TFF computations, for the gateway to run on received updates.
 
-The gateway gets each site's trained weights and example count over MQTT. It turns them into
-the same quantities TFF's ``build_weighted_fed_avg`` forms (client delta = global - trained,
-weighted by examples), aggregates them with the run's model aggregator (a TFF aggregation
+The gateway gets each site's update (``trained - global``, PrivaDx's one convention) and
+example count over MQTT. Here, at TFF's door, an update becomes what TFF's
+``build_weighted_fed_avg`` forms (its client delta is ``global - trained``: the update
+negated, exactly, since IEEE subtraction is sign-symmetric), weighted by examples; the
+run's model aggregator combines them (a TFF aggregation
 process: ``MeanFactory``, the default of ``build_weighted_fed_avg``, or TFF's robust
 aggregator; or a coordinate-wise rule from :mod:`tff_core.robust`) and applies the TFF server
 optimizer, so one round through MQTT reproduces one round of the simulation.
@@ -69,13 +71,16 @@ class FedAvgServer:
         global_weights: dict[str, np.ndarray],
         updates: list[tuple[dict[str, np.ndarray], int]],
     ) -> dict[str, np.ndarray]:
-        """New global weights from ``(trained weights, examples)`` of each contributing site."""
+        """New global weights from ``(update, examples)`` of each contributing site.
+
+        An update is ``trained - global`` per tensor (:mod:`privadx.common.wire.update_codec`).
+        """
         tf = require("tensorflow")
         if not updates:
             raise ValueError("cannot aggregate zero updates")
         base = [global_weights[n] for n in self.names]
-        flat_base = self._flatten(base)
-        deltas = [flat_base - self._flatten([w[n] for n in self.names]) for w, _ in updates]
+        # TFF's client delta is global - trained: the update negated (exact in float32).
+        deltas = [-self._flatten([u[n] for n in self.names]) for u, _ in updates]
         combined = self._combine(deltas, [np.float32(n) for _, n in updates])
         mean_delta = [tf.constant(d) for d in unflatten(combined, self.reference).values()]
         variables = [tf.constant(b) for b in base]

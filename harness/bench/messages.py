@@ -35,7 +35,7 @@ def aggregation(counts: list[int]) -> list[dict[str, Any]]:
     base = {k: rng.normal(size=s).astype(np.float32) for k, s in shapes.items()}
     # Updates come from a pool larger than the caches, so every one is read from memory.
     pool = [
-        {k: (v + rng.normal(scale=0.01, size=v.shape)).astype(np.float32) for k, v in base.items()}
+        {k: rng.normal(scale=0.01, size=v.shape).astype(np.float32) for k, v in base.items()}
         for _ in range(8)
     ]
     flat_pool = [np.concatenate([u[k].ravel() for k in base]) for u in pool]
@@ -46,10 +46,10 @@ def aggregation(counts: list[int]) -> list[dict[str, Any]]:
         weights = [float(10 + i % 7) for i in range(n)]
 
         def streaming(n: int = n, weights: list[float] = weights) -> None:
-            acc.reset(base)
+            acc.reset()
             for i in range(n):
                 acc.add(pool[i % len(pool)], weights[i])
-            acc.as_single_update()
+            acc.mean_update()
 
         def floor(n: int = n) -> None:
             dest = np.empty(MODEL_VALUES, np.float32)
@@ -99,7 +99,7 @@ def encodings(dataset: str) -> dict[str, Any]:
     from privadx.common.wire import envelope as wire
     from privadx.common.wire.chunks import split
     from privadx.common.wire.messages import update_envelope
-    from privadx.common.wire.update_codec import Encoding
+    from privadx.common.wire.update_codec import Encoding, model_update
 
     spec = ModelSpec(arch=Architecture.CNN, height=28, width=28, channels=1, num_classes=2)
     base = get_weights(build_model(spec, seed=0))
@@ -115,8 +115,7 @@ def encodings(dataset: str) -> dict[str, Any]:
             run="run-1",
             round_num=1,
             site="site-0",
-            weights=trained,
-            base=base,
+            update=model_update(trained, base),
             encoding=encoding,
             examples=470,
             metrics={"loss": 0.3, "accuracy": 0.9, "seconds": 12.5},

@@ -12,7 +12,8 @@ HELP = "run a site's agent: train on local images when the gateway asks, keep th
 DESCRIPTION = """\
 Join a federation as one site. The agent announces itself, takes the current global model
 (also when it joins late), trains on the site's own images whenever the gateway announces a
-round, and sends back only the trained weights, the number of images and local metrics. It
+round, and sends back only its update (trained minus global weights), the number of images
+and local metrics. It
 holds part of its images back (--eval-fraction, stratified by class, or --eval-data) and
 scores every new global model on them, sending the gateway a signed report of sums
 (histograms, counts, losses) and logging the decision threshold its own images would choose.

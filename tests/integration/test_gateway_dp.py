@@ -38,12 +38,12 @@ def test_plain_updates_are_clipped_and_noised_by_tff() -> None:
     direction = {
         k: np.ones_like(v) / np.sqrt(sum(x.size for x in BASE.values())) for k, v in BASE.items()
     }
-    trained = {k: (-10.0 * v).astype(np.float32) for k, v in direction.items()}  # delta = +10 dir
+    update = {k: (-10.0 * v).astype(np.float32) for k, v in direction.items()}  # trained - base
     with tff_runtime():
         server = FedAvgServer(BASE, SGD1, AggregationRule.MEAN, dp=SPEC)
-        new = server.aggregate(BASE, [(trained, 100 + i) for i in range(4)])
-    # TFF's delta is base - trained = 10 * direction, clipped to 0.1 * direction; the server
-    # step w - mean(delta) moves the model by -0.1 * direction plus the noise / 4.
+        new = server.aggregate(BASE, [(update, 100 + i) for i in range(4)])
+    # TFF's delta is base - trained = -update = 10 * direction, clipped to 0.1 * direction;
+    # the server step w - mean(delta) moves the model by -0.1 * direction plus the noise / 4.
     got = np.concatenate([(new[k] - BASE[k]).ravel() for k in BASE])
     expected = -0.1 * np.concatenate([direction[k].ravel() for k in BASE])
     noise = got - expected

@@ -27,7 +27,7 @@ from privadx.common.wire.chunks import DEFAULT_CHUNK_SIZE, split
 from privadx.common.wire.envelope import Envelope, Kind
 from privadx.common.wire.messages import RUN_NONCE, RoundAnnouncement, update_envelope
 from privadx.common.wire.topics import Topics
-from privadx.common.wire.update_codec import Encoding
+from privadx.common.wire.update_codec import Encoding, model_update
 
 pytest.importorskip("tensorflow_federated")
 
@@ -42,7 +42,8 @@ def _attack_messages(broker: Mosquitto, round_env: Envelope) -> list[bytes]:
     base = {"w": np.zeros(3, np.float32)}
 
     def update(site: str, **meta: object) -> Envelope:
-        env = update_envelope(run=a.run, round_num=a.round, site=site, weights=base, base=base,
+        env = update_envelope(run=a.run, round_num=a.round, site=site,
+                              update=model_update(base, base),
                               encoding=Encoding.FLOAT32, examples=10, metrics={},
                               base_model=a.model_sha256)  # fmt: skip
         return env.with_meta(**meta) if meta else env

@@ -15,7 +15,7 @@ BASE = {"w": np.zeros((20, 10), np.float32), "b": np.zeros(10, np.float32)}
 
 
 def _updates(attack_scale: float | None) -> list[tuple[dict[str, np.ndarray], int]]:
-    """Ten sites whose trained weights lie near 0.1; the last one scaled by ``attack_scale``."""
+    """Ten sites' updates (trained - global) near 0.1; the last one scaled by ``attack_scale``."""
     rng = np.random.default_rng(0)
     updates = []
     for i in range(10):
@@ -99,7 +99,7 @@ def test_flat_aggregation_equals_tff_on_the_weight_structure(rule: AggregationRu
         zeroed = []
         for scale in (3.0, 1000.0, 3.0):
             updates = _updates(scale)
-            deltas = [[expected[k] - w[k] for k in BASE] for w, _ in updates]
+            deltas = [[-u[k] for k in BASE] for u, _ in updates]  # TFF's delta: global - trained
             out = process.next(state, deltas, [np.float32(n) for _, n in updates])
             state = out.state
             expected = {

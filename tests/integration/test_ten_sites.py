@@ -12,11 +12,12 @@ from privadx.common.data.partition import PartitionSpec
 
 pytest.importorskip("tensorflow_federated")
 
-SITES, ROUNDS = 10, 5
+SITES, ROUNDS, EPOCHS = 10, 5, 1
 
 
 @pytest.mark.slow
 def test_ten_sites_five_rounds_match_the_simulation(tmp_path: Path, pneumonia_npz: Path) -> None:
+    from models.settings import LocalTraining
     from tff_core.config import SimulationConfig
     from tff_core.simulation import run_simulation
 
@@ -32,6 +33,7 @@ def test_ten_sites_five_rounds_match_the_simulation(tmp_path: Path, pneumonia_np
             rounds=ROUNDS,
             seed=0,
             federation="ten",
+            training=LocalTraining(local_epochs=EPOCHS),
             export_onnx=False,
         )
     finally:
@@ -42,7 +44,7 @@ def test_ten_sites_five_rounds_match_the_simulation(tmp_path: Path, pneumonia_np
             out=tmp_path / "sim",
             partition=spec,
             rounds=ROUNDS,
-            local_epochs=2,
+            local_epochs=EPOCHS,
             seed=0,
             export_onnx=False,
         )

@@ -41,7 +41,7 @@ from privadx.common.wire.messages import (
 )
 from privadx.common.wire.tensors import from_bytes
 from privadx.common.wire.topics import Topics
-from privadx.common.wire.update_codec import Encoding
+from privadx.common.wire.update_codec import Encoding, model_update
 from tff_core.robust import AggregationRule
 
 SITES = ("site-0", "site-1", "site-2")
@@ -56,7 +56,8 @@ def _trained(site: str, round_num: int, base: dict[str, np.ndarray]) -> dict[str
 
 
 class MeanServer:
-    """FedAvg's server step with SGD at learning rate 1: the weighted mean of the weights."""
+    """FedAvg's server step with SGD at learning rate 1: the global model plus the weighted
+    mean of the updates, i.e. the weighted mean of the sites' trained weights."""
 
     def __init__(self, weights: dict[str, np.ndarray]) -> None:
         self.last_measurements: dict[str, Any] = {}
@@ -72,9 +73,9 @@ class MeanServer:
         out = {}
         for k, base in global_weights.items():
             acc = np.zeros(base.shape, np.float64)
-            for w, n in updates:
-                acc += w[k].astype(np.float64) * n
-            out[k] = (acc / total).astype(np.float32)
+            for u, n in updates:
+                acc += u[k].astype(np.float64) * n
+            out[k] = (base.astype(np.float64) + acc / total).astype(np.float32)
         return out
 
     def state_arrays(self) -> list[np.ndarray]:
@@ -139,8 +140,7 @@ class ScriptedLink:
                 run=a.run,
                 round_num=a.round,
                 site=site,
-                weights=_trained(site, a.round, base),
-                base=base,
+                update=model_update(_trained(site, a.round, base), base),
                 encoding=Encoding.FLOAT32,
                 examples=EXAMPLES[site],
                 metrics={"loss": 0.5},

@@ -7,7 +7,7 @@ import pytest
 
 from gateway.rounds import RoundState
 from privadx.common.wire.messages import update_envelope
-from privadx.common.wire.update_codec import Encoding
+from privadx.common.wire.update_codec import Encoding, model_update
 
 REF = {"w": np.zeros((2, 3), np.float32), "b": np.zeros(3, np.float32)}
 
@@ -30,16 +30,15 @@ def _update(
     run="run-1",
     base="base",
     examples=10,
-    weights=None,
+    update=None,
     encoding=Encoding.FLOAT32,
 ):
-    weights = weights or {k: np.ones_like(v) for k, v in REF.items()}
+    update = update or {k: np.ones_like(v) for k, v in REF.items()}
     return update_envelope(
         run=run,
         round_num=round_num,
         site=site,
-        weights=weights,
-        base=REF,
+        update=update,
         encoding=encoding,
         examples=examples,
         metrics={"loss": 0.3},
@@ -65,7 +64,7 @@ def test_rejections_carry_reasons() -> None:
     assert "stale model" in st.offer(_update(base="old"), "s1", REF)
     assert "example count" in st.offer(_update(examples=0), "s1", REF)
     bad_shape = {"w": np.ones((3, 2), np.float32), "b": np.ones(3, np.float32)}
-    assert "tensor w" in st.offer(_update(weights=bad_shape), "s1", REF)
+    assert "tensor w" in st.offer(_update(update=bad_shape), "s1", REF)
     assert st.accepted == {}
     assert st.rejected["wrong round"] == 1 and st.rejected.total() == 6
 
@@ -86,12 +85,15 @@ def test_ready_when_all_expected_or_deadline_with_quorum() -> None:
 def test_compressed_updates_are_decoded_against_the_global_model() -> None:
     st = _state()
     trained = {"w": np.full((2, 3), 0.5, np.float32), "b": np.full(3, -0.25, np.float32)}
-    assert st.offer(_update("s1", weights=trained, encoding=Encoding.INT8), "s1", REF) is None
-    assert st.offer(_update("s2", weights=trained, encoding=Encoding.FLOAT16), "s2", REF) is None
+    base = {k: v + 3 for k, v in REF.items()}
+    update = model_update(trained, base)
+    assert st.offer(_update("s1", update=update, encoding=Encoding.INT8), "s1", base) is None
+    assert st.offer(_update("s2", update=update, encoding=Encoding.FLOAT16), "s2", base) is None
     for site in ("s1", "s2"):
-        got = st.accepted[site].weights
+        got = st.accepted[site].update  # trained - global, whatever the encoding
         assert all(
-            got[k].dtype == np.float32 and np.allclose(got[k], trained[k], atol=1e-3) for k in REF
+            got[k].dtype == np.float32 and np.allclose(got[k], trained[k] - base[k], atol=1e-3)
+            for k in REF
         )
 
 

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from privadx.common.wire import envelope as wire
 from privadx.common.wire import tensors
 from privadx.common.wire.chunks import Reassembler, split
-from privadx.common.wire.envelope import Envelope, Kind, WireError
+from privadx.common.wire.envelope import SCHEMA_VERSION, Envelope, Kind, WireError
 from privadx.common.wire.messages import Phase, RoundAnnouncement, model_envelope
 from privadx.common.wire.topics import Topics
 
@@ -36,6 +36,8 @@ def test_envelope_roundtrip() -> None:
     [
         (lambda b: b"XYZ" + b[3:], "bad magic"),
         (lambda b: b[:3] + bytes([99]) + b[4:], "schema version 99 is not supported"),
+        # Version 1 sent a float32 update as weights, not as trained - base: never reread.
+        (lambda b: b[:3] + bytes([1]) + b[4:], "schema version 1 is not supported"),
         (lambda b: b[:8], "out of bounds"),
         (lambda b: b[:2], "too short"),
     ],
@@ -57,7 +59,7 @@ def _raw(**changes) -> bytes:
         **changes,
     }
     head = json.dumps(header).encode()
-    return struct.pack("<3sBI", b"PDX", 1, len(head)) + head
+    return struct.pack("<3sBI", b"PDX", SCHEMA_VERSION, len(head)) + head
 
 
 @pytest.mark.parametrize(

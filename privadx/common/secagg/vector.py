@@ -11,16 +11,16 @@ import numpy as np
 from privadx.common.errors import InputError
 
 
-def flatten_delta(base: dict[str, np.ndarray], trained: dict[str, np.ndarray]) -> np.ndarray:
-    """``base - trained`` (TFF's client delta) of every tensor, concatenated (float64)."""
-    if list(base) != list(trained):
-        raise InputError("trained weights do not have the global model's tensors")
+def flatten_update(update: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> np.ndarray:
+    """An update (``trained - base``) as one float64 vector, in ``reference``'s tensor order."""
+    if sorted(update) != sorted(reference):
+        raise InputError("the update does not have the global model's tensors")
     parts = []
-    for name, b in base.items():
-        t = trained[name]
-        if t.shape != b.shape:
-            raise InputError(f"tensor {name}: shape {t.shape}, expected {b.shape}")
-        parts.append((np.asarray(b, np.float64) - np.asarray(t, np.float64)).ravel())
+    for name, ref in reference.items():
+        u = update[name]
+        if u.shape != ref.shape:
+            raise InputError(f"tensor {name}: shape {u.shape}, expected {ref.shape}")
+        parts.append(np.asarray(u, np.float64).ravel())
     return np.concatenate(parts) if parts else np.zeros(0)
 
 

@@ -19,7 +19,8 @@ from privadx.common.compat import StrEnum
 from privadx.common.errors import InputError
 
 MAGIC = b"PDX"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""2: an update's tensors are always ``trained - base`` (in 1 a float32 update held weights)."""
 _HEAD = struct.Struct("<3sBI")
 MAX_HEADER = 64 * 1024
 

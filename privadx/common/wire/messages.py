@@ -8,7 +8,8 @@
   or in a crash is recovered without retraining.
 - ``MODEL`` (gateway, retained chunks): global weights as tensors plus what is needed to build
   the model (model spec, preprocessing, class names).
-- ``UPDATE`` (site, chunks): trained weights, example count, local metrics, base model hash.
+- ``UPDATE`` (site, chunks): the update (trained - base), example count, local metrics, base
+  model hash.
 - ``ONNX`` (gateway, retained chunks): the exported model file.
 - ``SECAGG``: the steps of a secure round (:mod:`privadx.common.wire.secure`); a round announced
   with ``secure`` settings gets no plain ``UPDATE``.
@@ -156,21 +157,20 @@ def update_envelope(
     run: str,
     round_num: int,
     site: str,
-    weights: dict[str, np.ndarray],
-    base: dict[str, np.ndarray],
+    update: dict[str, np.ndarray],
     encoding: Encoding,
     examples: int,
     metrics: dict[str, float],
     base_model: str,
     run_nonce: str = "",
 ) -> Envelope:
-    """A site's ``UPDATE`` message: its trained weights in the run's encoding."""
+    """A site's ``UPDATE`` message: its update (``trained - base``) in the run's encoding."""
     return Envelope(
         kind=Kind.UPDATE,
         run=run,
         round=round_num,
         sender=site,
-        payload=tensors.to_bytes(encode_update(weights, base, encoding)),
+        payload=tensors.to_bytes(encode_update(update, encoding)),
         meta={
             "examples": examples,
             "metrics": metrics,
