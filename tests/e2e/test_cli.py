@@ -14,6 +14,7 @@ from pydicom.data import get_testdata_file
 from tests.conftest import REPO, run_cli
 
 
+@pytest.mark.slow
 def test_simulate_writes_the_run_folder(sim_run: Path) -> None:
     names = {p.name for p in sim_run.iterdir()}
     assert {
@@ -43,6 +44,7 @@ def test_simulate_writes_the_run_folder(sim_run: Path) -> None:
     assert (sim_run / "curves.png").read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.slow
 def test_export_then_diagnose_png_dicom_npz(
     sim_run: Path, breast_npz: Path, tmp_path: Path
 ) -> None:
@@ -85,6 +87,7 @@ def test_export_then_diagnose_png_dicom_npz(
     assert out["results"][0]["probabilities"] == out["results"][3]["probabilities"]
 
 
+@pytest.mark.slow
 def test_int8_export_calibrated_on_site_images(
     sim_run: Path, breast_npz: Path, tmp_path: Path
 ) -> None:
@@ -135,6 +138,7 @@ def test_int8_export_calibrated_on_site_images(
     assert agree >= 0.95, f"int8 and fp32 agree on {agree:.0%} of 60 test images"
 
 
+@pytest.mark.slow
 def test_diagnose_human_output_and_partial_failure(
     sim_run: Path, tmp_path: Path, breast_npz: Path
 ) -> None:
@@ -211,6 +215,7 @@ def test_config_file_supplies_defaults_and_flags_win(tmp_path: Path) -> None:
     assert proc.returncode == 2 and "no_such_setting" in proc.stderr
 
 
+@pytest.mark.slow
 def test_signed_export_is_checked_by_diagnose(
     sim_run: Path, breast_npz: Path, tmp_path: Path
 ) -> None:
@@ -266,6 +271,7 @@ def test_certs_init_and_issue(tmp_path: Path) -> None:
     assert "Traceback" not in again.stderr + plain.stderr
 
 
+@pytest.mark.slow
 def test_diagnose_with_a_site_threshold_and_calibrated_probabilities(
     sim_run: Path, tmp_path: Path, breast_npz: Path
 ) -> None:
@@ -410,6 +416,7 @@ def _zeros_b64(n: int) -> str:
         ({"ood": {"threshold": "high"}}, "ood.threshold 'high' is not a positive number"),
     ],
 )  # fmt: skip
+@pytest.mark.slow
 def test_a_model_with_bad_metadata_is_refused_naming_the_field(
     sim_run: Path, tmp_path: Path, breast_npz: Path, change: dict[str, object], message: str
 ) -> None:
@@ -430,6 +437,7 @@ def test_a_model_with_bad_metadata_is_refused_naming_the_field(
     assert message in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_an_image_bomb_is_reported_and_the_other_images_diagnosed(
     sim_run: Path, tmp_path: Path, breast_npz: Path
 ) -> None:
@@ -450,6 +458,7 @@ def test_an_image_bomb_is_reported_and_the_other_images_diagnosed(
     assert "above the limit of 100 " in json.loads(strict.stdout)["results"][2]["error"]
 
 
+@pytest.mark.slow
 def test_diagnose_on_a_named_execution_provider(
     sim_run: Path, breast_npz: Path, tmp_path: Path
 ) -> None:

@@ -135,6 +135,7 @@ def _round_1_done_pause_site_2(fed: Federation) -> None:
     assert committed_round(fed.out) == 1 and pending_updates(fed.out, 2) == ["site-0", "site-1"]
 
 
+@pytest.mark.slow
 def test_gateway_killed_mid_round_resumes_and_loses_nothing(
     setup: Federation, calm: Federation
 ) -> None:
@@ -169,6 +170,7 @@ def test_gateway_killed_mid_round_resumes_and_loses_nothing(
         assert fed["auc"] == pytest.approx(want["auc"], abs=1e-3)
 
 
+@pytest.mark.slow
 def test_broker_restart_mid_round(setup: Federation, calm: Federation) -> None:
     def restart(fed: Federation) -> None:
         _round_1_done_pause_site_2(fed)

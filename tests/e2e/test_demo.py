@@ -6,9 +6,12 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import SUMMARY_KEYS, run_cli
 
 
+@pytest.mark.slow
 def test_demo_runs_a_federation_end_to_end(tmp_path: Path, breast_npz: Path) -> None:
     out = tmp_path / "demo"
     proc = run_cli(

@@ -50,6 +50,7 @@ def inputs(breast_npz: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_heatmaps_show_the_input_the_map_and_the_verdict(
     signed_model: tuple[Path, Path], inputs: Path, breast_npz: Path, tmp_path: Path
 ) -> None:
@@ -79,6 +80,7 @@ def test_heatmaps_show_the_input_the_map_and_the_verdict(
     assert coloured >= 5, "the evidence map should colour most overlays"
 
 
+@pytest.mark.slow
 def test_the_report_renders_a_row_per_image_in_chromium(
     signed_model: tuple[Path, Path], inputs: Path, tmp_path: Path
 ) -> None:
@@ -105,6 +107,7 @@ def test_the_report_renders_a_row_per_image_in_chromium(
     assert not (tmp_path / "report.html.part").exists()
 
 
+@pytest.mark.slow
 def test_a_model_without_class_maps_still_gets_figures(
     sim_run: Path, breast_npz: Path, inputs: Path, tmp_path: Path
 ) -> None:
@@ -129,6 +132,7 @@ def test_a_model_without_class_maps_still_gets_figures(
     assert "exported without class activation maps" in (tmp_path / "r.html").read_text()
 
 
+@pytest.mark.slow
 def test_images_unlike_the_training_images_get_no_class(
     sim_run: Path, breast_npz: Path, pneumonia_npz: Path, tmp_path: Path
 ) -> None:

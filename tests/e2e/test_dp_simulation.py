@@ -12,6 +12,7 @@ from tests.conftest import run_cli
 pytest.importorskip("tensorflow_federated")
 
 
+@pytest.mark.slow
 def test_dp_simulation_reports_epsilon_and_stops_at_the_target(
     tmp_path: Path, breast_npz: Path
 ) -> None:

@@ -15,6 +15,7 @@ from models.settings import LocalTraining
 pytest.importorskip("tensorflow_federated")
 
 
+@pytest.mark.slow
 def test_run_survives_a_broker_restart(tmp_path: Path, breast_npz: Path) -> None:
     sites = split_sites(breast_npz, 2, alpha=1.0, seed=1)
     broker = start_broker(tmp_path / "broker", 2)

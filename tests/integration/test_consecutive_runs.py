@@ -37,6 +37,7 @@ from models.settings import LocalTraining
 pytest.importorskip("tensorflow_federated")
 
 
+@pytest.mark.slow
 def test_the_same_agents_serve_two_consecutive_runs(tmp_path: Path, breast_npz: Path) -> None:
     sites = split_sites(breast_npz, 2, alpha=1.0, seed=4)
     broker = start_broker(tmp_path / "broker", 2)

@@ -38,6 +38,7 @@ def _three_classes(npz: Path) -> LabeledImages:
     return LabeledImages(train.images, labels.astype(np.int64), NAMES)
 
 
+@pytest.mark.slow
 def test_multiclass_federated_figures_equal_the_pooled_ones(breast_npz: Path) -> None:
     from models.architectures import build_model
     from models.spec import ModelSpec

@@ -151,6 +151,7 @@ def _max_diff(weights: dict[str, np.ndarray], simulated: list[np.ndarray]) -> fl
     return max(float(np.max(np.abs(a - b))) for a, b in pairs)
 
 
+@pytest.mark.slow
 def test_mqtt_rounds_equal_tff_simulation(federation: FederationRun) -> None:
     weights, _ = load_weights(federation.out / "weights.npz")
     parts = training_parts(federation.sites)
@@ -164,6 +165,7 @@ def test_mqtt_rounds_equal_tff_simulation(federation: FederationRun) -> None:
     assert off > 5 * PARITY
 
 
+@pytest.mark.slow
 def test_streaming_mean_round_equals_tff_mean(tmp_path: Path, breast_npz: Path) -> None:
     """Plain FedAvg in the gateway folds updates one at a time, read back from its checkpoint
     (memory independent of the number of sites); TFF's MeanFactory over all updates at once
@@ -187,6 +189,7 @@ def test_streaming_mean_round_equals_tff_mean(tmp_path: Path, breast_npz: Path) 
     assert diff <= PARITY, f"max |difference| {diff:.2e}"
 
 
+@pytest.mark.slow
 def test_every_round_collected_every_site(federation: FederationRun) -> None:
     import itertools
     import json
@@ -219,6 +222,7 @@ def _images_in(blob: bytes, sites: list[LabeledImages]) -> int:
     return found
 
 
+@pytest.mark.slow
 def test_no_image_data_on_the_wire(federation: FederationRun) -> None:
     from privadx.common.wire import envelope as wire
     from privadx.common.wire import tensors
@@ -236,6 +240,7 @@ def test_no_image_data_on_the_wire(federation: FederationRun) -> None:
     assert _images_in(blob + wire.to_bytes(env), federation.sites) >= 1
 
 
+@pytest.mark.slow
 def test_sites_keep_the_published_onnx_model(federation: FederationRun) -> None:
     gateway_sha = hashlib.sha256((federation.out / "model.onnx").read_bytes()).hexdigest()
     for d in federation.site_dirs:
@@ -259,6 +264,7 @@ def test_edge_path_imports_no_tff() -> None:
     assert out.stdout.strip() == "False"
 
 
+@pytest.mark.slow
 def test_published_model_is_signed_and_verifies_at_the_sites(federation: FederationRun) -> None:
     from privadx.common.trust.manifest import verify_model_file
 

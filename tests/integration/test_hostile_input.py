@@ -127,6 +127,7 @@ def _federate_under_attack(
     return record, result.summary
 
 
+@pytest.mark.slow
 def test_broken_and_forged_messages_are_counted_and_harmless(
     tmp_path: Path, breast_npz: Path
 ) -> None:
@@ -178,6 +179,7 @@ def _bad_reports(broker: Mosquitto, model_env: Envelope) -> list[bytes]:
     ]
 
 
+@pytest.mark.slow
 def test_malformed_evaluation_reports_are_counted_and_the_evaluation_completes(
     tmp_path: Path, breast_npz: Path
 ) -> None:
@@ -232,6 +234,7 @@ def _flood(broker: Mosquitto, round_env: Envelope) -> list[bytes]:
 _batches = itertools.count()
 
 
+@pytest.mark.slow
 def test_a_flood_of_partial_messages_is_bounded_per_site_and_the_round_completes(
     tmp_path: Path, breast_npz: Path
 ) -> None:

@@ -38,6 +38,7 @@ def _equal(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> bool:
     return all(np.array_equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow
 def test_a_reused_trainer_gives_a_fresh_trainers_update(site) -> None:
     """With dropout, Adam's moments and augmentation all in play: training the same start
     with the same seed gives bit-identical weights whether the trainer is new or has trained
@@ -55,6 +56,7 @@ def test_a_reused_trainer_gives_a_fresh_trainers_update(site) -> None:
     assert _TRAINERS[model].step.experimental_get_tracing_count() == 1
 
 
+@pytest.mark.slow
 def test_dropout_masks_follow_the_seed(site) -> None:
     """Without shuffling and augmentation only dropout is random: another seed gives another
     update, dropout 0 gives the same update for any seed."""
@@ -68,6 +70,7 @@ def test_dropout_masks_follow_the_seed(site) -> None:
         assert _equal(a, b) is not differs
 
 
+@pytest.mark.slow
 def test_new_settings_get_a_new_trainer(site) -> None:
     spec = ModelSpec(dropout=0.0)
     start = get_weights(build_model(spec, seed=0))
@@ -131,6 +134,7 @@ def test_training_from_weights_leaves_the_model_alone(site) -> None:
         train_weights(model, wrong, site, PreprocessSpec(), ADAM, seed=7)
 
 
+@pytest.mark.slow
 def test_the_low_memory_child_trains_and_scores_exactly_as_the_agent_would(site) -> None:
     """``edge.keras_worker`` (a fresh process per round) gives bit-identical trained weights
     and logits to training and scoring in the agent's own process with the same threads

@@ -15,6 +15,7 @@ from privadx.common.wire.update_codec import Encoding
 pytest.importorskip("tensorflow_federated")
 
 
+@pytest.mark.slow
 def test_int8_updates_over_mosquitto(tmp_path: Path, breast_npz: Path) -> None:
     sites = split_sites(breast_npz, 2, alpha=1.0, seed=2)
     federate(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import mmap
+import os
 import re
 import sys
 from pathlib import Path
@@ -43,7 +44,10 @@ def test_a_touched_read_only_file_mapping_leaves_the_resident_set(tmp_path: Path
     resident, and after the release they are not (reading them again still works)."""
     path = tmp_path / "library.bin"
     size = 8 << 20
-    path.write_bytes(bytes(range(256)) * (size // 256))
+    with path.open("wb") as out:  # written back before mapping: only clean pages are dropped
+        out.write(bytes(range(256)) * (size // 256))
+        out.flush()
+        os.fsync(out.fileno())
     with path.open("rb") as f, mmap.mmap(f.fileno(), size, prot=mmap.PROT_READ) as view:
         total = sum(view[i] for i in range(0, size, mmap.PAGESIZE))
         start = int(re.search(rf"^([0-9a-f]+)-.* {re.escape(str(path))}$",
