@@ -71,8 +71,11 @@ class StreamingMean:
     @property
     def buffer_bytes(self) -> int:
         """Bytes of the buffers this accumulator holds (independent of the updates)."""
-        arrays: list[np.ndarray] = [*self._sum.values(), *self._partial.values()]
-        arrays += self._out.values()
+        arrays: list[np.ndarray] = [
+            *self._sum.values(),
+            *self._partial.values(),
+            *self._out.values(),
+        ]
         return sum(a.nbytes for a in arrays)
 
     def reset(self) -> None:

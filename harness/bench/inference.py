@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import statistics
 import subprocess
@@ -14,9 +13,6 @@ from typing import Any
 import numpy as np
 
 from harness.bench.timing import best_of
-
-ROOT = Path(__file__).resolve().parents[2]
-log = logging.getLogger("bench")
 
 
 def inference(dataset: str, work: Path) -> dict[str, Any]:

@@ -11,7 +11,6 @@ import numpy as np
 
 from harness.bench.timing import best_of, interleaved_best, peak_bytes
 
-ROOT = Path(__file__).resolve().parents[2]
 log = logging.getLogger("bench")
 
 MODEL_VALUES = 2_000_000

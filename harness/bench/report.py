@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import logging
 import statistics
-from pathlib import Path
 from typing import Any
 
 from harness.bench.federations import FLOWER_ROUNDS, FLOWER_RUNS, ROUNDS_TIMED
 from harness.bench.timing import trunc
-
-ROOT = Path(__file__).resolve().parents[2]
-log = logging.getLogger("bench")
 
 
 def markdown(report: dict[str, Any]) -> str:

@@ -3,15 +3,10 @@
 from __future__ import annotations
 
 import gc
-import logging
 import time
 import tracemalloc
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
-
-ROOT = Path(__file__).resolve().parents[2]
-log = logging.getLogger("bench")
 
 
 def trunc(value: float, digits: int) -> str:
