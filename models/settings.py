@@ -6,6 +6,7 @@ per-round seed of a site and the names of simulated sites. Nothing here imports 
 
 from __future__ import annotations
 
+import math
 import zlib
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +26,18 @@ def site_name(index: int) -> str:
     return f"site-{index}"
 
 
+MAX_LOCAL_EPOCHS = 100
+"""Most epochs a round may ask of a site (also the cap of :meth:`LocalTraining.epochs_for`)."""
+MAX_BATCH_SIZE = 4096
+MAX_LOCAL_STEPS = 10_000
+DEFAULT_MIN_LOCAL_STEPS = 0
+"""The minimum of local steps ``privadx simulate``, ``gateway`` and ``demo`` ask by default."""
+MIN_LOCAL_STEPS_HELP = (
+    "fewest optimizer steps a site makes in a round: a site too small for them in "
+    "--local-epochs trains more whole epochs (0: off; default: %(default)s)"
+)
+
+
 @dataclass(frozen=True, kw_only=True)
 class LocalTraining:
     """How a site trains in one round (sent by the gateway in the round announcement)."""
@@ -38,6 +51,36 @@ class LocalTraining:
     shuffle: bool = True
     encoding: Encoding = Encoding.FLOAT32
     """How sites send their update (see :mod:`privadx.common.wire.update_codec`)."""
+    min_local_steps: int = DEFAULT_MIN_LOCAL_STEPS
+    """Fewest optimizer steps a site makes in a round: a site too small for them in
+    ``local_epochs`` epochs trains whole epochs more (:meth:`epochs_for`), so small sites do
+    not send an update of two or three steps. 0 turns the minimum off."""
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.local_epochs <= MAX_LOCAL_EPOCHS:
+            raise InputError(
+                f"local epochs must lie in [1, {MAX_LOCAL_EPOCHS}], got {self.local_epochs}"
+            )
+        if not 1 <= self.batch_size <= MAX_BATCH_SIZE:
+            raise InputError(f"batch size must lie in [1, {MAX_BATCH_SIZE}], got {self.batch_size}")
+        if not 0 <= self.min_local_steps <= MAX_LOCAL_STEPS:
+            raise InputError(
+                f"minimum local steps must lie in [0, {MAX_LOCAL_STEPS}], "
+                f"got {self.min_local_steps}"
+            )
+
+    def epochs_for(self, examples: int) -> int:
+        """The epochs a site holding ``examples`` training images trains in a round.
+
+        ``local_epochs``, or the fewest whole epochs that make ``min_local_steps`` batches of
+        ``batch_size`` (the last batch of an epoch may be short), at most
+        :data:`MAX_LOCAL_EPOCHS`. The simulation and the edge agent both ask this.
+        """
+        if examples <= 0 or self.min_local_steps == 0:
+            return self.local_epochs
+        batches = math.ceil(examples / self.batch_size)
+        needed = math.ceil(self.min_local_steps / batches)
+        return min(MAX_LOCAL_EPOCHS, max(self.local_epochs, needed))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -48,6 +91,7 @@ class LocalTraining:
             "augment": self.augment,
             "shuffle": self.shuffle,
             "encoding": str(self.encoding),
+            "min_local_steps": self.min_local_steps,
         }
 
     @classmethod
@@ -58,15 +102,17 @@ class LocalTraining:
             optimizer = OptimizerSpec.from_dict(data["optimizer"])
             augment, shuffle = bool(data.get("augment", True)), bool(data.get("shuffle", True))
             encoding = Encoding(data.get("encoding", Encoding.FLOAT32))
+            min_steps = int(data.get("min_local_steps", 0))
+            return cls(
+                local_epochs=epochs,
+                batch_size=batch,
+                optimizer=optimizer,
+                augment=augment,
+                shuffle=shuffle,
+                encoding=encoding,
+                min_local_steps=min_steps,
+            )
+        except InputError as exc:
+            raise InputError(f"training settings out of range: {exc}") from exc
         except (KeyError, TypeError, ValueError) as exc:
             raise InputError(f"malformed training settings: {exc}") from exc
-        if not (1 <= epochs <= 100 and 1 <= batch <= 4096):
-            raise InputError(f"training settings out of range: {epochs} epochs, batch {batch}")
-        return cls(
-            local_epochs=epochs,
-            batch_size=batch,
-            optimizer=optimizer,
-            augment=augment,
-            shuffle=shuffle,
-            encoding=encoding,
-        )

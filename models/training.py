@@ -35,6 +35,7 @@ def make_client_dataset(
     seed: int,
     augment: bool = True,
     shuffle: bool = True,
+    repeat_label_offset: int = 0,
 ) -> tf.data.Dataset:
     """Batches of ``{"x": float32 images, "y": int32 labels}`` for ``epochs`` local epochs.
 
@@ -43,6 +44,10 @@ def make_client_dataset(
     ``augment`` every image is shifted by up to :data:`MAX_SHIFT` pixels (reflect padding and
     a stateless random crop seeded by ``seed`` and the example's position), so a run is
     repeatable.
+
+    ``repeat_label_offset`` is added to the label of every element after the first epoch;
+    the TFF simulation marks repeats so to count a site's images when sites train different
+    numbers of epochs (:mod:`tff_core.fedavg` decodes the labels). Devices leave it at 0.
     """
     tf = require("tensorflow")
     images = tf.constant(to_model_input(data.images, spec))
@@ -50,12 +55,39 @@ def make_client_dataset(
     rng = np.random.default_rng(seed)
     whole = np.arange(len(data))
     order = np.concatenate([rng.permutation(whole) if shuffle else whole for _ in range(epochs)])
-    ds = tf.data.Dataset.from_tensor_slices(order).map(
-        lambda i: collections.OrderedDict(x=tf.gather(images, i), y=tf.gather(labels, i))
+    offsets = np.where(np.arange(order.size) < len(data), 0, repeat_label_offset).astype("int32")
+    ds = tf.data.Dataset.from_tensor_slices((order, offsets)).map(
+        lambda i, k: collections.OrderedDict(x=tf.gather(images, i), y=tf.gather(labels, i) + k)
     )
     if augment:
         ds = ds.enumerate().map(lambda i, e: _shift(e, spec, seed, i))
     return ds.batch(batch_size)
+
+
+def round_dataset(
+    data: LabeledImages,
+    spec: PreprocessSpec,
+    settings: LocalTraining,
+    *,
+    seed: int,
+    repeat_label_offset: int = 0,
+) -> tf.data.Dataset:
+    """What a site trains on in one round: :func:`make_client_dataset` as ``settings`` ask.
+
+    Its number of epochs is ``settings.epochs_for(len(data))``. Devices
+    (:func:`train_weights`) and the TFF simulation (:func:`tff_core.fedavg.client_dataset`,
+    which marks repeats) both build their batches here.
+    """
+    return make_client_dataset(
+        data,
+        spec,
+        batch_size=settings.batch_size,
+        epochs=settings.epochs_for(len(data)),
+        seed=seed,
+        augment=settings.augment,
+        shuffle=settings.shuffle,
+        repeat_label_offset=repeat_label_offset,
+    )
 
 
 MAX_SHIFT = 2
@@ -221,15 +253,7 @@ class _Trainer:
             variable.assign(value)
         for index, variable in enumerate(self.seeds):
             variable.assign([seed, index << 32])
-        dataset = make_client_dataset(
-            data,
-            spec,
-            batch_size=settings.batch_size,
-            epochs=settings.local_epochs,
-            seed=seed,
-            augment=settings.augment,
-            shuffle=settings.shuffle,
-        )
+        dataset = round_dataset(data, spec, settings, seed=seed)
         total_loss = total_correct = 0.0
         seen = 0
         for batch in dataset:

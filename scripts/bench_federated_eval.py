@@ -22,9 +22,15 @@ import argparse
 import json
 import logging
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # harness/ is beside scripts/
+
+from harness.stats import mean_sd  # noqa: E402
 
 log = logging.getLogger("bench_federated_eval")
 
@@ -97,11 +103,6 @@ def one_run(args: argparse.Namespace, seed: int) -> dict[str, Any]:
     }
 
 
-def mean_sd(runs: list[dict[str, Any]], key: str) -> tuple[float, float]:
-    values = [float(r[key]) for r in runs]
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
-
-
 ROWS = (
     ("federated AUC (summed site reports)", "federated_auc", 4),
     ("AUC of the same images pooled, exact", "pooled_auc", 4),
@@ -127,7 +128,7 @@ def table(runs: list[dict[str, Any]], args: argparse.Namespace) -> str:
     )
     lines = []
     for label, key, digits in ROWS:
-        m, sd = mean_sd(runs, key)
+        m, sd = mean_sd(r[key] for r in runs)
         per = ", ".join(truncate(r[key], digits) for r in runs)
         lines.append(f"| {label} | {truncate(m, digits)} ± {truncate(sd, digits)} | {per} |")
     return head + "\n".join(lines) + "\n"
@@ -152,7 +153,7 @@ def main() -> int:
     summary = {
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "runs": runs,
-        "mean_sd": {key: mean_sd(runs, key) for _, key, _ in ROWS},
+        "mean_sd": {key: mean_sd(r[key] for r in runs) for _, key, _ in ROWS},
     }
     (args.out / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
     text = table(runs, args)

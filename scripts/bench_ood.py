@@ -20,12 +20,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # harness/ is beside scripts/
+
+from harness.stats import mean_sd  # noqa: E402
 
 DATASETS = ("pneumoniamnist", "breastmnist")
 
@@ -90,11 +95,6 @@ def one_run(args: argparse.Namespace, dataset: str, seed: int) -> dict[str, Any]
     }
 
 
-def mean_sd(runs: list[dict[str, Any]], key: str) -> tuple[float, float]:
-    values = [float(r[key]) for r in runs]
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
-
-
 def table(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
     from privadx.common.figures import truncate
 
@@ -109,7 +109,7 @@ def table(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
         runs = [r for r in results if r["dataset"] == dataset]
         cells = []
         for key in ("own_test_flagged", "other_flagged", "photos_flagged"):
-            m, sd = mean_sd(runs, key)
+            m, sd = mean_sd(r[key] for r in runs)
             cells.append(f"{truncate(m, 4)} ± {truncate(sd, 4)}")
         other = runs[0]["other_dataset"]
         lines.append(

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from models.optim import OptimizerName, OptimizerSpec
+from models.settings import DEFAULT_MIN_LOCAL_STEPS, LocalTraining
 from models.spec import Architecture
 from privadx.common.data.partition import PartitionSpec
 from privadx.common.errors import InputError
@@ -28,6 +29,8 @@ class SimulationConfig:
     clients_per_round: int | None = None
     """Sites sampled per round (all when ``None``)."""
     batch_size: int = 32
+    min_local_steps: int = DEFAULT_MIN_LOCAL_STEPS
+    """Fewest optimizer steps a site makes in a round (see ``LocalTraining.min_local_steps``)."""
     client_optimizer: OptimizerSpec = field(
         default_factory=lambda: OptimizerSpec(
             name=OptimizerName.ADAM, learning_rate=1e-3, momentum=0.0
@@ -66,11 +69,22 @@ class SimulationConfig:
         if self.batch_size < 1:
             raise InputError(f"--batch-size must be at least 1, got {self.batch_size}")
         check_fraction(self.eval_fraction)
+        self.training  # noqa: B018  (validates the local-training settings)
         k = self.clients_per_round
         if k is not None and not 1 <= k <= self.partition.sites:
             raise InputError(
                 f"--clients-per-round must lie in [1, {self.partition.sites}], got {k}"
             )
+
+    @property
+    def training(self) -> LocalTraining:
+        """What a round asks of each site, as a gateway would announce it."""
+        return LocalTraining(
+            local_epochs=self.local_epochs,
+            batch_size=self.batch_size,
+            optimizer=self.client_optimizer,
+            min_local_steps=self.min_local_steps,
+        )
 
     @property
     def sites_per_round(self) -> int:

@@ -8,13 +8,16 @@ al., "Adaptive Federated Optimization" (ICLR 2021): FedAdam and FedYogi.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from models.architectures import build_model
 from models.optim import OptimizerName, OptimizerSpec
+from models.settings import LocalTraining
 from models.spec import ModelSpec
-from models.training import element_spec
+from models.training import element_spec, round_dataset
+from privadx.common.data.arrays import LabeledImages
 from privadx.common.deps import require
 from privadx.common.preprocess import PreprocessSpec
 
@@ -40,19 +43,108 @@ def keras_loss() -> tf.keras.losses.Loss:
 
 
 def tff_model_fn(model_spec: ModelSpec, preprocess: PreprocessSpec, seed: int) -> Callable[[], Any]:
-    """A no-argument function building a fresh ``tff.learning`` model, as TFF requires."""
+    """A no-argument function building a fresh ``tff.learning`` model, as TFF requires.
+
+    Its batches come from :func:`client_dataset`, where a label ``y + num_classes`` is ``y``
+    seen again in a later epoch. The loss and the accuracy read ``y mod num_classes`` (the
+    values a device computes), and the model counts only first-epoch elements as its
+    examples: TFF's weighted FedAvg then weighs a site by its number of images, as a gateway
+    weighs a device's reported count, however many epochs the site trained.
+    """
+    tff = require("tensorflow_federated")
+    tf = require("tensorflow")
+    classes = model_spec.num_classes
+
+    class DecodedLoss(tf.keras.losses.SparseCategoricalCrossentropy):  # type: ignore[name-defined]
+        def call(self, y_true: Any, y_pred: Any) -> Any:
+            return super().call(tf.math.floormod(y_true, classes), y_pred)
+
+    class DecodedAccuracy(tf.keras.metrics.SparseCategoricalAccuracy):  # type: ignore[name-defined]
+        def update_state(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> Any:
+            return super().update_state(tf.math.floormod(y_true, classes), y_pred, sample_weight)
+
+    def model_fn() -> Any:
+        inner = tff.learning.models.from_keras_model(
+            build_model(model_spec, seed=seed),
+            loss=DecodedLoss(from_logits=True),
+            input_spec=element_spec(preprocess),
+            metrics=[DecodedAccuracy(name="accuracy")],
+        )
+        return _images_counted_class()(inner, classes)
+
+    return model_fn
+
+
+@functools.cache
+def _images_counted_class() -> type:
+    """``ImagesCounted``, defined on first use (it subclasses a TFF class)."""
     tff = require("tensorflow_federated")
     tf = require("tensorflow")
 
-    def model_fn() -> Any:
-        return tff.learning.models.from_keras_model(
-            build_model(model_spec, seed=seed),
-            loss=keras_loss(),
-            input_spec=element_spec(preprocess),
-            metrics=[tf.keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
-        )
+    class ImagesCounted(tff.learning.models.VariableModel):  # type: ignore[name-defined]
+        """A TFF model whose batches report their first-epoch elements as their examples."""
 
-    return model_fn
+        def __init__(self, inner: Any, classes: int) -> None:
+            self._inner = inner
+            self._classes = classes
+
+        @property
+        def trainable_variables(self) -> Any:
+            return self._inner.trainable_variables
+
+        @property
+        def non_trainable_variables(self) -> Any:
+            return self._inner.non_trainable_variables
+
+        @property
+        def local_variables(self) -> Any:
+            return self._inner.local_variables
+
+        @property
+        def input_spec(self) -> Any:
+            return self._inner.input_spec
+
+        @tf.function
+        def forward_pass(self, batch_input: Any, training: bool = True) -> Any:
+            output = self._inner.forward_pass(batch_input, training=training)
+            first = tf.reduce_sum(tf.cast(batch_input["y"] < self._classes, tf.int32))
+            return tff.learning.models.BatchOutput(
+                loss=output.loss, predictions=output.predictions, num_examples=first
+            )
+
+        @tf.function
+        def predict_on_batch(self, x: Any, training: bool = True) -> Any:
+            return self._inner.predict_on_batch(x, training=training)
+
+        @tf.function
+        def report_local_unfinalized_metrics(self) -> Any:
+            return self._inner.report_local_unfinalized_metrics()
+
+        def metric_finalizers(self) -> Any:
+            return self._inner.metric_finalizers()
+
+        @tf.function
+        def reset_metrics(self) -> None:
+            self._inner.reset_metrics()
+
+    return ImagesCounted
+
+
+def client_dataset(
+    data: LabeledImages,
+    preprocess: PreprocessSpec,
+    training: LocalTraining,
+    *,
+    seed: int,
+    num_classes: int,
+) -> tf.data.Dataset:
+    """A site's batches for one round of TFF client work: what a device trains on.
+
+    The same order, augmentation and number of epochs as
+    :func:`models.training.train_weights` uses for ``training`` on a device, with repeats
+    marked for :func:`tff_model_fn`.
+    """
+    return round_dataset(data, preprocess, training, seed=seed, repeat_label_offset=num_classes)
 
 
 def build_fedavg(

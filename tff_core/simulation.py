@@ -10,7 +10,6 @@ import numpy as np
 
 from models.evaluate import choose_threshold, evaluate_split, fast_scorer, predict_logits
 from models.settings import local_seed, site_name
-from models.training import make_client_dataset
 from privadx.common.deps import require
 from privadx.common.evaluation.central import central_figures
 from privadx.common.evaluation.decision import HEADLINE_KEYS, decision
@@ -23,7 +22,7 @@ from privadx.common.weighting import DEFAULT_MAX_WEIGHT_RATIO, cap_example_count
 from privadx.common.weights_io import save_weights
 from tff_core.config import SimulationConfig
 from tff_core.experiment import Experiment, prepare
-from tff_core.fedavg import build_fedavg
+from tff_core.fedavg import build_fedavg, client_dataset
 from tff_core.privacy import affordable_rounds, epsilon, privacy_record, tff_dp_aggregator
 from tff_core.robust import tff_model_aggregator
 from tff_core.runtime import tff_runtime
@@ -57,7 +56,7 @@ def run_simulation(config: SimulationConfig) -> dict[str, Any]:
         # DP noise must not be predictable; TFF draws it from unseeded random ops, which op
         # determinism forbids. A DP run is therefore not bit-reproducible, by design.
         log.info("differential privacy on: the run is not bit-reproducible (fresh noise)")
-    started = time.monotonic()
+    started, cpu_started = time.monotonic(), time.process_time()
     exp = prepare(config)
     run = RunFolder(config.out)
     run.write("config.json", config.to_dict())
@@ -82,6 +81,7 @@ def run_simulation(config: SimulationConfig) -> dict[str, Any]:
     with tff_runtime():
         model, final = _train_federated(config, exp, run, rounds_run)
     fed_seconds = time.monotonic() - started
+    fed_cpu_seconds = time.process_time() - cpu_started  # every thread of this process
     records = [r for r in run.read_metrics() if r.get("series") == "federated"]
     meta = weights_metadata(config, exp, final, records)
     meta["provenance"]["rounds"] = rounds_run
@@ -100,6 +100,7 @@ def run_simulation(config: SimulationConfig) -> dict[str, Any]:
         "num_sites": config.partition.sites,
         "dataset": exp.dataset.name,
         "seconds": round(fed_seconds, 1),
+        "cpu_seconds": round(fed_cpu_seconds, 1),
         "test": final,
         "privacy": meta["provenance"].get("privacy"),
         "decision": meta["provenance"]["decision"],
@@ -118,7 +119,7 @@ def run_simulation(config: SimulationConfig) -> dict[str, Any]:
 
 def _would_cap(config: SimulationConfig, exp: Experiment, chosen: list[int]) -> dict[str, int]:
     """The sites whose true example count a gateway's default cap would weigh down."""
-    counts = {site_name(i): len(exp.sites[i]) * config.local_epochs for i in chosen}
+    counts = {site_name(i): len(exp.sites[i]) for i in chosen}
     capped = cap_example_counts(counts, DEFAULT_MAX_WEIGHT_RATIO)
     return {s: n for s, n in counts.items() if capped[s] < n}
 
@@ -145,12 +146,12 @@ def _train_federated(
         t0 = time.monotonic()
         chosen = sample_sites(config, round_num)
         datasets = [
-            make_client_dataset(
+            client_dataset(
                 exp.sites[i],
                 exp.preprocess,
-                batch_size=config.batch_size,
-                epochs=config.local_epochs,
+                config.training,
                 seed=local_seed(config.seed, round_num, site_name(i)),
+                num_classes=exp.model_spec.num_classes,
             )
             for i in chosen
         ]
@@ -288,6 +289,7 @@ def weights_metadata(
             "alpha": config.partition.alpha,
             "rounds": config.rounds,
             "local_epochs": config.local_epochs,
+            "min_local_steps": config.min_local_steps,
             "seed": config.seed,
             "test_metrics": {k: final.get(k) for k in HEADLINE_KEYS},
             "federated_metrics": summary_figures(records[-1].get("federated")) if records else None,

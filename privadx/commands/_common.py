@@ -9,14 +9,23 @@ from pathlib import Path
 from typing import Any
 
 
+def non_negative_int(text: str) -> int:
+    """Argparse type: a whole number of at least 0."""
+    return _whole_number(text, minimum=0)
+
+
 def positive_int(text: str) -> int:
     """Argparse type: an integer of at least 1."""
+    return _whole_number(text, minimum=1)
+
+
+def _whole_number(text: str, *, minimum: int) -> int:
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected at least 1, got {value}")
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"expected at least {minimum}, got {value}")
     return value
 
 

@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from models.settings import site_name
-from privadx.commands._common import add_data_dir, positive_float, positive_int
+from models.settings import DEFAULT_MIN_LOCAL_STEPS, MIN_LOCAL_STEPS_HELP, site_name
+from privadx.commands._common import add_data_dir, non_negative_int, positive_float, positive_int
 from privadx.common.errors import InputError
 
 if TYPE_CHECKING:
@@ -55,6 +55,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sites", type=positive_int, default=5)
     p.add_argument("--rounds", type=positive_int, default=5)
     p.add_argument("--local-epochs", type=positive_int, default=2)
+    p.add_argument(
+        "--min-local-steps",
+        type=non_negative_int,
+        default=DEFAULT_MIN_LOCAL_STEPS,
+        help=MIN_LOCAL_STEPS_HELP,
+    )
     p.add_argument("--alpha", type=positive_float, default=0.5, help="Dirichlet concentration")
     p.add_argument("--broker", default=None, help="use this broker instead of an embedded one")
     p.add_argument("--mqtt-version", choices=("5", "3.1.1"), default=None)
@@ -173,6 +179,8 @@ def run(args: argparse.Namespace) -> int:
                 str(args.sites),
                 "--local-epochs",
                 str(args.local_epochs),
+                "--min-local-steps",
+                str(args.min_local_steps),
                 "--round-timeout",
                 str(args.round_timeout),
                 "--update-encoding",

@@ -6,7 +6,14 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from privadx.commands._common import add_data_dir, positive_float, positive_int, print_json
+from models.settings import DEFAULT_MIN_LOCAL_STEPS, MIN_LOCAL_STEPS_HELP
+from privadx.commands._common import (
+    add_data_dir,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    print_json,
+)
 from privadx.commands._mqtt import add_mqtt_options, broker_from_args
 from privadx.commands._privacy import add_dp_options, dp_spec
 
@@ -73,6 +80,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(default: the round timeout)",
     )
     p.add_argument("--local-epochs", type=positive_int, default=2)
+    p.add_argument(
+        "--min-local-steps",
+        type=non_negative_int,
+        default=DEFAULT_MIN_LOCAL_STEPS,
+        help=MIN_LOCAL_STEPS_HELP,
+    )
     p.add_argument("--batch-size", type=positive_int, default=32)
     p.add_argument("--client-optimizer", choices=("sgd", "adam"), default="adam")
     p.add_argument("--client-lr", type=positive_float, default=0.001)
@@ -204,6 +217,7 @@ def run(args: argparse.Namespace) -> int:
                 name=OptimizerName(args.client_optimizer), learning_rate=args.client_lr
             ),
             encoding=Encoding(args.update_encoding),
+            min_local_steps=args.min_local_steps,
         ),
         server_optimizer=OptimizerSpec(name=OptimizerName.SGD, learning_rate=args.server_lr),
         aggregation=AggregationRule(

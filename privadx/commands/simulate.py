@@ -6,7 +6,14 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from privadx.commands._common import add_data_dir, positive_float, positive_int, print_json
+from models.settings import DEFAULT_MIN_LOCAL_STEPS, MIN_LOCAL_STEPS_HELP
+from privadx.commands._common import (
+    add_data_dir,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    print_json,
+)
 from privadx.commands._privacy import add_dp_options, dp_spec
 
 if TYPE_CHECKING:
@@ -57,6 +64,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=positive_int,
         default=2,
         help="epochs each site trains per round (default: %(default)s)",
+    )
+    p.add_argument(
+        "--min-local-steps",
+        type=non_negative_int,
+        default=DEFAULT_MIN_LOCAL_STEPS,
+        help=MIN_LOCAL_STEPS_HELP,
     )
     p.add_argument(
         "--clients-per-round",
@@ -137,6 +150,7 @@ def build_config(args: argparse.Namespace) -> SimulationConfig:
         ),
         rounds=args.rounds,
         local_epochs=args.local_epochs,
+        min_local_steps=args.min_local_steps,
         clients_per_round=args.clients_per_round,
         batch_size=args.batch_size,
         client_optimizer=OptimizerSpec(

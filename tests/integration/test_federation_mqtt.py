@@ -109,8 +109,7 @@ def _simulate(
     sites: list[LabeledImages], rounds: int, rule: str = "norm-bound"
 ) -> list[np.ndarray]:
     from models.spec import ModelSpec
-    from models.training import make_client_dataset
-    from tff_core.fedavg import build_fedavg
+    from tff_core.fedavg import build_fedavg, client_dataset
     from tff_core.robust import AggregationRule, tff_model_aggregator
     from tff_core.runtime import tff_runtime
 
@@ -126,12 +125,7 @@ def _simulate(
         )
         state = process.initialize()
         for _ in range(rounds):
-            data = [
-                make_client_dataset(
-                    s, pre, batch_size=32, epochs=1, seed=0, augment=False, shuffle=False
-                )
-                for s in sites
-            ]
+            data = [client_dataset(s, pre, TRAINING, seed=0, num_classes=2) for s in sites]
             state = process.next(state, data).state
         trainable = process.get_model_weights(state).trainable
     return [np.asarray(w) for w in trainable]

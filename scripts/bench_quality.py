@@ -1,0 +1,275 @@
+"""Model-quality benchmark: federated against pooled training, mean and spread over seeds.
+
+Each run is one ``privadx simulate --centralized`` (a child process, so runs share nothing):
+the federated model and the pooled baseline (the same model and compute on the sites'
+training images pooled), both scored on the dataset's official test split. A *variant* is a
+named set of extra ``privadx simulate`` options; ``default`` adds none, so its rows are what
+the command gives as shipped. Suites name the issue's settings:
+
+- ``targets``: PneumoniaMNIST and BreastMNIST, 10 sites, Dirichlet(0.5), defaults;
+- ``dp``: PneumoniaMNIST over 100 sites, DP-FedAvg stopped at epsilon 1, 3, 8 and without DP.
+
+A finished run (its ``summary.json`` and the options that made it) is kept and reused, so a
+sweep interrupted or extended later reruns only what is missing. CPU seconds are the child's
+user + system time (both cores count), measured by the operating system.
+
+Writes ``results.json`` (every run and each row's mean and standard deviation) and
+``table.md``.
+
+Usage:
+    uv run python scripts/bench_quality.py --suite targets --out runs/bench-quality
+    uv run python scripts/bench_quality.py --dataset breastmnist \
+        --variant 'adam=--server-optimizer adam --server-lr 0.01' --out runs/bench-quality
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # harness/ is beside scripts/
+
+from harness.stats import mean_sd, mean_sd_text  # noqa: E402
+
+log = logging.getLogger("bench_quality")
+
+TARGET_DATASETS = ("pneumoniamnist", "breastmnist")
+DP_EPSILONS = (1.0, 3.0, 8.0)
+DP_SITES = 100
+DP_NOISE = 1.0
+"""Noise multiplier of the DP suite; ``--target-epsilon`` stops each run at its budget."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """One setting to run over every seed."""
+
+    dataset: str
+    variant: str
+    options: tuple[str, ...]
+
+    @property
+    def key(self) -> str:
+        """``dataset/variant``, as the log names the job."""
+        return f"{self.dataset}/{self.variant}"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--suite", choices=("targets", "dp"), default=None)
+    p.add_argument("--dataset", action="append", default=[], help="dataset of --variant runs")
+    p.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="NAME=OPTIONS",
+        help="extra `privadx simulate` options under a name (repeatable; default: none)",
+    )
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--data-dir", type=Path, default=None)
+    p.add_argument("--out", type=Path, default=Path("runs/bench-quality"))
+    p.add_argument("--dry-run", action="store_true", help="list the runs without running them")
+    args = p.parse_args(argv)
+    if len(args.seeds) < 3 and not args.dry_run:
+        log.warning("fewer than 3 seeds: the spread is not a useful estimate")
+    return args
+
+
+def parse_variant(text: str) -> tuple[str, tuple[str, ...]]:
+    """``NAME=OPTIONS`` -> (name, options); raises ``SystemExit`` with a message if malformed."""
+    name, sep, options = text.partition("=")
+    if not sep or not name or "/" in name:
+        raise SystemExit(f"--variant must be NAME=OPTIONS (NAME without '/'), got {text!r}")
+    try:
+        return name, tuple(shlex.split(options))
+    except ValueError as exc:
+        raise SystemExit(f"--variant {name}: {exc}") from None
+
+
+def jobs_of(args: argparse.Namespace) -> list[Job]:
+    """The settings the arguments ask for, in run order."""
+    jobs: list[Job] = []
+    if args.suite == "targets":
+        jobs += [Job(d, "default", ()) for d in TARGET_DATASETS]
+    elif args.suite == "dp":
+        base = ("--sites", str(DP_SITES), "--dp-noise", str(DP_NOISE))
+        jobs += [
+            Job("pneumoniamnist", f"dp-eps{eps:g}", (*base, "--target-epsilon", str(eps)))
+            for eps in DP_EPSILONS
+        ]
+        jobs.append(Job("pneumoniamnist", "no-dp-100-sites", ("--sites", str(DP_SITES))))
+    variants = [parse_variant(v) for v in args.variant]
+    for dataset in args.dataset or (list(TARGET_DATASETS) if variants else []):
+        jobs += [Job(dataset, name, options) for name, options in variants or [("default", ())]]
+    if not jobs:
+        raise SystemExit("nothing to run: pass --suite, or --dataset and/or --variant")
+    return jobs
+
+
+def command(job: Job, seed: int, out: Path, data_dir: Path | None) -> list[str]:
+    """The ``privadx simulate`` command of one run."""
+    cmd = [sys.executable, "-m", "privadx", "simulate", "--dataset", job.dataset]
+    if data_dir is not None:
+        cmd += ["--data-dir", str(data_dir)]
+    return [
+        *cmd,
+        *job.options,
+        "--seed",
+        str(seed),
+        "--centralized",
+        "--no-export",
+        "--json",
+        "--out",
+        str(out),
+    ]
+
+
+def run_one(job: Job, seed: int, args: argparse.Namespace) -> dict[str, Any]:
+    """Run (or reuse) one seed of ``job``; returns its record."""
+    folder = args.out / "runs" / job.dataset / job.variant / f"seed-{seed}"
+    cmd = command(job, seed, folder, args.data_dir)
+    done = folder / "bench.json"
+    if done.exists():
+        kept = json.loads(done.read_text())
+        if kept.get("options") == list(job.options):
+            log.info("%s seed %d: kept from an earlier run", job.key, seed)
+            return dict(kept["record"])
+        log.info("%s seed %d: options changed, running again", job.key, seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    log.info("%s seed %d: %s", job.key, seed, shlex.join(cmd[1:]))
+    started = time.monotonic()
+    with open(folder / "run.log", "wb") as logfile:
+        child = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=logfile, cwd=ROOT)
+        assert child.stdout is not None
+        output = child.stdout.read()
+        _, status, usage = os.wait4(child.pid, 0)
+        child.returncode = os.waitstatus_to_exitcode(status)
+    if child.returncode != 0:
+        raise SystemExit(
+            f"{job.key} seed {seed} failed (exit {child.returncode}); see {folder / 'run.log'}"
+        )
+    summary = json.loads(output)
+    record = record_of(job, seed, summary)
+    record["wall_seconds_total"] = round(time.monotonic() - started, 1)
+    record["cpu_seconds_total"] = round(usage.ru_utime + usage.ru_stime, 1)
+    done.write_text(json.dumps({"options": list(job.options), "record": record}, indent=2) + "\n")
+    return record
+
+
+def record_of(job: Job, seed: int, summary: dict[str, Any]) -> dict[str, Any]:
+    """The figures of one run the table reports."""
+    pooled = summary["centralized"]
+    fed = summary.get("federated") or {}
+    privacy = summary.get("privacy") or {}
+    return {
+        "dataset": job.dataset,
+        "variant": job.variant,
+        "options": list(job.options),
+        "seed": seed,
+        "sites": summary["num_sites"],
+        "rounds": summary["rounds"],
+        "auc": summary["auc"],
+        "accuracy": summary["accuracy"],
+        "pooled_auc": pooled["auc"],
+        "pooled_accuracy": pooled["accuracy"],
+        "accuracy_vs_pooled": summary["accuracy"] / pooled["accuracy"],
+        "auc_gap": pooled["auc"] - summary["auc"],
+        "held_out_federated_auc": fed.get("auc"),
+        "seconds": summary["seconds"],
+        "cpu_seconds": summary.get("cpu_seconds"),
+        "pooled_seconds": pooled["seconds"],
+        "epsilon": privacy.get("epsilon"),
+    }
+
+
+COLUMNS = (
+    ("federated AUC", "auc", 4),
+    ("federated accuracy", "accuracy", 4),
+    ("pooled AUC", "pooled_auc", 4),
+    ("pooled accuracy", "pooled_accuracy", 4),
+    ("accuracy / pooled", "accuracy_vs_pooled", 3),
+    ("federated s", "seconds", 0),
+    ("federated CPU s", "cpu_seconds", 0),
+)
+
+
+def summarise(records: list[dict[str, Any]], jobs: list[Job]) -> list[dict[str, Any]]:
+    """Each job's mean and standard deviation of every column, over its seeds."""
+    rows = []
+    for job in jobs:
+        runs = [r for r in records if r["dataset"] == job.dataset and r["variant"] == job.variant]
+        row: dict[str, Any] = {
+            "dataset": job.dataset,
+            "variant": job.variant,
+            "options": list(job.options),
+            "seeds": [r["seed"] for r in runs],
+            "sites": runs[0]["sites"],
+            "rounds": sorted({r["rounds"] for r in runs}),
+        }
+        keys = [k for _, k, _ in COLUMNS] + ["auc_gap", "held_out_federated_auc", "epsilon"]
+        for key in keys:
+            values = [r[key] for r in runs if r[key] is not None]
+            row[key] = list(mean_sd(values)) if values else None
+        rows.append(row)
+    return rows
+
+
+def table(records: list[dict[str, Any]], jobs: list[Job]) -> str:
+    """The Markdown table: one row per job, each cell mean ± sd over its seeds."""
+    names = ["dataset", "variant", "sites", "rounds", "epsilon"] + [c for c, _, _ in COLUMNS]
+    lines = ["| " + " | ".join(names) + " |", "|" + "---|" * len(names)]
+    for job in jobs:
+        runs = [r for r in records if r["dataset"] == job.dataset and r["variant"] == job.variant]
+        eps = [r["epsilon"] for r in runs if r["epsilon"] is not None]
+        cells = [
+            job.dataset,
+            job.variant,
+            str(runs[0]["sites"]),
+            "/".join(str(n) for n in sorted({r["rounds"] for r in runs})),
+            mean_sd_text(eps, 2) if eps else "inf",
+        ]
+        cells += [mean_sd_text((r[key] for r in runs), digits) for _, key, digits in COLUMNS]
+        lines.append("| " + " | ".join(cells) + " |")
+    seeds = sorted({r["seed"] for r in records})
+    options = [f"- {job.variant}: `{shlex.join(job.options) or '(none)'}`" for job in jobs]
+    return (
+        "\n".join(lines)
+        + f"\n\nMean ± sample standard deviation over seeds {', '.join(map(str, seeds))} "
+        "(truncated, not rounded). Each run: `privadx simulate --dataset DATASET --seed SEED "
+        "--centralized` plus the variant's options:\n" + "\n".join(dict.fromkeys(options)) + "\n"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    args = parse_args(argv)
+    jobs = jobs_of(args)
+    if args.dry_run:
+        for job in jobs:
+            for seed in args.seeds:
+                print(shlex.join(command(job, seed, args.out / "...", args.data_dir)[1:]))
+        return 0
+    args.out.mkdir(parents=True, exist_ok=True)
+    records = [run_one(job, seed, args) for job in jobs for seed in args.seeds]
+    markdown = table(records, jobs)
+    print(markdown)
+    results = {"runs": records, "rows": summarise(records, jobs)}
+    (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (args.out / "table.md").write_text(markdown)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,64 @@
+"""What a round asks of a site: epochs scaled up to a minimum of local steps, on the wire."""
+
+from __future__ import annotations
+
+import pytest
+
+from models.settings import MAX_LOCAL_EPOCHS, LocalTraining
+from privadx.common.errors import InputError
+
+
+def test_epochs_are_local_epochs_without_a_minimum() -> None:
+    settings = LocalTraining(local_epochs=2, batch_size=32)
+    assert [settings.epochs_for(n) for n in (0, 1, 40, 5000)] == [2, 2, 2, 2]
+
+
+@pytest.mark.parametrize(
+    ("examples", "epochs"),
+    [
+        (44, 10),  # 2 batches an epoch (32 + 12): 10 epochs make 20 steps
+        (32, 20),  # one batch an epoch
+        (150, 4),  # 5 batches: 4 epochs
+        (320, 2),  # 10 batches: local_epochs already make 20 steps
+        (5000, 2),  # a large site trains its local epochs
+        (1, 20),
+        (0, 2),  # no images: nothing to scale
+    ],
+)
+def test_small_sites_train_whole_epochs_up_to_the_minimum(examples: int, epochs: int) -> None:
+    settings = LocalTraining(local_epochs=2, batch_size=32, min_local_steps=20)
+    assert settings.epochs_for(examples) == epochs
+    batches = -(-examples // 32)
+    if examples:
+        assert batches * epochs >= 20  # enough steps, and no whole epoch more than needed:
+        assert epochs == 2 or batches * (epochs - 1) < 20
+
+
+def test_the_epochs_are_capped() -> None:
+    settings = LocalTraining(local_epochs=1, batch_size=32, min_local_steps=10_000)
+    assert settings.epochs_for(3) == MAX_LOCAL_EPOCHS
+
+
+def test_the_minimum_travels_in_the_announcement() -> None:
+    settings = LocalTraining(local_epochs=3, batch_size=16, min_local_steps=25)
+    assert LocalTraining.from_dict(settings.to_dict()) == settings
+    older = settings.to_dict()
+    del older["min_local_steps"]  # an announcement from a gateway before the setting
+    assert LocalTraining.from_dict(older).min_local_steps == 0
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("min_local_steps", -1, "minimum local steps"),
+        ("min_local_steps", 10**6, "minimum local steps"),
+        ("min_local_steps", "many", "malformed"),
+        ("local_epochs", 0, "local epochs"),
+        ("local_epochs", 101, "local epochs"),
+        ("batch_size", 5000, "batch size"),
+    ],
+)
+def test_bad_settings_are_refused_with_a_reason(field: str, value: object, message: str) -> None:
+    data = {**LocalTraining().to_dict(), field: value}
+    with pytest.raises(InputError, match=message):
+        LocalTraining.from_dict(data)
