@@ -43,6 +43,23 @@ def worker_pids(parent: int | None = None) -> list[int]:
     return pids
 
 
+def worker_cpu_seconds() -> float:
+    """CPU time (user + system, every thread) spent so far by this process's TFF workers.
+
+    TFF runs client work in its ``worker_binary`` child, so the simulation's own
+    ``time.process_time()`` misses most of a round's CPU time.
+    """
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in worker_pids(os.getpid()):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (stat fields 14, 15)
+    return total / ticks
+
+
 def stop_workers(timeout: float = 5.0) -> int:
     """Stop this process's TFF worker subprocesses (SIGTERM, then SIGKILL); return how many.
 

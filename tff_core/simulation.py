@@ -25,7 +25,7 @@ from tff_core.experiment import Experiment, prepare
 from tff_core.fedavg import build_fedavg, client_dataset
 from tff_core.privacy import affordable_rounds, epsilon, privacy_record, tff_dp_aggregator
 from tff_core.robust import tff_model_aggregator
-from tff_core.runtime import tff_runtime
+from tff_core.runtime import tff_runtime, worker_cpu_seconds
 
 log = logging.getLogger(__name__)
 
@@ -80,8 +80,9 @@ def run_simulation(config: SimulationConfig) -> dict[str, Any]:
         )
     with tff_runtime():
         model, final = _train_federated(config, exp, run, rounds_run)
+        worker_cpu = worker_cpu_seconds()
     fed_seconds = time.monotonic() - started
-    fed_cpu_seconds = time.process_time() - cpu_started  # every thread of this process
+    fed_cpu_seconds = time.process_time() - cpu_started + worker_cpu
     records = [r for r in run.read_metrics() if r.get("series") == "federated"]
     meta = weights_metadata(config, exp, final, records)
     meta["provenance"]["rounds"] = rounds_run

@@ -64,7 +64,7 @@ def test_one_tff_round_is_the_image_weighted_mean_of_device_updates(sites) -> No
     from models.weights import get_weights
     from tff_core.fedavg import build_fedavg, client_dataset
     from tff_core.robust import AggregationRule, tff_model_aggregator
-    from tff_core.runtime import tff_runtime
+    from tff_core.runtime import tff_runtime, worker_cpu_seconds
 
     assert [SETTINGS.epochs_for(len(s)) for s in sites] == [5, 2]
     spec, pre, seeds = ModelSpec(dropout=0.0), PreprocessSpec(), [11, 12]
@@ -85,6 +85,8 @@ def test_one_tff_round_is_the_image_weighted_mean_of_device_updates(sites) -> No
         ]
         output = process.next(process.initialize(), data)
         simulated = [np.asarray(w) for w in process.get_model_weights(output.state).trainable]
+        worker_cpu = worker_cpu_seconds()  # the round ran in TFF's worker process
+    assert worker_cpu > 0 and worker_cpu_seconds() == 0  # stopped with the runtime
     trained = [
         train_weights(model, start, s, pre, SETTINGS, seed=k)
         for s, k in zip(sites, seeds, strict=True)
