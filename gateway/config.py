@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from models.optim import OptimizerName, OptimizerSpec
+from models.optim import DEFAULT_SERVER_OPTIMIZER, OptimizerSpec
 from models.settings import LocalTraining
 from privadx.common.errors import InputError
 from privadx.common.mqtt_link import BrokerAddress, MqttVersion
@@ -64,9 +64,7 @@ class GatewayConfig:
     max_retries: int = 3
     """How often a round below quorum at its deadline is announced again before giving up."""
     training: LocalTraining = field(default_factory=LocalTraining)
-    server_optimizer: OptimizerSpec = field(
-        default_factory=lambda: OptimizerSpec(name=OptimizerName.SGD, learning_rate=1.0)
-    )
+    server_optimizer: OptimizerSpec = DEFAULT_SERVER_OPTIMIZER
     aggregation: AggregationRule = AggregationRule.NORM_BOUND
     """How updates are combined: TFF's robust aggregator by default (see tff_core/robust.py)."""
     trim: float = DEFAULT_TRIM

@@ -68,3 +68,7 @@ class OptimizerSpec:
         if self.name is OptimizerName.ADAM:
             return tf.keras.optimizers.Adam(self.learning_rate, epsilon=self.epsilon)
         raise InputError(f"optimizer {self.name} is only available on the server")
+
+
+DEFAULT_SERVER_OPTIMIZER = OptimizerSpec(name=OptimizerName.SGD, learning_rate=1.0, momentum=0.0)
+"""The server step of ``privadx simulate`` and ``privadx gateway`` by default."""

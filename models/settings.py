@@ -30,12 +30,6 @@ MAX_LOCAL_EPOCHS = 100
 """Most epochs a round may ask of a site (also the cap of :meth:`LocalTraining.epochs_for`)."""
 MAX_BATCH_SIZE = 4096
 MAX_LOCAL_STEPS = 10_000
-DEFAULT_MIN_LOCAL_STEPS = 0
-"""The minimum of local steps ``privadx simulate``, ``gateway`` and ``demo`` ask by default."""
-MIN_LOCAL_STEPS_HELP = (
-    "fewest optimizer steps a site makes in a round: a site too small for them in "
-    "--local-epochs trains more whole epochs (0: off; default: %(default)s)"
-)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -51,7 +45,7 @@ class LocalTraining:
     shuffle: bool = True
     encoding: Encoding = Encoding.FLOAT32
     """How sites send their update (see :mod:`privadx.common.wire.update_codec`)."""
-    min_local_steps: int = DEFAULT_MIN_LOCAL_STEPS
+    min_local_steps: int = 0
     """Fewest optimizer steps a site makes in a round: a site too small for them in
     ``local_epochs`` epochs trains whole epochs more (:meth:`epochs_for`), so small sites do
     not send an update of two or three steps. 0 turns the minimum off."""

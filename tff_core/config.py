@@ -6,8 +6,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from models.optim import OptimizerName, OptimizerSpec
-from models.settings import DEFAULT_MIN_LOCAL_STEPS, LocalTraining
+from models.optim import DEFAULT_SERVER_OPTIMIZER, OptimizerName, OptimizerSpec
+from models.settings import LocalTraining
 from models.spec import Architecture
 from privadx.common.data.partition import PartitionSpec
 from privadx.common.errors import InputError
@@ -29,7 +29,7 @@ class SimulationConfig:
     clients_per_round: int | None = None
     """Sites sampled per round (all when ``None``)."""
     batch_size: int = 32
-    min_local_steps: int = DEFAULT_MIN_LOCAL_STEPS
+    min_local_steps: int = LocalTraining().min_local_steps
     """Fewest optimizer steps a site makes in a round (see ``LocalTraining.min_local_steps``)."""
     client_optimizer: OptimizerSpec = field(
         default_factory=lambda: OptimizerSpec(
@@ -38,11 +38,7 @@ class SimulationConfig:
     )
     """Adam on the sites: on Dirichlet(0.5) PneumoniaMNIST it left the initial plateau within 2
     rounds where SGD(0.05, momentum 0.9) still sat at the class prior after 9."""
-    server_optimizer: OptimizerSpec = field(
-        default_factory=lambda: OptimizerSpec(
-            name=OptimizerName.SGD, learning_rate=1.0, momentum=0.0
-        )
-    )
+    server_optimizer: OptimizerSpec = DEFAULT_SERVER_OPTIMIZER
     dp: DpSpec | None = None
     """Client-level differential privacy (replaces ``aggregation`` when set)."""
     aggregation: AggregationRule = AggregationRule.NORM_BOUND

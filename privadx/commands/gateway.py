@@ -6,16 +6,20 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from models.settings import DEFAULT_MIN_LOCAL_STEPS, MIN_LOCAL_STEPS_HELP
 from privadx.commands._common import (
     add_data_dir,
-    non_negative_int,
     positive_float,
     positive_int,
     print_json,
 )
 from privadx.commands._mqtt import add_mqtt_options, broker_from_args
 from privadx.commands._privacy import add_dp_options, dp_spec
+from privadx.commands._training import (
+    add_local_training_options,
+    add_server_optimizer_options,
+    local_training,
+    server_optimizer,
+)
 
 HELP = "run the aggregator: announce rounds over MQTT, aggregate with TFF, publish the model"
 DESCRIPTION = """\
@@ -79,17 +83,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="seconds the sites have to report their evaluation of a new model "
         "(default: the round timeout)",
     )
-    p.add_argument("--local-epochs", type=positive_int, default=2)
-    p.add_argument(
-        "--min-local-steps",
-        type=non_negative_int,
-        default=DEFAULT_MIN_LOCAL_STEPS,
-        help=MIN_LOCAL_STEPS_HELP,
-    )
-    p.add_argument("--batch-size", type=positive_int, default=32)
-    p.add_argument("--client-optimizer", choices=("sgd", "adam"), default="adam")
-    p.add_argument("--client-lr", type=positive_float, default=0.001)
-    p.add_argument("--server-lr", type=positive_float, default=1.0)
+    add_local_training_options(p)
+    add_server_optimizer_options(p)
     p.add_argument(
         "--update-encoding",
         choices=("float32", "float16", "int8"),
@@ -181,8 +176,6 @@ def run(args: argparse.Namespace) -> int:
     from gateway.checkpoint import RunCheckpoint
     from gateway.config import GatewayConfig, default_run_id
     from gateway.service import Gateway
-    from models.optim import OptimizerName, OptimizerSpec
-    from models.settings import LocalTraining
     from privadx.common.task import TaskSpec
     from privadx.common.wire.secure import SecureSettings
     from privadx.common.wire.update_codec import Encoding
@@ -210,16 +203,8 @@ def run(args: argparse.Namespace) -> int:
         eval_timeout=args.eval_timeout,
         start_timeout=args.start_timeout,
         seed=args.seed,
-        training=LocalTraining(
-            local_epochs=args.local_epochs,
-            batch_size=args.batch_size,
-            optimizer=OptimizerSpec(
-                name=OptimizerName(args.client_optimizer), learning_rate=args.client_lr
-            ),
-            encoding=Encoding(args.update_encoding),
-            min_local_steps=args.min_local_steps,
-        ),
-        server_optimizer=OptimizerSpec(name=OptimizerName.SGD, learning_rate=args.server_lr),
+        training=local_training(args, encoding=Encoding(args.update_encoding)),
+        server_optimizer=server_optimizer(args),
         aggregation=AggregationRule(
             args.aggregation or ("mean" if args.secure_aggregation or dp else "norm-bound")
         ),

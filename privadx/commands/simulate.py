@@ -6,15 +6,19 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from models.settings import DEFAULT_MIN_LOCAL_STEPS, MIN_LOCAL_STEPS_HELP
 from privadx.commands._common import (
     add_data_dir,
-    non_negative_int,
     positive_float,
     positive_int,
     print_json,
 )
 from privadx.commands._privacy import add_dp_options, dp_spec
+from privadx.commands._training import (
+    add_local_training_options,
+    add_server_optimizer_options,
+    client_optimizer,
+    server_optimizer,
+)
 
 if TYPE_CHECKING:
     from tff_core.config import SimulationConfig
@@ -60,45 +64,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--rounds", type=positive_int, default=20, help="federated rounds (default: %(default)s)"
     )
     p.add_argument(
-        "--local-epochs",
-        type=positive_int,
-        default=2,
-        help="epochs each site trains per round (default: %(default)s)",
-    )
-    p.add_argument(
-        "--min-local-steps",
-        type=non_negative_int,
-        default=DEFAULT_MIN_LOCAL_STEPS,
-        help=MIN_LOCAL_STEPS_HELP,
-    )
-    p.add_argument(
         "--clients-per-round",
         type=positive_int,
         default=None,
         help="sites sampled per round (default: all)",
     )
-    p.add_argument("--batch-size", type=positive_int, default=32)
-    p.add_argument(
-        "--client-optimizer",
-        choices=("sgd", "adam"),
-        default="adam",
-        help="optimizer of local training (default: %(default)s)",
-    )
-    p.add_argument(
-        "--client-lr",
-        type=positive_float,
-        default=0.001,
-        help="local learning rate (default: %(default)s)",
-    )
-    p.add_argument("--client-momentum", type=float, default=0.9, help="momentum of client sgd")
-    p.add_argument(
-        "--server-optimizer",
-        choices=("sgd", "adam", "yogi"),
-        default="sgd",
-        help="sgd with --server-lr 1 is plain FedAvg; adam = FedAdam, yogi = FedYogi",
-    )
-    p.add_argument("--server-lr", type=positive_float, default=1.0)
-    p.add_argument("--server-momentum", type=float, default=0.0)
+    add_local_training_options(p)
+    add_server_optimizer_options(p)
     p.add_argument(
         "--aggregation",
         choices=("norm-bound", "mean"),
@@ -135,7 +107,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def build_config(args: argparse.Namespace) -> SimulationConfig:
     """The typed simulation config for parsed arguments."""
-    from models.optim import OptimizerName, OptimizerSpec
     from models.spec import Architecture
     from privadx.common.data.partition import PartitionSpec, Scheme
     from tff_core.config import SimulationConfig
@@ -153,17 +124,8 @@ def build_config(args: argparse.Namespace) -> SimulationConfig:
         min_local_steps=args.min_local_steps,
         clients_per_round=args.clients_per_round,
         batch_size=args.batch_size,
-        client_optimizer=OptimizerSpec(
-            name=OptimizerName(args.client_optimizer),
-            learning_rate=args.client_lr,
-            momentum=args.client_momentum if args.client_optimizer == "sgd" else 0.0,
-        ),
-        server_optimizer=OptimizerSpec(
-            name=OptimizerName(args.server_optimizer),
-            learning_rate=args.server_lr,
-            momentum=args.server_momentum if args.server_optimizer == "sgd" else 0.0,
-            epsilon=1e-7 if args.server_optimizer == "sgd" else 1e-3,
-        ),
+        client_optimizer=client_optimizer(args),
+        server_optimizer=server_optimizer(args),
         aggregation=AggregationRule(args.aggregation),
         dp=dp_spec(args, sites_per_round=args.clients_per_round or args.sites, sites=args.sites),
         arch=Architecture(args.arch),

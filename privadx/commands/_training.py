@@ -1,0 +1,110 @@
+"""Local-training and server-optimizer options, shared by ``simulate``, ``gateway``, ``demo``.
+
+One definition, so a simulation and a deployment are asked the same way and default alike
+(the defaults are :class:`models.settings.LocalTraining`'s and
+:data:`models.optim.DEFAULT_SERVER_OPTIMIZER`).
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING, Any
+
+from models.optim import DEFAULT_SERVER_OPTIMIZER
+from models.settings import LocalTraining
+from privadx.commands._common import non_negative_int, positive_float, positive_int
+
+if TYPE_CHECKING:
+    from models.optim import OptimizerSpec
+
+
+def add_local_training_options(p: argparse.ArgumentParser) -> None:
+    """``--local-epochs``, ``--min-local-steps``, ``--batch-size``, the client optimizer."""
+    d = LocalTraining()
+    g = p.add_argument_group("local training (what each round asks of a site)")
+    g.add_argument(
+        "--local-epochs",
+        type=positive_int,
+        default=d.local_epochs,
+        help="epochs each site trains per round (default: %(default)s)",
+    )
+    g.add_argument(
+        "--min-local-steps",
+        type=non_negative_int,
+        default=d.min_local_steps,
+        help="fewest optimizer steps a site makes in a round: a site too small for them in "
+        "--local-epochs trains more whole epochs (0: off; default: %(default)s)",
+    )
+    g.add_argument("--batch-size", type=positive_int, default=d.batch_size)
+    g.add_argument(
+        "--client-optimizer",
+        choices=("sgd", "adam"),
+        default=str(d.optimizer.name),
+        help="optimizer of local training (default: %(default)s)",
+    )
+    g.add_argument(
+        "--client-lr",
+        type=positive_float,
+        default=d.optimizer.learning_rate,
+        help="local learning rate (default: %(default)s)",
+    )
+    g.add_argument(
+        "--client-momentum", type=float, default=0.9, help="momentum of client sgd (default: 0.9)"
+    )
+
+
+def add_server_optimizer_options(p: argparse.ArgumentParser) -> None:
+    """``--server-optimizer``, ``--server-lr``, ``--server-momentum``."""
+    d = DEFAULT_SERVER_OPTIMIZER
+    g = p.add_argument_group("server optimizer (applied to the averaged update)")
+    g.add_argument(
+        "--server-optimizer",
+        choices=("sgd", "adam", "yogi"),
+        default=str(d.name),
+        help="sgd with --server-lr 1 and no momentum is plain FedAvg; momentum gives FedAvgM, "
+        "adam FedAdam, yogi FedYogi (default: %(default)s)",
+    )
+    g.add_argument(
+        "--server-lr", type=positive_float, default=d.learning_rate, help="(default: %(default)s)"
+    )
+    g.add_argument(
+        "--server-momentum",
+        type=float,
+        default=d.momentum,
+        help="heavy-ball momentum of server sgd (default: %(default)s)",
+    )
+
+
+def local_training(args: argparse.Namespace, **extra: Any) -> LocalTraining:
+    """The local training the options ask for (``extra``: further ``LocalTraining`` fields)."""
+    return LocalTraining(
+        local_epochs=args.local_epochs,
+        min_local_steps=args.min_local_steps,
+        batch_size=args.batch_size,
+        optimizer=client_optimizer(args),
+        **extra,
+    )
+
+
+def client_optimizer(args: argparse.Namespace) -> OptimizerSpec:
+    """The client optimizer the options ask for."""
+    from models.optim import OptimizerName, OptimizerSpec
+
+    return OptimizerSpec(
+        name=OptimizerName(args.client_optimizer),
+        learning_rate=args.client_lr,
+        momentum=args.client_momentum if args.client_optimizer == "sgd" else 0.0,
+    )
+
+
+def server_optimizer(args: argparse.Namespace) -> OptimizerSpec:
+    """The server optimizer the options ask for (adaptive ones with epsilon 1e-3)."""
+    from models.optim import OptimizerName, OptimizerSpec
+
+    sgd = args.server_optimizer == "sgd"
+    return OptimizerSpec(
+        name=OptimizerName(args.server_optimizer),
+        learning_rate=args.server_lr,
+        momentum=args.server_momentum if sgd else 0.0,
+        epsilon=1e-7 if sgd else 1e-3,
+    )

@@ -1,0 +1,62 @@
+"""The training options: one definition for simulate and gateway, parsed to typed settings."""
+
+from __future__ import annotations
+
+import pytest
+
+from models.optim import DEFAULT_SERVER_OPTIMIZER, OptimizerName
+from models.settings import LocalTraining
+from privadx.cli import build_parser, main
+from privadx.commands._training import local_training, server_optimizer
+
+OPTIONS = [
+    "--local-epochs",
+    "3",
+    "--min-local-steps",
+    "25",
+    "--client-lr",
+    "0.002",
+    "--server-momentum",
+    "0.9",
+]
+
+GATEWAY = ["gateway", "--broker", "mqtt://127.0.0.1:1883", "--task", "task.toml", "--out"]
+
+
+def test_simulate_and_gateway_read_the_same_options_alike(tmp_path) -> None:
+    from privadx.commands.simulate import build_config
+
+    sim = build_parser().parse_args(["simulate", "--out", str(tmp_path), *OPTIONS])
+    gw = build_parser().parse_args([*GATEWAY, str(tmp_path), *OPTIONS])
+    config = build_config(sim)
+    assert config.training == local_training(gw)
+    assert config.training.min_local_steps == 25 and config.training.local_epochs == 3
+    assert config.server_optimizer == server_optimizer(gw)
+    assert server_optimizer(gw).momentum == 0.9 and server_optimizer(gw).name is OptimizerName.SGD
+
+
+def test_the_defaults_are_the_settings_defaults(tmp_path) -> None:
+    gw = build_parser().parse_args([*GATEWAY, str(tmp_path)])
+    assert local_training(gw) == LocalTraining()
+    assert server_optimizer(gw) == DEFAULT_SERVER_OPTIMIZER
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--server-momentum", "1.5"], "momentum"),
+        (["--min-local-steps", "100000"], "minimum local steps"),
+    ],
+)
+def test_bad_values_get_a_clear_error(tmp_path, capsys, options, message) -> None:
+    code = main(["simulate", "--out", str(tmp_path / "run"), *options])
+    assert code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_negative_minimum_is_a_usage_error(tmp_path, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["simulate", "--out", str(tmp_path / "run"), "--min-local-steps", "-1"])
+    assert exit_info.value.code == 2
+    assert "--min-local-steps: expected at least 0, got -1" in capsys.readouterr().err
