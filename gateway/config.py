@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from models.optim import DEFAULT_SERVER_OPTIMIZER, OptimizerSpec
+from models.optim import DEFAULT_SERVER_OPTIMIZER, LrSchedule, OptimizerSpec
 from models.settings import LocalTraining
 from privadx.common.errors import InputError
 from privadx.common.mqtt_link import BrokerAddress, MqttVersion
@@ -64,6 +64,9 @@ class GatewayConfig:
     max_retries: int = 3
     """How often a round below quorum at its deadline is announced again before giving up."""
     training: LocalTraining = field(default_factory=LocalTraining)
+    client_lr_schedule: LrSchedule = LrSchedule.CONSTANT
+    """How the sites' learning rate changes over the rounds (each announcement carries its
+    round's rate)."""
     server_optimizer: OptimizerSpec = DEFAULT_SERVER_OPTIMIZER
     aggregation: AggregationRule = AggregationRule.NORM_BOUND
     """How updates are combined: TFF's robust aggregator by default (see tff_core/robust.py)."""
@@ -108,12 +111,17 @@ class GatewayConfig:
         if self.eval_timeout is not None and not self.eval_timeout > 0:
             raise InputError(f"--eval-timeout must be positive, got {self.eval_timeout}")
 
+    def training_for(self, round_num: int) -> LocalTraining:
+        """What round ``round_num``'s announcement asks of the sites."""
+        return self.training.for_round(self.client_lr_schedule, round_num, self.rounds)
+
     def resume_settings(self) -> dict[str, Any]:
         """Settings a resumed run must share with the run it continues (in its checkpoint)."""
         return {
             "federation": self.federation,
             "task": self.task.fingerprint(),
             "training": self.training.to_dict(),
+            "client_lr_schedule": str(self.client_lr_schedule),
             "server_optimizer": self.server_optimizer.to_dict(),
             "aggregation": str(self.aggregation),
             "trim": self.trim,

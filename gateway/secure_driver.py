@@ -149,7 +149,7 @@ class SecureRounds:
             model_sha256=state.model_sha256,
             deadline=time.time() + self.config.evaluation_timeout,
             min_updates=settings.min_threshold,
-            training=self.config.training.to_dict(),
+            training=self.config.training_for(number).to_dict(),
             seed=self.config.seed,
             phase=Phase.EVALUATION,
             secure=settings,

@@ -8,7 +8,8 @@ bias-corrected step size), so a site training with Keras reproduces TFF's client
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+import math
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from privadx.common.compat import StrEnum
@@ -72,3 +73,28 @@ class OptimizerSpec:
 
 DEFAULT_SERVER_OPTIMIZER = OptimizerSpec(name=OptimizerName.SGD, learning_rate=1.0, momentum=0.0)
 """The server step of ``privadx simulate`` and ``privadx gateway`` by default."""
+
+
+class LrSchedule(StrEnum):
+    """How the sites' learning rate changes over the rounds of a run.
+
+    The gateway announces each round's rate (a device needs no schedule of its own); the
+    simulation sets the same rate on TFF's client optimizer.
+    """
+
+    CONSTANT = "constant"
+    COSINE = "cosine"
+    """Half a cosine from the full rate in round 1 down toward 0 after the last round
+    (round ``r`` of ``R``: ``(1 + cos(pi (r - 1) / R)) / 2``)."""
+
+    def factor(self, round_num: int, rounds: int) -> float:
+        """The multiple of the base learning rate used in ``round_num`` (1-based) of ``rounds``."""
+        if self is LrSchedule.CONSTANT:
+            return 1.0
+        return 0.5 * (1.0 + math.cos(math.pi * (round_num - 1) / max(rounds, 1)))
+
+    def apply(self, spec: OptimizerSpec, round_num: int, rounds: int) -> OptimizerSpec:
+        """``spec`` with the learning rate of ``round_num``."""
+        if self is LrSchedule.CONSTANT:
+            return spec
+        return replace(spec, learning_rate=spec.learning_rate * self.factor(round_num, rounds))

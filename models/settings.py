@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import math
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from models.optim import OptimizerName, OptimizerSpec
+from models.optim import LrSchedule, OptimizerName, OptimizerSpec
 from privadx.common.errors import InputError
 from privadx.common.wire.update_codec import Encoding
 
@@ -62,6 +62,10 @@ class LocalTraining:
                 f"minimum local steps must lie in [0, {MAX_LOCAL_STEPS}], "
                 f"got {self.min_local_steps}"
             )
+
+    def for_round(self, schedule: LrSchedule, round_num: int, rounds: int) -> LocalTraining:
+        """These settings with the learning rate ``schedule`` gives round ``round_num``."""
+        return replace(self, optimizer=schedule.apply(self.optimizer, round_num, rounds))
 
     def epochs_for(self, examples: int) -> int:
         """The epochs a site holding ``examples`` training images trains in a round.

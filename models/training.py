@@ -11,6 +11,7 @@ import functools
 import threading
 import time
 import weakref
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -176,7 +177,9 @@ def train_weights(
     with _TRAINING_LOCK:
         started = time.monotonic()
         trainer = _TRAINERS.get(model)
-        key = (settings.optimizer, spec.height, spec.width, spec.channels)
+        # The learning rate may change every round (a schedule): it is set per run, not built in.
+        optimizer = replace(settings.optimizer, learning_rate=1.0)
+        key = (optimizer, spec.height, spec.width, spec.channels)
         if trainer is None or trainer.key != key:
             trainer = _TRAINERS[model] = _Trainer(model, spec, settings.optimizer, key)
         trained, metrics = trainer.run(weights, data, spec, settings, seed)
@@ -251,6 +254,7 @@ class _Trainer:
             variable.assign(value)
         for variable, value in zip(self.optimizer.variables, self.initial_state, strict=True):
             variable.assign(value)
+        self.optimizer.learning_rate.assign(settings.optimizer.learning_rate)
         for index, variable in enumerate(self.seeds):
             variable.assign([seed, index << 32])
         dataset = round_dataset(data, spec, settings, seed=seed)

@@ -52,6 +52,10 @@ def train_centralized(config: SimulationConfig, exp: Experiment, run: RunFolder)
     started, cpu_started = time.monotonic(), time.process_time()
 
     class RoundEval(tf.keras.callbacks.Callback):  # type: ignore[name-defined]
+        def on_epoch_begin(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+            rate = config.training_for(epoch + 1).optimizer.learning_rate  # the sites' schedule
+            model.optimizer.learning_rate.assign(rate)
+
         def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
             nonlocal final
             final = evaluate_model(  # scored as the federated model is

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from models.optim import DEFAULT_SERVER_OPTIMIZER, OptimizerName, OptimizerSpec
+from models.optim import DEFAULT_SERVER_OPTIMIZER, LrSchedule, OptimizerName, OptimizerSpec
 from models.settings import LocalTraining
 from models.spec import Architecture
 from privadx.common.data.partition import PartitionSpec
@@ -38,6 +38,8 @@ class SimulationConfig:
     )
     """Adam on the sites: on Dirichlet(0.5) PneumoniaMNIST it left the initial plateau within 2
     rounds where SGD(0.05, momentum 0.9) still sat at the class prior after 9."""
+    client_lr_schedule: LrSchedule = LrSchedule.CONSTANT
+    """How the sites' learning rate changes over the rounds (as a gateway would announce)."""
     server_optimizer: OptimizerSpec = DEFAULT_SERVER_OPTIMIZER
     dp: DpSpec | None = None
     """Client-level differential privacy (replaces ``aggregation`` when set)."""
@@ -81,6 +83,10 @@ class SimulationConfig:
             optimizer=self.client_optimizer,
             min_local_steps=self.min_local_steps,
         )
+
+    def training_for(self, round_num: int) -> LocalTraining:
+        """What round ``round_num`` asks of each site (the scheduled learning rate)."""
+        return self.training.for_round(self.client_lr_schedule, round_num, self.rounds)
 
     @property
     def sites_per_round(self) -> int:

@@ -146,11 +146,13 @@ def _train_federated(
     for round_num in range(1, rounds + 1):
         t0 = time.monotonic()
         chosen = sample_sites(config, round_num)
+        training = config.training_for(round_num)
+        state = _with_client_lr(process, state, training.optimizer.learning_rate)
         datasets = [
             client_dataset(
                 exp.sites[i],
                 exp.preprocess,
-                config.training,
+                training,
                 seed=local_seed(config.seed, round_num, site_name(i)),
                 num_classes=exp.model_spec.num_classes,
             )
@@ -206,6 +208,15 @@ def _train_federated(
             f", epsilon {eps:.3f}" if eps is not None else "",
         )
     return model, final
+
+
+def _with_client_lr(process: Any, state: Any, learning_rate: float) -> Any:
+    """``state`` with the sites' learning rate set for the next round (TFF's hparams)."""
+    hparams = process.get_hparams(state)
+    if hparams["client_work"]["learning_rate"] == learning_rate:
+        return state
+    hparams["client_work"]["learning_rate"] = learning_rate
+    return process.set_hparams(state, hparams)
 
 
 def _federated_evaluation(model: Any, exp: Experiment) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any
 
-from models.optim import DEFAULT_SERVER_OPTIMIZER
+from models.optim import DEFAULT_SERVER_OPTIMIZER, LrSchedule
 from models.settings import LocalTraining
 from privadx.commands._common import non_negative_int, positive_float, positive_int
 
@@ -47,6 +47,14 @@ def add_local_training_options(p: argparse.ArgumentParser) -> None:
         type=positive_float,
         default=d.optimizer.learning_rate,
         help="local learning rate (default: %(default)s)",
+    )
+    g.add_argument(
+        "--client-lr-schedule",
+        choices=[str(s) for s in LrSchedule],
+        default=str(LrSchedule.CONSTANT),
+        help="the sites' learning rate over the rounds: constant, or cosine (half a cosine "
+        "from --client-lr toward 0; each announcement carries its round's rate) "
+        "(default: %(default)s)",
     )
     g.add_argument(
         "--client-momentum", type=float, default=0.9, help="momentum of client sgd (default: 0.9)"

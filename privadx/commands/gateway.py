@@ -176,6 +176,7 @@ def run(args: argparse.Namespace) -> int:
     from gateway.checkpoint import RunCheckpoint
     from gateway.config import GatewayConfig, default_run_id
     from gateway.service import Gateway
+    from models.optim import LrSchedule
     from privadx.common.task import TaskSpec
     from privadx.common.wire.secure import SecureSettings
     from privadx.common.wire.update_codec import Encoding
@@ -204,6 +205,7 @@ def run(args: argparse.Namespace) -> int:
         start_timeout=args.start_timeout,
         seed=args.seed,
         training=local_training(args, encoding=Encoding(args.update_encoding)),
+        client_lr_schedule=LrSchedule(args.client_lr_schedule),
         server_optimizer=server_optimizer(args),
         aggregation=AggregationRule(
             args.aggregation or ("mean" if args.secure_aggregation or dp else "norm-bound")

@@ -107,6 +107,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def build_config(args: argparse.Namespace) -> SimulationConfig:
     """The typed simulation config for parsed arguments."""
+    from models.optim import LrSchedule
     from models.spec import Architecture
     from privadx.common.data.partition import PartitionSpec, Scheme
     from tff_core.config import SimulationConfig
@@ -125,6 +126,7 @@ def build_config(args: argparse.Namespace) -> SimulationConfig:
         clients_per_round=args.clients_per_round,
         batch_size=args.batch_size,
         client_optimizer=client_optimizer(args),
+        client_lr_schedule=LrSchedule(args.client_lr_schedule),
         server_optimizer=server_optimizer(args),
         aggregation=AggregationRule(args.aggregation),
         dp=dp_spec(args, sites_per_round=args.clients_per_round or args.sites, sites=args.sites),

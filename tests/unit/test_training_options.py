@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from models.optim import DEFAULT_SERVER_OPTIMIZER, OptimizerName
+from models.optim import DEFAULT_SERVER_OPTIMIZER, LrSchedule, OptimizerName
 from models.settings import LocalTraining
 from privadx.cli import build_parser, main
 from privadx.commands._training import local_training, server_optimizer
@@ -18,6 +18,8 @@ OPTIONS = [
     "0.002",
     "--server-momentum",
     "0.9",
+    "--client-lr-schedule",
+    "cosine",
 ]
 
 GATEWAY = ["gateway", "--broker", "mqtt://127.0.0.1:1883", "--task", "task.toml", "--out"]
@@ -32,6 +34,7 @@ def test_simulate_and_gateway_read_the_same_options_alike(tmp_path) -> None:
     assert config.training == local_training(gw)
     assert config.training.min_local_steps == 25 and config.training.local_epochs == 3
     assert config.server_optimizer == server_optimizer(gw)
+    assert config.client_lr_schedule is LrSchedule.COSINE == LrSchedule(gw.client_lr_schedule)
     assert server_optimizer(gw).momentum == 0.9 and server_optimizer(gw).name is OptimizerName.SGD
 
 

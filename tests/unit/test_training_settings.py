@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
+from dataclasses import replace
+
 import pytest
 
+from models.optim import LrSchedule
 from models.settings import MAX_LOCAL_EPOCHS, LocalTraining
 from privadx.common.errors import InputError
 
@@ -62,3 +66,21 @@ def test_bad_settings_are_refused_with_a_reason(field: str, value: object, messa
     data = {**LocalTraining().to_dict(), field: value}
     with pytest.raises(InputError, match=message):
         LocalTraining.from_dict(data)
+
+
+def test_the_cosine_schedule_decays_from_the_full_rate() -> None:
+    rounds = 20
+    factors = [LrSchedule.COSINE.factor(r, rounds) for r in range(1, rounds + 1)]
+    assert factors[0] == 1.0
+    assert factors[10] == pytest.approx(0.5)
+    assert all(a > b for a, b in itertools.pairwise(factors))
+    assert 0 < factors[-1] < 0.01
+    assert [LrSchedule.CONSTANT.factor(r, rounds) for r in (1, 20)] == [1.0, 1.0]
+
+
+def test_a_round_asks_its_scheduled_rate_and_nothing_else_changes() -> None:
+    base = LocalTraining(min_local_steps=20)
+    later = base.for_round(LrSchedule.COSINE, 11, 20)
+    assert later.optimizer.learning_rate == pytest.approx(0.5 * base.optimizer.learning_rate)
+    assert later == replace(base, optimizer=later.optimizer)
+    assert base.for_round(LrSchedule.CONSTANT, 11, 20) == base
