@@ -136,10 +136,17 @@ def command(job: Job, seed: int, out: Path, data_dir: Path | None) -> list[str]:
     ]
 
 
+class RunFailedError(Exception):
+    """A run exited with an error (its log says why)."""
+
+
 def run_one(job: Job, seed: int, args: argparse.Namespace) -> dict[str, Any]:
-    """Run (or reuse) one seed of ``job``; returns its record."""
+    """Run (or reuse) one seed of ``job``; returns its record.
+
+    Raises:
+        RunFailedError: The simulation exited with an error.
+    """
     folder = args.out / "runs" / job.dataset / job.variant / f"seed-{seed}"
-    cmd = command(job, seed, folder, args.data_dir)
     done = folder / "bench.json"
     if done.exists():
         kept = json.loads(done.read_text())
@@ -148,6 +155,7 @@ def run_one(job: Job, seed: int, args: argparse.Namespace) -> dict[str, Any]:
             return dict(kept["record"])
         log.info("%s seed %d: options changed, running again", job.key, seed)
     folder.mkdir(parents=True, exist_ok=True)
+    cmd = command(job, seed, folder, args.data_dir)
     log.info("%s seed %d: %s", job.key, seed, shlex.join(cmd[1:]))
     started = time.monotonic()
     with open(folder / "run.log", "wb") as logfile:
@@ -157,7 +165,7 @@ def run_one(job: Job, seed: int, args: argparse.Namespace) -> dict[str, Any]:
         _, status, usage = os.wait4(child.pid, 0)
         child.returncode = os.waitstatus_to_exitcode(status)
     if child.returncode != 0:
-        raise SystemExit(
+        raise RunFailedError(
             f"{job.key} seed {seed} failed (exit {child.returncode}); see {folder / 'run.log'}"
         )
     summary = json.loads(output)
@@ -262,12 +270,30 @@ def main(argv: list[str] | None = None) -> int:
                 print(shlex.join(command(job, seed, args.out / "...", args.data_dir)[1:]))
         return 0
     args.out.mkdir(parents=True, exist_ok=True)
-    records = [run_one(job, seed, args) for job in jobs for seed in args.seeds]
+    records, failed = [], []
+    for job in jobs:
+        for seed in args.seeds:
+            try:
+                records.append(run_one(job, seed, args))
+            except RunFailedError as exc:  # the other runs still run; the sweep exits non-zero
+                log.error("%s", exc)
+                failed.append(str(exc))
+    jobs = [
+        j
+        for j in jobs
+        if any(r["variant"] == j.variant and r["dataset"] == j.dataset for r in records)
+    ]
+    if not records:
+        log.error("no run finished")
+        return 1
     markdown = table(records, jobs)
     print(markdown)
-    results = {"runs": records, "rows": summarise(records, jobs)}
+    results = {"runs": records, "rows": summarise(records, jobs), "failed": failed}
     (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (args.out / "table.md").write_text(markdown)
+    if failed:
+        log.error("%d run(s) failed; the table holds the others", len(failed))
+        return 1
     return 0
 
 
