@@ -46,9 +46,10 @@ def make_client_dataset(
     a stateless random crop seeded by ``seed`` and the example's position), so a run is
     repeatable.
 
-    ``repeat_label_offset`` is added to the label of every element after the first epoch;
-    the TFF simulation marks repeats so to count a site's images when sites train different
-    numbers of epochs (:mod:`tff_core.fedavg` decodes the labels). Devices leave it at 0.
+    ``repeat_label_offset`` is added to the label of every element after the first epoch:
+    the TFF simulation marks repeats so that its FedAvg counts each of a site's images once
+    when sites train different numbers of epochs (:mod:`tff_core.fedavg` decodes the
+    labels). Devices leave it at 0.
     """
     tf = require("tensorflow")
     images = tf.constant(to_model_input(data.images, spec))
