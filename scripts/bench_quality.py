@@ -152,7 +152,7 @@ def run_one(job: Job, seed: int, args: argparse.Namespace) -> dict[str, Any]:
         kept = json.loads(done.read_text())
         if kept.get("options") == list(job.options):
             log.info("%s seed %d: kept from an earlier run", job.key, seed)
-            return dict(kept["record"])
+            return {**kept["record"], **selection_of(folder)}
         log.info("%s seed %d: options changed, running again", job.key, seed)
     folder.mkdir(parents=True, exist_ok=True)
     cmd = command(job, seed, folder, args.data_dir)
@@ -169,11 +169,34 @@ def run_one(job: Job, seed: int, args: argparse.Namespace) -> dict[str, Any]:
             f"{job.key} seed {seed} failed (exit {child.returncode}); see {folder / 'run.log'}"
         )
     summary = json.loads(output)
-    record = record_of(job, seed, summary)
+    record = {**record_of(job, seed, summary), **selection_of(folder)}
     record["wall_seconds_total"] = round(time.monotonic() - started, 1)
     record["cpu_seconds_total"] = round(usage.ru_utime + usage.ru_stime, 1)
     done.write_text(json.dumps({"options": list(job.options), "record": record}, indent=2) + "\n")
     return record
+
+
+def selection_of(folder: Path) -> dict[str, Any]:
+    """What checkpoint selection by federated validation AUC would have deployed.
+
+    From the run's ``metrics.jsonl``: the round whose model scored the highest federated AUC
+    on the sites' held-out images (the later round on a tie) and that model's test figures.
+    """
+    metrics = folder / "metrics.jsonl"
+    lines = metrics.read_text().splitlines() if metrics.exists() else []
+    rounds = [
+        record
+        for line in lines
+        if (record := json.loads(line)).get("series") == "federated" and record.get("federated")
+    ]
+    if not rounds:
+        return {"selected_round": None, "selected_auc": None, "selected_accuracy": None}
+    best = max(rounds, key=lambda r: (r["federated"]["auc"], r["round"]))
+    return {
+        "selected_round": best["round"],
+        "selected_auc": best["test"]["auc"],
+        "selected_accuracy": best["test"]["accuracy"],
+    }
 
 
 def record_of(job: Job, seed: int, summary: dict[str, Any]) -> dict[str, Any]:
@@ -208,6 +231,8 @@ COLUMNS = (
     ("pooled AUC", "pooled_auc", 4),
     ("pooled accuracy", "pooled_accuracy", 4),
     ("accuracy / pooled", "accuracy_vs_pooled", 3),
+    ("AUC, round chosen by federated AUC", "selected_auc", 4),
+    ("accuracy, same round", "selected_accuracy", 4),
     ("federated s", "seconds", 0),
     ("federated CPU s", "cpu_seconds", 0),
 )
@@ -227,8 +252,9 @@ def summarise(records: list[dict[str, Any]], jobs: list[Job]) -> list[dict[str, 
             "rounds": sorted({r["rounds"] for r in runs}),
         }
         keys = [k for _, k, _ in COLUMNS] + ["auc_gap", "held_out_federated_auc", "epsilon"]
+        keys.append("selected_round")
         for key in keys:
-            values = [r[key] for r in runs if r[key] is not None]
+            values = [r[key] for r in runs if r.get(key) is not None]
             row[key] = list(mean_sd(values)) if values else None
         rows.append(row)
     return rows
@@ -248,15 +274,22 @@ def table(records: list[dict[str, Any]], jobs: list[Job]) -> str:
             "/".join(str(n) for n in sorted({r["rounds"] for r in runs})),
             mean_sd_text(eps, 2) if eps else "inf",
         ]
-        cells += [mean_sd_text((r[key] for r in runs), digits) for _, key, digits in COLUMNS]
+        for _, key, digits in COLUMNS:
+            values = [r.get(key) for r in runs]
+            known = [v for v in values if v is not None]
+            cells.append(mean_sd_text(known, digits) if len(known) == len(values) else "-")
         lines.append("| " + " | ".join(cells) + " |")
     seeds = sorted({r["seed"] for r in records})
     options = [f"- {job.variant}: `{shlex.join(job.options) or '(none)'}`" for job in jobs]
     return (
         "\n".join(lines)
         + f"\n\nMean ± sample standard deviation over seeds {', '.join(map(str, seeds))} "
-        "(truncated, not rounded). Each run: `privadx simulate --dataset DATASET --seed SEED "
-        "--centralized` plus the variant's options:\n" + "\n".join(dict.fromkeys(options)) + "\n"
+        "(truncated, not rounded). Federated figures are the last round's model; the two "
+        "'chosen' columns are the model of the round with the highest federated AUC on the "
+        "sites' held-out images (what checkpoint selection would deploy). Each run: `privadx "
+        "simulate --dataset DATASET --seed SEED --centralized` plus the variant's options:\n"
+        + "\n".join(dict.fromkeys(options))
+        + "\n"
     )
 
 

@@ -40,6 +40,10 @@ def _summary(auc: float, accuracy: float) -> dict:
     }
 
 
+def _test(auc: float) -> dict:
+    return {"auc": auc, "accuracy": auc - 0.1}
+
+
 def test_suites_and_variants_name_their_runs() -> None:
     bq = _script()
     jobs = bq.jobs_of(bq.parse_args(["--suite", "dp"]))
@@ -62,7 +66,16 @@ def test_runs_are_recorded_reused_and_tabled_as_mean_and_sd(tmp_path, monkeypatc
     def fake_command(job, seed, out, data_dir):  # type: ignore[no-untyped-def]
         auc, acc = next(results)
         text = json.dumps(_summary(auc, acc))
-        return [sys.executable, "-c", f"print({text!r})"]
+        # Round 1 validates best on the sites' held-out images; round 2 is the last.
+        rounds = [
+            {"series": "federated", "round": 1, "federated": {"auc": 0.99}, "test": _test(0.9)},
+            {"series": "centralized", "round": 1, "test": _test(0.5)},
+            {"series": "federated", "round": 2, "federated": {"auc": 0.98}, "test": _test(0.8)},
+        ]
+        lines = "".join(json.dumps(r) + "\n" for r in rounds)
+        path = str(out / "metrics.jsonl")
+        write = f"import pathlib; pathlib.Path({path!r}).write_text({lines!r})"
+        return [sys.executable, "-c", f"{write}; print({text!r})"]
 
     monkeypatch.setattr(bq, "command", fake_command)
     argv = ["--dataset", "pneumoniamnist", "--variant", "base=", "--out", str(tmp_path)]
@@ -73,6 +86,7 @@ def test_runs_are_recorded_reused_and_tabled_as_mean_and_sd(tmp_path, monkeypatc
     assert mean == pytest.approx(0.96) and sd == pytest.approx(0.01)
     assert row["accuracy_vs_pooled"][0] == pytest.approx((0.88 + 0.90 + 0.86) / 3 / 0.90)
     assert all(r["cpu_seconds_total"] >= 0 for r in saved["runs"])
+    assert row["selected_auc"] == [0.9, 0.0] and row["selected_round"] == [1.0, 0.0]
     table = (tmp_path / "table.md").read_text()
     assert "| pneumoniamnist | base | 10 | 20 | inf | 0.9600 ± 0.0100 |" in table
     # A second sweep reuses the finished runs (the stand-in has no results left to give).
