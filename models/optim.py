@@ -95,6 +95,4 @@ class LrSchedule(StrEnum):
 
     def apply(self, spec: OptimizerSpec, round_num: int, rounds: int) -> OptimizerSpec:
         """``spec`` with the learning rate of ``round_num``."""
-        if self is LrSchedule.CONSTANT:
-            return spec
         return replace(spec, learning_rate=spec.learning_rate * self.factor(round_num, rounds))

@@ -62,10 +62,6 @@ class SimulationConfig:
             )
         if self.rounds < 1:
             raise InputError(f"--rounds must be at least 1, got {self.rounds}")
-        if self.local_epochs < 1:
-            raise InputError(f"--local-epochs must be at least 1, got {self.local_epochs}")
-        if self.batch_size < 1:
-            raise InputError(f"--batch-size must be at least 1, got {self.batch_size}")
         check_fraction(self.eval_fraction)
         self.training  # noqa: B018  (validates the local-training settings)
         k = self.clients_per_round

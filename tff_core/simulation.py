@@ -213,8 +213,6 @@ def _train_federated(
 def _with_client_lr(process: Any, state: Any, learning_rate: float) -> Any:
     """``state`` with the sites' learning rate set for the next round (TFF's hparams)."""
     hparams = process.get_hparams(state)
-    if hparams["client_work"]["learning_rate"] == learning_rate:
-        return state
     hparams["client_work"]["learning_rate"] = learning_rate
     return process.set_hparams(state, hparams)
 

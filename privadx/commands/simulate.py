@@ -6,12 +6,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from privadx.commands._common import (
-    add_data_dir,
-    positive_float,
-    positive_int,
-    print_json,
-)
+from privadx.commands._common import add_data_dir, positive_float, positive_int, print_json
 from privadx.commands._privacy import add_dp_options, dp_spec
 from privadx.commands._training import (
     add_local_training_options,
