@@ -140,9 +140,17 @@ class FederatedEvaluation:
         return None
 
     def due(self) -> list[int]:
-        """Rounds whose evaluation can close: complete, or past the deadline."""
+        """Rounds whose evaluation can close: complete, expecting no site, or past the deadline.
+
+        An evaluation no site was expected for (none holds images back) closes at once: the
+        gateway does not wait out the evaluation timeout for reports nobody will send.
+        """
         now = self.clock()
-        return sorted(r for r, e in self.open.items() if e.complete() or now >= e.deadline)
+        return sorted(
+            r
+            for r, e in self.open.items()
+            if e.complete() or not e.expected or now >= e.deadline
+        )
 
     def close(self, round_num: int) -> dict[str, Any]:
         """Close round ``round_num``'s evaluation; its record (``federated``, ``sites``).

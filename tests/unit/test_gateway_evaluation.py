@@ -88,6 +88,17 @@ def test_deadline_closes_with_the_sites_that_reported() -> None:
     assert record["federated"]["examples"] == 80
 
 
+def test_an_evaluation_no_site_is_expected_for_closes_at_once() -> None:
+    clock = Clock()
+    fe = _collector(clock)
+    fe.start(4, "m4", set())  # no online site holds images back
+    assert fe.due() == [4]  # not after the 30 s timeout: nobody will report
+    assert fe.close(4)["federated"] is None
+    for i in range(3):  # the sites round 3's model waits for all go offline
+        fe.site_offline(f"site-{i}")
+    assert fe.due() == [3]
+
+
 def test_nothing_reported_gives_no_figures() -> None:
     clock = Clock()
     fe = _collector(clock)
