@@ -147,9 +147,7 @@ class FederatedEvaluation:
         """
         now = self.clock()
         return sorted(
-            r
-            for r, e in self.open.items()
-            if e.complete() or not e.expected or now >= e.deadline
+            r for r, e in self.open.items() if e.complete() or not e.expected or now >= e.deadline
         )
 
     def close(self, round_num: int) -> dict[str, Any]:
