@@ -19,13 +19,6 @@ Sections (``--only`` picks some):
   agents run as threads of one process and local training holds a process-wide lock, so
   training is serialized: the overhead is the round's wall time minus the sum of the sites'
   training times (with one device per site, as deployed, it would be minus the slowest one).
-- ``flower``: the peer comparison. Flower (``flwr``, installed by this script into its own
-  environment with ``uv``, never a PrivaDx dependency) runs the same model, split and local
-  training (``scripts/flower_peer.py``) next to a PrivaDx run over Mosquitto with plain FedAvg:
-  PneumoniaMNIST, 10 sites, 5 rounds x 1 local epoch, both evaluating on the test split
-  after every round, two runs of each side in turn; wall time per round (from the first
-  local training to the last round's test metrics, divided by the rounds, over both runs)
-  and final accuracy side by side.
 - ``encoding_accuracy``: PneumoniaMNIST, 10 agents over Mosquitto, 5 rounds x 1 local epoch,
   same split, with float32, float16 and int8 updates, three federation seeds each: final
   accuracy and AUC (mean over seeds, and per seed against float32) and update bytes per
@@ -53,7 +46,6 @@ sys.path.insert(0, str(ROOT))  # the sections live in harness.bench
 
 from harness.bench.federations import (  # noqa: E402
     encoding_accuracy,
-    flower,
     round_overhead,
 )
 from harness.bench.inference import cold_start, inference  # noqa: E402
@@ -66,7 +58,6 @@ SECTIONS = (
     "inference",
     "cold_start",
     "round_overhead",
-    "flower",
     "encoding_accuracy",
 )
 
@@ -101,8 +92,6 @@ def main() -> int:
             report["cold_start"] = cold_start(args.dataset, work)
         if "round_overhead" in args.only:
             report["round_overhead"] = round_overhead(args.dataset, work)
-        if "flower" in args.only:
-            report["flower"] = flower(args.dataset, work)
         if "encoding_accuracy" in args.only:
             report["encoding_accuracy"] = encoding_accuracy(args.dataset, work)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -1,24 +1,17 @@
-"""Benchmark sections over a real Mosquitto: round overhead, Flower, the encodings' accuracy."""
+"""Benchmark sections over a real Mosquitto: round overhead and the encodings' accuracy."""
 
 from __future__ import annotations
 
 import itertools
 import json
 import logging
-import os
 import statistics
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[2]
 log = logging.getLogger("bench")
-
-FLOWER = "flwr==1.13.0"
-"""The peer the round time is compared with (installed into its own environment)."""
 
 
 def _federate(sites: list[Any], npz: Path, root: Path, **gateway_kw: Any) -> Any:
@@ -90,72 +83,6 @@ def round_overhead(dataset: str, work: Path) -> list[dict[str, Any]]:
         rows.append({"agents": agents, "rounds": rounds})
         log.warning("round overhead %d agents: %s", agents, rounds)
     return rows
-
-
-def flower(dataset: str, work: Path) -> dict[str, Any]:
-    """Flower and PrivaDx on the same federation, side by side."""
-    import shutil
-
-    from harness.federation import split_sites
-    from models.settings import LocalTraining
-    from privadx.common.data.medmnist import resolve_dataset
-    from tff_core.robust import AggregationRule
-
-    npz = resolve_dataset(dataset, None)
-    env = work / "flower-env"
-    uv = shutil.which("uv") or str(Path.home() / ".local" / "bin" / "uv")
-    subprocess.run([uv, "venv", "-q", "--python", sys.executable, str(env)], check=True)
-    python = env / "bin" / "python"
-    subprocess.run(
-        [uv, "pip", "install", "-q", "--python", str(python), f"{ROOT}[train]", FLOWER],
-        check=True,
-    )
-    rounds, sites_n = FLOWER_ROUNDS, 10
-    sites = split_sites(npz, sites_n, alpha=0.5, seed=0)
-    flower_runs, our_runs = [], []
-    for run in range(FLOWER_RUNS):  # alternating, so both sides see the machine alike
-        proc = subprocess.run(
-            [str(python), str(ROOT / "scripts" / "flower_peer.py"), "--npz", str(npz),
-             "--sites", str(sites_n), "--rounds", str(rounds)],
-            check=True, capture_output=True, text=True,
-            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
-        )  # fmt: skip
-        flower_runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-        root = work / f"privadx-peer-{run}"
-        root.mkdir()
-        result = _federate(
-            sites,
-            npz,
-            root,
-            rounds=rounds,
-            seed=0,
-            export_onnx=False,
-            aggregation=AggregationRule.MEAN,
-            training=LocalTraining(local_epochs=1),
-            eval_fraction=0.0,  # the Flower peer trains on every image of a site, so do we
-        )
-        our_runs.append(
-            {
-                "round_seconds": wall_seconds(_records(result.out)),
-                "accuracy": result.summary["accuracy"],
-                "auc": result.summary["auc"],
-            }
-        )
-    mean = statistics.mean
-    flower_rounds = [t for r in flower_runs for t in r["round_seconds"]]
-    our_rounds = [t for r in our_runs for t in r["round_seconds"]]
-    return {
-        "flower": {**flower_runs[-1], "round_seconds": flower_rounds, "runs": flower_runs},
-        "privadx": {**our_runs[-1], "round_seconds": our_rounds, "runs": our_runs},
-        "round_time_ratio": mean(our_rounds) / mean(flower_rounds),
-    }
-
-
-FLOWER_ROUNDS = 5
-FLOWER_RUNS = 2
-"""Runs of each side in the peer comparison. One run's rounds vary by about a second on six
-(three runs of 3 rounds here gave ratios of 0.919, 0.938 and 1.017), and round 1, which
-traces every site's training step, weighs most in a short run."""
 
 
 ENCODING_SEEDS = (0, 1, 2)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-from harness.bench.federations import FLOWER_ROUNDS, FLOWER_RUNS, ROUNDS_TIMED
+from harness.bench.federations import ROUNDS_TIMED
 from harness.bench.timing import trunc
 
 
@@ -98,23 +98,6 @@ def markdown(report: dict[str, Any]) -> str:
             f"round, {trunc(statistics.mean(r['overhead_s'] for r in row['rounds']), 2)} s not "
             f"training; worst round {trunc(worst * 100, 1)}% | {trunc(share * 100, 1)}% | "
             f"{'<= 10%' if row['agents'] == 10 else ''} |"
-        )
-    peer = report.get("flower")
-    if peer:
-        f, p = peer["flower"], peer["privadx"]
-        lines.append(
-            f"| wall time per round vs Flower {f['flwr']} (same model, split, local training; "
-            f"10 sites, {FLOWER_ROUNDS} rounds, {FLOWER_RUNS} runs each, alternating) | "
-            f"{trunc(statistics.mean(p['round_seconds']), 2)} s vs "
-            f"{trunc(statistics.mean(f['round_seconds']), 2)} s (per run "
-            + ", ".join(
-                f"{trunc(statistics.mean(a['round_seconds']), 2)} vs "
-                f"{trunc(statistics.mean(b['round_seconds']), 2)}"
-                for a, b in zip(p.get("runs", [p]), f.get("runs", [f]), strict=True)
-            )
-            + f"); final accuracy "
-            f"{trunc(p['accuracy'], 4)} vs {trunc(f['accuracy'], 4)}, AUC {trunc(p['auc'], 4)} "
-            f"vs {trunc(f['auc'], 4)} | {trunc(peer['round_time_ratio'], 3)}x | <= 1x |"
         )
     enc = report.get("encoding_accuracy")
     if enc:

@@ -15,7 +15,7 @@ from typing import Any
 
 @dataclass(frozen=True)
 class PeerSpec:
-    """The comparison's settings (the JSON file ``scripts/flower_peer.py`` writes)."""
+    """The comparison's settings (the JSON file ``harness/flower_deployment.py`` writes)."""
 
     npz: str
     sites: int
