@@ -32,6 +32,7 @@ import shlex
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -81,7 +82,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data-dir", type=Path, default=None)
     p.add_argument("--out", type=Path, default=Path("runs/bench-quality"))
     p.add_argument("--dry-run", action="store_true", help="list the runs without running them")
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="runs at a time (default 1; a simulation keeps about one core busy, so 2 on a "
+        "2-core host nearly halves a sweep, and each run's CPU seconds then include contention)",
+    )
     args = p.parse_args(argv)
+    if args.jobs < 1:
+        p.error("--jobs must be at least 1")
     if len(args.seeds) < 3 and not args.dry_run:
         log.warning("fewer than 3 seeds: the spread is not a useful estimate")
     return args
@@ -172,6 +182,7 @@ def run_one(job: Job, seed: int, args: argparse.Namespace) -> dict[str, Any]:
     record = {**record_of(job, seed, summary), **selection_of(folder)}
     record["wall_seconds_total"] = round(time.monotonic() - started, 1)
     record["cpu_seconds_total"] = round(usage.ru_utime + usage.ru_stime, 1)
+    record["concurrent_runs"] = args.jobs
     done.write_text(json.dumps({"options": list(job.options), "record": record}, indent=2) + "\n")
     return record
 
@@ -280,16 +291,22 @@ def table(records: list[dict[str, Any]], jobs: list[Job]) -> str:
             cells.append(mean_sd_text(known, digits) if len(known) == len(values) else "-")
         lines.append("| " + " | ".join(cells) + " |")
     seeds = sorted({r["seed"] for r in records})
+    concurrent = sorted({r.get("concurrent_runs", 1) for r in records})
+    sharing = (
+        ""
+        if concurrent == [1]
+        else f" Runs were made {'/'.join(map(str, concurrent))} at a time on the same host, "
+        "so their times include the contention."
+    )
     options = [f"- {job.variant}: `{shlex.join(job.options) or '(none)'}`" for job in jobs]
     return (
         "\n".join(lines)
         + f"\n\nMean ± sample standard deviation over seeds {', '.join(map(str, seeds))} "
         "(truncated, not rounded). Federated figures are the last round's model; the two "
         "'chosen' columns are the model of the round with the highest federated AUC on the "
-        "sites' held-out images (what checkpoint selection would deploy). Each run: `privadx "
-        "simulate --dataset DATASET --seed SEED --centralized` plus the variant's options:\n"
-        + "\n".join(dict.fromkeys(options))
-        + "\n"
+        f"sites' held-out images (what checkpoint selection would deploy).{sharing} Each run: "
+        "`privadx simulate --dataset DATASET --seed SEED --centralized` plus the variant's "
+        "options:\n" + "\n".join(dict.fromkeys(options)) + "\n"
     )
 
 
@@ -304,13 +321,18 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     args.out.mkdir(parents=True, exist_ok=True)
     records, failed = [], []
-    for job in jobs:
-        for seed in args.seeds:
-            try:
-                records.append(run_one(job, seed, args))
-            except RunFailedError as exc:  # the other runs still run; the sweep exits non-zero
-                log.error("%s", exc)
-                failed.append(str(exc))
+
+    def attempt(pair: tuple[Job, int]) -> dict[str, Any] | str:
+        try:
+            return run_one(*pair, args)
+        except RunFailedError as exc:  # the other runs still run; the sweep exits non-zero
+            log.error("%s", exc)
+            return str(exc)
+
+    pairs = [(job, seed) for job in jobs for seed in args.seeds]
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:  # each run is a child process
+        for outcome in pool.map(attempt, pairs):  # in run order, whatever finishes first
+            (failed if isinstance(outcome, str) else records).append(outcome)
     jobs = [
         j
         for j in jobs

@@ -108,3 +108,27 @@ def test_a_failed_run_is_reported_and_the_others_still_run(tmp_path, monkeypatch
     saved = json.loads((tmp_path / "results.json").read_text())
     assert [r["seed"] for r in saved["runs"]] == [0, 2]
     assert len(saved["failed"]) == 1 and "seed 1 failed (exit 3)" in saved["failed"][0]
+
+
+def test_runs_made_two_at_a_time_keep_their_order_and_say_so(tmp_path, monkeypatch) -> None:
+    bq = _script()
+
+    def fake_command(job, seed, out, data_dir):  # type: ignore[no-untyped-def]
+        # Seed 0 finishes last; the records still come in run order.
+        text = json.dumps(_summary(0.9 + seed / 100, 0.8))
+        return [
+            sys.executable,
+            "-c",
+            f"import time; time.sleep({0.5 if seed == 0 else 0}); print({text!r})",
+        ]
+
+    monkeypatch.setattr(bq, "command", fake_command)
+    argv = ["--dataset", "breastmnist", "--jobs", "2", "--out", str(tmp_path)]
+    assert bq.main(argv) == 0
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert [r["seed"] for r in saved["runs"]] == [0, 1, 2]
+    assert [r["auc"] for r in saved["runs"]] == [0.9, 0.91, 0.92]
+    assert all(r["concurrent_runs"] == 2 for r in saved["runs"])
+    assert "made 2 at a time" in (tmp_path / "table.md").read_text()
+    with pytest.raises(SystemExit):
+        bq.parse_args(["--jobs", "0"])
