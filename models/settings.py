@@ -30,6 +30,8 @@ MAX_LOCAL_EPOCHS = 100
 """Most epochs a round may ask of a site (also the cap of :meth:`LocalTraining.epochs_for`)."""
 MAX_BATCH_SIZE = 4096
 MAX_LOCAL_STEPS = 10_000
+MAX_PROXIMAL_MU = 100.0
+"""Largest FedProx strength a round may ask for (a site then barely leaves the global model)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -49,6 +51,10 @@ class LocalTraining:
     """Fewest optimizer steps a site makes in a round: a site too small for them in
     ``local_epochs`` epochs trains whole epochs more (:meth:`epochs_for`), so small sites do
     not send an update of two or three steps. 0 turns the minimum off."""
+    proximal_mu: float = 0.0
+    """FedProx strength (Li et al., MLSys 2020): each step adds ``mu * (w - w_global)`` to the
+    gradient, i.e. ``mu/2 ||w - w_global||^2`` to the loss, pulling a site's weights toward the
+    round's global model. 0 is plain FedAvg local training."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.local_epochs <= MAX_LOCAL_EPOCHS:
@@ -61,6 +67,10 @@ class LocalTraining:
             raise InputError(
                 f"minimum local steps must lie in [0, {MAX_LOCAL_STEPS}], "
                 f"got {self.min_local_steps}"
+            )
+        if not 0.0 <= self.proximal_mu <= MAX_PROXIMAL_MU:  # also refuses NaN
+            raise InputError(
+                f"proximal mu must lie in [0, {MAX_PROXIMAL_MU:g}], got {self.proximal_mu}"
             )
 
     def for_round(self, schedule: LrSchedule, round_num: int, rounds: int) -> LocalTraining:
@@ -90,6 +100,7 @@ class LocalTraining:
             "shuffle": self.shuffle,
             "encoding": str(self.encoding),
             "min_local_steps": self.min_local_steps,
+            "proximal_mu": self.proximal_mu,
         }
 
     @classmethod
@@ -101,6 +112,7 @@ class LocalTraining:
             augment, shuffle = bool(data.get("augment", True)), bool(data.get("shuffle", True))
             encoding = Encoding(data.get("encoding", Encoding.FLOAT32))
             min_steps = int(data.get("min_local_steps", 0))
+            mu = float(data.get("proximal_mu", 0.0))
             return cls(
                 local_epochs=epochs,
                 batch_size=batch,
@@ -109,6 +121,7 @@ class LocalTraining:
                 shuffle=shuffle,
                 encoding=encoding,
                 min_local_steps=min_steps,
+                proximal_mu=mu,
             )
         except InputError as exc:
             raise InputError(f"training settings out of range: {exc}") from exc

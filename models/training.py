@@ -217,8 +217,11 @@ class _Trainer:
         variables = self.model.trainable_variables
         self.optimizer.build(variables)
         self.initial_state = [v.numpy() for v in self.optimizer.variables]
+        # FedProx: the round's global weights and the strength of the pull toward them.
+        self.anchors = [tf.Variable(tf.zeros_like(v), trainable=False) for v in variables]
+        self.mu = tf.Variable(0.0, trainable=False, dtype=tf.float32)
         loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-        net, opt = self.model, self.optimizer
+        net, opt, anchors, mu = self.model, self.optimizer, self.anchors, self.mu
 
         # One shape-polymorphic graph for every batch (as TFF's client work has): a graph
         # retraced for a short last batch may round differently.
@@ -232,7 +235,10 @@ class _Trainer:
             with tf.GradientTape() as tape:
                 logits = net(x, training=True)
                 loss = loss_fn(y, logits)
-            opt.apply_gradients(zip(tape.gradient(loss, variables), variables, strict=True))
+            grads = tape.gradient(loss, variables)
+            # mu (w - w_global), added as tff_core.proximal adds it (0 when mu is 0).
+            grads = [g + mu * (v - a) for g, v, a in zip(grads, variables, anchors, strict=True)]
+            opt.apply_gradients(zip(grads, variables, strict=True))
             correct = tf.reduce_sum(
                 tf.cast(tf.equal(tf.argmax(logits, 1, output_type=tf.int32), y), tf.float32)
             )
@@ -251,8 +257,11 @@ class _Trainer:
         from models.weights import check_weights
 
         check_weights(self.names, [tuple(v.shape) for v in self.weights], weights)
-        for variable, value in zip(self.weights, weights.values(), strict=True):
+        pairs = zip(self.weights, self.anchors, weights.values(), strict=True)
+        for variable, anchor, value in pairs:
             variable.assign(value)
+            anchor.assign(value)
+        self.mu.assign(settings.proximal_mu)
         for variable, value in zip(self.optimizer.variables, self.initial_state, strict=True):
             variable.assign(value)
         self.optimizer.learning_rate.assign(settings.optimizer.learning_rate)

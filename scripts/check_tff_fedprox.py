@@ -1,4 +1,4 @@
-"""Check the direction of TFF's FedProx proximal term (why PrivaDx does not offer it yet).
+"""Check the direction of TFF's FedProx proximal term (why PrivaDx brings its own).
 
 FedProx (Li et al., MLSys 2020) adds mu/2 ||w - w0||^2 to each site's loss, i.e. mu (w - w0)
 to the gradient, so a larger mu keeps a site's update nearer the global model. TFF 0.87's
@@ -6,7 +6,9 @@ to the gradient, so a larger mu keeps a site's update nearer the global model. T
 ``x, y: mu * (y - x)`` over the current and the initial weights), so a larger mu pushes the
 update away. This script trains one round of one PneumoniaMNIST site (150 images, 3 epochs,
 SGD 0.05) with several mu and prints the update's L2 norm; it exits 1 while the norm grows
-with mu (the sign is wrong), 0 once it shrinks (re-check before offering FedProx).
+with mu (the sign is wrong), 0 once it shrinks. PrivaDx's ``--proximal-mu`` does not use
+``build_weighted_fed_prox``: it wraps the client optimizer (``tff_core/proximal.py``), whose
+pull ``tests/integration/test_fedprox.py`` checks against the edge agent's.
 
 Measured 2026-12-03 (TFF 0.87.0): 0.81 at mu = 0.001, 1.59 at mu = 1, 18.17 at mu = 5.
 

@@ -38,6 +38,8 @@ class SimulationConfig:
     )
     """Adam on the sites: on Dirichlet(0.5) PneumoniaMNIST it left the initial plateau within 2
     rounds where SGD(0.05, momentum 0.9) still sat at the class prior after 9."""
+    proximal_mu: float = LocalTraining().proximal_mu
+    """FedProx strength of the sites' local steps (see ``LocalTraining.proximal_mu``)."""
     client_lr_schedule: LrSchedule = LrSchedule.CONSTANT
     """How the sites' learning rate changes over the rounds (as a gateway would announce)."""
     server_optimizer: OptimizerSpec = DEFAULT_SERVER_OPTIMIZER
@@ -78,6 +80,7 @@ class SimulationConfig:
             batch_size=self.batch_size,
             optimizer=self.client_optimizer,
             min_local_steps=self.min_local_steps,
+            proximal_mu=self.proximal_mu,
         )
 
     def training_for(self, round_num: int) -> LocalTraining:

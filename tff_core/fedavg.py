@@ -155,6 +155,7 @@ def build_fedavg(
     server_optimizer: OptimizerSpec,
     seed: int,
     model_aggregator: Any = None,
+    proximal_mu: float = 0.0,
 ) -> Any:
     """The weighted FedAvg learning process (``initialize`` / ``next`` / ``get_model_weights``).
 
@@ -166,20 +167,27 @@ def build_fedavg(
         seed: Seed of the initial weights.
         model_aggregator: A ``tff.aggregators`` factory; the default is the weighted mean. An
             unweighted factory (differential privacy) gives unweighted FedAvg.
+        proximal_mu: FedProx strength of the sites' local steps (0: plain FedAvg); see
+            :mod:`tff_core.proximal`.
     """
     tff = require("tensorflow_federated")
+    client = build_tff_optimizer(client_optimizer)
+    if proximal_mu > 0:
+        from tff_core.proximal import proximal_optimizer
+
+        client = proximal_optimizer(client, proximal_mu)
     kwargs = {} if model_aggregator is None else {"model_aggregator": model_aggregator}
     if isinstance(model_aggregator, tff.aggregators.UnweightedAggregationFactory):
         # Differential privacy: every site counts the same, whatever it reports.
         return tff.learning.algorithms.build_unweighted_fed_avg(
             tff_model_fn(model_spec, preprocess, seed),
-            client_optimizer_fn=build_tff_optimizer(client_optimizer),
+            client_optimizer_fn=client,
             server_optimizer_fn=build_tff_optimizer(server_optimizer),
             **kwargs,
         )
     return tff.learning.algorithms.build_weighted_fed_avg(
         tff_model_fn(model_spec, preprocess, seed),
-        client_optimizer_fn=build_tff_optimizer(client_optimizer),
+        client_optimizer_fn=client,
         server_optimizer_fn=build_tff_optimizer(server_optimizer),
         client_weighting=tff.learning.ClientWeighting.NUM_EXAMPLES,
         **kwargs,

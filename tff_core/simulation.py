@@ -136,6 +136,7 @@ def _train_federated(
         client_optimizer=config.client_optimizer,
         server_optimizer=config.server_optimizer,
         seed=config.seed,
+        proximal_mu=config.proximal_mu,
         model_aggregator=(
             tff_dp_aggregator(config.dp) if config.dp else tff_model_aggregator(config.aggregation)
         ),
@@ -300,6 +301,7 @@ def weights_metadata(
             "rounds": config.rounds,
             "local_epochs": config.local_epochs,
             "min_local_steps": config.min_local_steps,
+            "proximal_mu": config.proximal_mu,
             "seed": config.seed,
             "test_metrics": {k: final.get(k) for k in HEADLINE_KEYS},
             "federated_metrics": summary_figures(records[-1].get("federated")) if records else None,

@@ -12,14 +12,19 @@ from typing import TYPE_CHECKING, Any
 
 from models.optim import DEFAULT_SERVER_OPTIMIZER, LrSchedule
 from models.settings import LocalTraining
-from privadx.commands._common import non_negative_int, positive_float, positive_int
+from privadx.commands._common import (
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
 
 if TYPE_CHECKING:
     from models.optim import OptimizerSpec
 
 
 def add_local_training_options(p: argparse.ArgumentParser) -> None:
-    """``--local-epochs``, ``--min-local-steps``, ``--batch-size``, the client optimizer."""
+    """The local-training options: epochs, minimum steps, batch, FedProx, client optimizer."""
     d = LocalTraining()
     g = p.add_argument_group("local training (what each round asks of a site)")
     g.add_argument(
@@ -36,6 +41,14 @@ def add_local_training_options(p: argparse.ArgumentParser) -> None:
         "--local-epochs trains more whole epochs (0: off; default: %(default)s)",
     )
     g.add_argument("--batch-size", type=positive_int, default=d.batch_size)
+    g.add_argument(
+        "--proximal-mu",
+        type=non_negative_float,
+        default=d.proximal_mu,
+        help="FedProx: each local step also pulls a site's weights toward the round's global "
+        "model with strength MU (adds MU/2 ||w - w_global||^2 to the loss; 0: off; "
+        "default: %(default)s)",
+    )
     g.add_argument(
         "--client-optimizer",
         choices=("sgd", "adam"),
@@ -88,6 +101,7 @@ def local_training(args: argparse.Namespace, **extra: Any) -> LocalTraining:
     return LocalTraining(
         local_epochs=args.local_epochs,
         min_local_steps=args.min_local_steps,
+        proximal_mu=args.proximal_mu,
         batch_size=args.batch_size,
         optimizer=client_optimizer(args),
         **extra,

@@ -20,6 +20,8 @@ OPTIONS = [
     "0.9",
     "--client-lr-schedule",
     "cosine",
+    "--proximal-mu",
+    "0.01",
 ]
 
 GATEWAY = ["gateway", "--broker", "mqtt://127.0.0.1:1883", "--task", "task.toml", "--out"]
@@ -33,6 +35,7 @@ def test_simulate_and_gateway_read_the_same_options_alike(tmp_path) -> None:
     config = build_config(sim)
     assert config.training == local_training(gw)
     assert config.training.min_local_steps == 25 and config.training.local_epochs == 3
+    assert config.training.proximal_mu == 0.01
     assert config.server_optimizer == server_optimizer(gw)
     assert config.client_lr_schedule is LrSchedule.COSINE == LrSchedule(gw.client_lr_schedule)
     assert server_optimizer(gw).momentum == 0.9 and server_optimizer(gw).name is OptimizerName.SGD
@@ -49,6 +52,7 @@ def test_the_defaults_are_the_settings_defaults(tmp_path) -> None:
     [
         (["--server-momentum", "1.5"], "momentum"),
         (["--min-local-steps", "100000"], "minimum local steps"),
+        (["--proximal-mu", "1000"], "proximal mu"),
     ],
 )
 def test_bad_values_get_a_clear_error(tmp_path, capsys, options, message) -> None:
@@ -63,3 +67,11 @@ def test_a_negative_minimum_is_a_usage_error(tmp_path, capsys) -> None:
         main(["simulate", "--out", str(tmp_path / "run"), "--min-local-steps", "-1"])
     assert exit_info.value.code == 2
     assert "--min-local-steps: expected at least 0, got -1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value", ["-0.5", "inf", "nan", "strong"])
+def test_an_impossible_proximal_strength_is_a_usage_error(tmp_path, capsys, value) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["simulate", "--out", str(tmp_path / "run"), "--proximal-mu", value])
+    assert exit_info.value.code == 2
+    assert "--proximal-mu: expected" in capsys.readouterr().err

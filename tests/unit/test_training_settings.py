@@ -51,6 +51,14 @@ def test_the_minimum_travels_in_the_announcement() -> None:
     assert LocalTraining.from_dict(older).min_local_steps == 0
 
 
+def test_the_proximal_strength_travels_in_the_announcement() -> None:
+    settings = LocalTraining(proximal_mu=0.01)
+    assert LocalTraining.from_dict(settings.to_dict()) == settings
+    older = settings.to_dict()
+    del older["proximal_mu"]  # an announcement from a gateway before FedProx: plain FedAvg
+    assert LocalTraining.from_dict(older).proximal_mu == 0.0
+
+
 @pytest.mark.parametrize(
     ("field", "value", "message"),
     [
@@ -60,6 +68,10 @@ def test_the_minimum_travels_in_the_announcement() -> None:
         ("local_epochs", 0, "local epochs"),
         ("local_epochs", 101, "local epochs"),
         ("batch_size", 5000, "batch size"),
+        ("proximal_mu", -0.1, "proximal mu"),
+        ("proximal_mu", float("nan"), "proximal mu"),
+        ("proximal_mu", 1e3, "proximal mu"),
+        ("proximal_mu", "strong", "malformed"),
     ],
 )
 def test_bad_settings_are_refused_with_a_reason(field: str, value: object, message: str) -> None:

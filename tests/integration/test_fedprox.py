@@ -1,0 +1,107 @@
+"""FedProx: the simulation's proximal step (TFF) and the edge agent's (Keras) are one update.
+
+One site of real BreastMNIST images trains one round from the same start weights: in TFF's
+FedAvg with :mod:`tff_core.proximal`'s client optimizer, and with the edge agent's
+:func:`models.training.train_weights`. The two must agree at the deployment-vs-simulation
+bound; the proximal term must matter at that bound and pull the update toward the global
+model (TFF's own ``build_weighted_fed_prox`` pushes it away).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models.optim import OptimizerName, OptimizerSpec
+from models.settings import LocalTraining
+from models.spec import ModelSpec
+from privadx.common.data.arrays import LabeledImages
+from privadx.common.data.medmnist import load_npz
+from privadx.common.preprocess import PreprocessSpec
+
+pytest.importorskip("tensorflow_federated")
+
+PARITY = 1e-5  # the bound of tests/integration/test_federation_mqtt.py
+MU = 1.0
+# The parity settings of the federation test (stable plain SGD) over 64 images for 3 epochs:
+# 6 steps, so the weights leave the anchor and the term has something to pull. Measured:
+# edge and TFF agree to 1.5e-8 here, the term moves the update by 2.5e-4. Longer runs of
+# these images amplify float rounding, with or without the term (128 images x 2 epochs:
+# 3.5e-7 without it, 2.2e-5 at mu 10), so more steps would test chaos, not the update rule.
+TRAINING = LocalTraining(
+    local_epochs=3,
+    batch_size=32,
+    optimizer=OptimizerSpec(name=OptimizerName.SGD, learning_rate=0.01),
+    augment=False,
+    shuffle=False,
+    proximal_mu=MU,
+)
+SPEC = ModelSpec(dropout=0.0)
+PRE = PreprocessSpec()
+
+
+@pytest.fixture(scope="module")
+def site(breast_npz: Path) -> LabeledImages:
+    return load_npz(breast_npz).train.subset(np.arange(64))
+
+
+def _tff_round(site: LabeledImages, training: LocalTraining) -> tuple[list, list]:
+    """Start and end weights of one TFF FedAvg round of ``site`` alone (server SGD 1.0)."""
+    from tff_core.fedavg import build_fedavg, client_dataset
+    from tff_core.runtime import tff_runtime
+
+    with tff_runtime():
+        process = build_fedavg(
+            SPEC,
+            PRE,
+            client_optimizer=training.optimizer,
+            server_optimizer=OptimizerSpec(name=OptimizerName.SGD, learning_rate=1.0),
+            seed=0,
+            proximal_mu=training.proximal_mu,
+        )
+        state = process.initialize()
+        start = [np.asarray(w) for w in process.get_model_weights(state).trainable]
+        data = [client_dataset(site, PRE, training, seed=0, num_classes=2)]
+        state = process.next(state, data).state
+        end = [np.asarray(w) for w in process.get_model_weights(state).trainable]
+    return start, end
+
+
+def _edge_round(site: LabeledImages, start: list, training: LocalTraining) -> list:
+    """The edge agent's local training of ``start`` with ``training``."""
+    from models.architectures import build_model
+    from models.training import train_weights
+    from models.weights import weight_names
+
+    model = build_model(SPEC, seed=0)
+    weights = dict(zip(weight_names(model), start, strict=True))
+    trained, _ = train_weights(model, weights, site, PRE, training, seed=0)
+    return list(trained.values())
+
+
+def _max_diff(a: list, b: list) -> float:
+    return max(float(np.max(np.abs(x - y))) for x, y in zip(a, b, strict=True))
+
+
+def _norm(start: list, end: list) -> float:
+    return float(np.sqrt(sum(np.sum((e - s) ** 2) for s, e in zip(start, end, strict=True))))
+
+
+@pytest.mark.slow
+def test_edge_and_simulation_take_the_same_proximal_steps(site: LabeledImages) -> None:
+    start, simulated = _tff_round(site, TRAINING)
+    edge = _edge_round(site, start, TRAINING)
+    diff = _max_diff(edge, simulated)
+    assert diff <= PARITY, f"edge vs TFF with mu {MU}: max |difference| {diff:.2e}"
+    # The term matters at this bound: without it the update is far outside.
+    plain = _edge_round(site, start, replace(TRAINING, proximal_mu=0.0))
+    off = _max_diff(plain, simulated)
+    print(f"FedProx edge vs TFF: {diff:.2e}; vs no proximal term: {off:.2e}")
+    assert off > 5 * PARITY
+    # It pulls toward the global model: the stronger, the shorter the update.
+    strong = _edge_round(site, start, replace(TRAINING, proximal_mu=10.0))
+    norms = [_norm(start, w) for w in (plain, simulated, strong)]
+    assert norms[0] > norms[1] > norms[2] > 0, norms
