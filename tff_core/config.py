@@ -52,6 +52,9 @@ class SimulationConfig:
     eval_fraction: float = DEFAULT_EVAL_FRACTION
     """Share of each class of every site's images held out for federated evaluation (never
     trained on), as the edge agents do."""
+    personalise: bool = False
+    """After training, let each site refit the classifier head to its own images and report
+    its held-out figures with the global and the personal head (:mod:`models.personalise`)."""
     centralized: bool = False
     """Also train the centralized baseline with the same model and compute budget."""
     export_onnx: bool = True

@@ -87,6 +87,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="also train the centralized baseline (same model, same compute)",
     )
+    p.add_argument(
+        "--personalise",
+        action="store_true",
+        help="after training, each site refits the classifier head to its own images; "
+        "report every site's held-out AUC and accuracy with the global and its own head",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--no-export",
@@ -130,6 +136,7 @@ def build_config(args: argparse.Namespace) -> SimulationConfig:
         seed=args.seed,
         eval_fraction=args.eval_fraction,
         centralized=args.centralized,
+        personalise=args.personalise,
         export_onnx=args.export_onnx,
     )
 

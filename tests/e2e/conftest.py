@@ -26,6 +26,7 @@ def sim_run(tmp_path_factory: pytest.TempPathFactory, breast_npz: Path) -> Path:
         "--clients-per-round",
         "3",
         "--centralized",
+        "--personalise",
         "--seed",
         "7",
         "--json",

@@ -45,6 +45,19 @@ def test_simulate_writes_the_run_folder(sim_run: Path) -> None:
 
 
 @pytest.mark.slow
+def test_each_site_scores_its_own_head_against_the_global_one(sim_run: Path) -> None:
+    summary = json.loads((sim_run / "summary.json").read_text())
+    personal = summary["personalisation"]
+    rows = {f"site-{r['site']}": r for r in personal["sites"]}
+    assert set(rows) == set(summary["sites"])  # every site that holds images back
+    for name, row in rows.items():
+        assert row["held_out_examples"] == summary["sites"][name]["examples"]
+        assert row["train_examples"] > 0 and 0 <= row["global_accuracy"] <= 1
+        assert 0 <= row["personal_accuracy"] <= 1
+    counted = personal["sites_better_accuracy"] + personal["sites_worse_accuracy"]
+    assert counted <= len(rows) and personal["fit"] == {"steps": 200, "pull": 0.001}
+
+
 def test_export_then_diagnose_png_dicom_npz(
     sim_run: Path, breast_npz: Path, tmp_path: Path
 ) -> None:
