@@ -36,12 +36,18 @@ def _conv_block(x: tf.Tensor, filters: int, name: str) -> tf.Tensor:
     return layers.ReLU(name=f"{name}_relu")(x)
 
 
+def _scaled(filters: int, multiplier: float) -> int:
+    """``filters`` times the width multiplier, a multiple of 8 (GroupNorm's 8 groups)."""
+    return max(8, round(filters * multiplier / 8) * 8)
+
+
 def _cnn(spec: ModelSpec) -> tf.keras.Model:
     tf = require("tensorflow")
     layers = tf.keras.layers
     inputs = tf.keras.Input((spec.height, spec.width, spec.channels), name=INPUT_NAME)
     x = inputs
-    for stage, filters in enumerate((16, 32, 64)):
+    for stage, base in enumerate((16, 32, 64)):
+        filters = _scaled(base, spec.width_multiplier)
         x = _conv_block(x, filters, f"s{stage}a")
         x = _conv_block(x, filters, f"s{stage}b")
         if stage < 2:
@@ -69,16 +75,14 @@ def _mobilenet(spec: ModelSpec) -> tf.keras.Model:
     tf = require("tensorflow")
     layers = tf.keras.layers
 
-    def width(n: int) -> int:
-        return max(8, round(n * spec.width_multiplier / 8) * 8)
-
     inputs = tf.keras.Input((spec.height, spec.width, spec.channels), name=INPUT_NAME)
-    x = layers.Conv2D(width(32), 3, strides=2, padding="same", use_bias=False, name="stem")(inputs)
+    stem = _scaled(32, spec.width_multiplier)
+    x = layers.Conv2D(stem, 3, strides=2, padding="same", use_bias=False, name="stem")(inputs)
     x = layers.GroupNormalization(groups=8, name="stem_gn")(x)
     x = layers.ReLU(6.0, name="stem_relu")(x)
     plan = ((64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2), (512, 1))
     for i, (filters, stride) in enumerate(plan):
-        x = _separable_block(x, width(filters), stride, f"b{i}")
+        x = _separable_block(x, _scaled(filters, spec.width_multiplier), stride, f"b{i}")
     x = layers.GlobalAveragePooling2D(name="gap")(x)
     x = layers.Dropout(spec.dropout, seed=1, name="dropout")(x)
     outputs = layers.Dense(spec.num_classes, name=OUTPUT_NAME)(x)

@@ -24,7 +24,7 @@ class Architecture(StrEnum):
     """The model families PrivaDx builds."""
 
     CNN = "cnn"
-    """Compact CNN for 28x28-64x64 images (72k parameters for 2 classes)."""
+    """Compact CNN for 28x28-64x64 images (72k parameters for 2 classes at width 1)."""
     MOBILENET = "mobilenet"
     """Small MobileNet-style network (depthwise separable convolutions) for larger inputs."""
 
@@ -39,6 +39,7 @@ class ModelSpec:
     channels: int = 1
     num_classes: int = 2
     width_multiplier: float = 1.0
+    """Channels of every convolution times this (rounded to a multiple of 8)."""
     dropout: float = 0.3
     """Dropout before the classifier (0 makes training deterministic, as parity tests need)."""
 

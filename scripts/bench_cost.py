@@ -55,6 +55,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--rounds", type=int, default=3, help="rounds per measurement (default: 3)")
     p.add_argument("--archs", nargs="+", choices=ARCHS, default=list(ARCHS))
+    p.add_argument(
+        "--width-multiplier",
+        type=float,
+        default=1.0,
+        help="the models' channels times this (default: 1; e.g. 1.5 for a wider CNN)",
+    )
     p.add_argument("--sizes", type=int, nargs="+", default=list(SIZES))
     p.add_argument("--sites", type=int, nargs="+", default=list(SITE_COUNTS))
     p.add_argument("--skip-rounds", action="store_true", help="skip the local-round part")
@@ -89,7 +95,9 @@ def child_round(args: argparse.Namespace, arch: str, size: int) -> dict[str, Any
     pre = PreprocessSpec(height=size, width=size, channels=1)
     chosen = data.subset(list(range(args.images)))
     site = LabeledImages(fit_images(chosen.images, pre), chosen.labels, chosen.class_names)
-    spec = ModelSpec(arch=Architecture(arch), height=size, width=size)
+    spec = ModelSpec(
+        arch=Architecture(arch), height=size, width=size, width_multiplier=args.width_multiplier
+    )
     model = build_model(spec, seed=0)
     weights = get_weights(model)
     settings = LocalTraining(local_epochs=args.epochs)
@@ -127,7 +135,7 @@ def child_round(args: argparse.Namespace, arch: str, size: int) -> dict[str, Any
             times.append(time.perf_counter() - t0)
         onnx_bytes = path.stat().st_size
     return {
-        "arch": arch,
+        "arch": arch if args.width_multiplier == 1 else f"{arch} x{args.width_multiplier:g}",
         "size": size,
         "images": len(site),
         "epochs": args.epochs,
@@ -147,7 +155,7 @@ def local_rounds(args: argparse.Namespace) -> list[dict[str, Any]]:
         for size in args.sizes:
             cmd = [sys.executable, __file__, "--child", arch, str(size)]
             cmd += ["--images", str(args.images), "--epochs", str(args.epochs)]
-            cmd += ["--rounds", str(args.rounds)]
+            cmd += ["--rounds", str(args.rounds), "--width-multiplier", str(args.width_multiplier)]
             if args.data_dir is not None:
                 cmd += ["--data-dir", str(args.data_dir)]
             log.info("local round: %s at %d px", arch, size)

@@ -8,7 +8,7 @@ from typing import Any
 
 from models.optim import DEFAULT_SERVER_OPTIMIZER, LrSchedule, OptimizerName, OptimizerSpec
 from models.settings import LocalTraining
-from models.spec import Architecture
+from models.spec import Architecture, ModelSpec
 from privadx.common.data.partition import PartitionSpec
 from privadx.common.errors import InputError
 from privadx.common.evaluation.holdout import DEFAULT_EVAL_FRACTION, check_fraction
@@ -48,6 +48,8 @@ class SimulationConfig:
     aggregation: AggregationRule = AggregationRule.NORM_BOUND
     """Model aggregator: TFF's robust aggregator (norm bounding) by default, or the plain mean."""
     arch: Architecture = Architecture.CNN
+    width_multiplier: float = 1.0
+    """The model's channels times this (``ModelSpec.width_multiplier``)."""
     seed: int = 0
     eval_fraction: float = DEFAULT_EVAL_FRACTION
     """Share of each class of every site's images held out for federated evaluation (never
@@ -68,6 +70,7 @@ class SimulationConfig:
         if self.rounds < 1:
             raise InputError(f"--rounds must be at least 1, got {self.rounds}")
         check_fraction(self.eval_fraction)
+        ModelSpec(arch=self.arch, width_multiplier=self.width_multiplier)  # validates the width
         self.training  # noqa: B018  (validates the local-training settings)
         k = self.clients_per_round
         if k is not None and not 1 <= k <= self.partition.sites:

@@ -39,7 +39,12 @@ def prepare(config: SimulationConfig) -> Experiment:
         dataset=dataset,
         preprocess=PreprocessSpec(height=h, width=w, channels=c),
         model_spec=ModelSpec(
-            arch=config.arch, height=h, width=w, channels=c, num_classes=len(dataset.class_names)
+            arch=config.arch,
+            height=h,
+            width=w,
+            channels=c,
+            num_classes=len(dataset.class_names),
+            width_multiplier=config.width_multiplier,
         ),
         positive_class=info.positive_class if info else 1,
         sites=[train for train, _ in splits],

@@ -83,6 +83,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--arch", choices=("cnn", "mobilenet"), default="cnn")
     p.add_argument(
+        "--width-multiplier",
+        type=positive_float,
+        default=1.0,
+        help="the model's channels times this, at most 4 (default: %(default)s)",
+    )
+    p.add_argument(
         "--centralized",
         action="store_true",
         help="also train the centralized baseline (same model, same compute)",
@@ -133,6 +139,7 @@ def build_config(args: argparse.Namespace) -> SimulationConfig:
         aggregation=AggregationRule(args.aggregation),
         dp=dp_spec(args, sites_per_round=args.clients_per_round or args.sites, sites=args.sites),
         arch=Architecture(args.arch),
+        width_multiplier=args.width_multiplier,
         seed=args.seed,
         eval_fraction=args.eval_fraction,
         centralized=args.centralized,

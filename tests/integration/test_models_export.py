@@ -65,6 +65,24 @@ def test_cnn_is_batchnorm_free_and_small() -> None:
     assert model.output_shape == (None, 2)
 
 
+def test_a_wider_cnn_scales_its_channels_and_exports(tmp_path: Path, pneumonia_npz: Path) -> None:
+    base = build_model(ModelSpec(), seed=0)
+    assert [w.shape[-1] for w in base.trainable_weights if len(w.shape) == 4] == [
+        16, 16, 32, 32, 64, 64
+    ]  # fmt: skip
+    spec = ModelSpec(width_multiplier=1.5)
+    wide = build_model(spec, seed=0)
+    assert [w.shape[-1] for w in wide.trainable_weights if len(w.shape) == 4] == [
+        24, 24, 48, 48, 96, 96
+    ]  # fmt: skip
+    assert 2.0 < wide.count_params() / base.count_params() < 2.5  # convolutions grow ~1.5^2
+    meta = {"model_spec": spec.to_json(), "preprocess": PreprocessSpec().to_json(),
+            "class_names": ["a", "b"], "positive_class": 1}  # fmt: skip
+    export_onnx(wide, meta, tmp_path / "wide.onnx")
+    images = load_npz(pneumonia_npz).test.images[:32]
+    assert verify_parity(wide, tmp_path / "wide.onnx", images, PreprocessSpec()) < 1e-4
+
+
 def test_mobilenet_for_larger_rgb_inputs() -> None:
     spec = ModelSpec(
         arch=Architecture.MOBILENET,
