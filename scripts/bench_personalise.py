@@ -62,23 +62,15 @@ def experiment_of(folder: Path) -> Any:
 def personalise_run(folder: Path) -> dict[str, Any]:
     """The personalisation figures of one finished run."""
     from models.architectures import build_model
-    from models.personalise import HeadFit, personalise
     from models.weights import set_weights
     from privadx.common.weights_io import load_weights
+    from tff_core.simulation import personalise_sites
 
     exp = experiment_of(folder)
     model = build_model(exp.model_spec)
     weights, _ = load_weights(folder / "weights.npz")
     set_weights(model, weights)
-    return personalise(
-        model,
-        exp.sites,
-        exp.held_out,
-        exp.preprocess,
-        class_names=exp.dataset.class_names,
-        positive_class=exp.positive_class,
-        fit=HeadFit(),
-    )
+    return personalise_sites(model, exp)
 
 
 def group_of(folder: Path) -> tuple[str, str]:

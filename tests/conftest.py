@@ -35,6 +35,23 @@ MEDMNIST_DIR = Path(
 )
 
 
+def load_module(name: str, path: Path) -> Any:
+    """Import the Python file ``path`` as module ``name`` (a script, an app beside the package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def load_script(name: str) -> Any:
+    """``scripts/NAME.py`` as a module, for tests of a benchmark's bookkeeping."""
+    return load_module(name, REPO / "scripts" / f"{name}.py")
+
+
 SUMMARY_KEYS = frozenset({"accuracy", "auc", "sensitivity", "specificity", "rounds", "seconds"})
 """Keys every run's summary.json must have (simulate, gateway and demo alike)."""
 

@@ -108,7 +108,7 @@ def run_simulation(config: SimulationConfig) -> dict[str, Any]:
         "ood": _ood_summary(meta.get("ood")),
     }
     if config.personalise:
-        summary["personalisation"] = _personalise(model, exp)
+        summary["personalisation"] = personalise_sites(model, exp)
     if config.centralized:
         from tff_core.centralized import train_centralized
 
@@ -257,8 +257,8 @@ def _per_site(model: Any, exp: Experiment, threshold: float | None) -> list[dict
     return results
 
 
-def _personalise(model: Any, exp: Experiment) -> dict[str, Any]:
-    """Each site's held-out figures with the global head and with its own refit head."""
+def personalise_sites(model: Any, exp: Experiment) -> dict[str, Any]:
+    """Each site's held-out figures with the global head and with its own refit head (logged)."""
     from models.personalise import HeadFit, personalise
 
     result = personalise(

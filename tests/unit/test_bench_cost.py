@@ -2,25 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
-from tests.conftest import REPO
-
-
-def _script():  # type: ignore[no-untyped-def]
-    path = Path(REPO) / "scripts" / "bench_cost.py"
-    spec = importlib.util.spec_from_file_location("bench_cost", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+from tests.conftest import load_script
 
 
 def test_rows_are_truncated_and_failures_named() -> None:
-    bc = _script()
+    bc = load_script("bench_cost")
     report = {
         "local_rounds": [
             {

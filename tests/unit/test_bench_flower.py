@@ -7,24 +7,13 @@ the sites the very images PrivaDx's harness deals them, and what the script repo
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.conftest import REPO
-
-
-def _load(name: str, path: Path):  # type: ignore[no-untyped-def]
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+from tests.conftest import REPO, load_module
 
 
 def test_the_flower_app_deals_each_site_the_images_privadx_deals_it(
@@ -33,7 +22,7 @@ def test_the_flower_app_deals_each_site_the_images_privadx_deals_it(
     from harness.federation import split_sites
     from models.settings import LocalTraining
 
-    task = _load("peer_task", Path(REPO) / "scripts/flower_app/privadx_flower/task.py")
+    task = load_module("peer_task", Path(REPO) / "scripts/flower_app/privadx_flower/task.py")
     settings = {"npz": str(breast_npz), "sites": 4, "alpha": 0.5, "seed": 3, "rounds": 2}
     path = tmp_path / "spec.json"
     path.write_text(json.dumps({**settings, "training": LocalTraining().to_dict(), "out": "x"}))
@@ -58,7 +47,7 @@ def _run(rounds: list[float], setup: float, mb: float, acc: float, auc: float) -
 
 
 def test_figures_are_means_and_spreads_over_runs() -> None:
-    bench = _load("bench_flower", Path(REPO) / "scripts/bench_flower.py")
+    bench = load_module("bench_flower", Path(REPO) / "scripts/bench_flower.py")
     runs = [_run([30.0, 10.0], 5.0, 2.0, 0.8, 0.9), _run([34.0, 14.0], 7.0, 4.0, 0.9, 0.95)]
     s = bench.summarise(runs)
     assert s["wall time per round (s)"] == "22.00 ± 2.82"  # per-run means 20 and 24
@@ -87,7 +76,7 @@ def test_figures_are_means_and_spreads_over_runs() -> None:
 
 @pytest.mark.parametrize("argv", [["--sites", "0"], ["--rounds", "0"]])
 def test_impossible_settings_are_refused(argv: list[str]) -> None:
-    bench = _load("bench_flower", Path(REPO) / "scripts/bench_flower.py")
+    bench = load_module("bench_flower", Path(REPO) / "scripts/bench_flower.py")
     with pytest.raises(SystemExit) as exc:
         bench.parse_args(argv)
     assert exc.value.code == 2

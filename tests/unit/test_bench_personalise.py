@@ -2,23 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
-
-
-def _script():  # type: ignore[no-untyped-def]
-    path = Path(REPO) / "scripts" / "bench_personalise.py"
-    spec = importlib.util.spec_from_file_location("bench_personalise", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+from tests.conftest import load_script
 
 
 def _result(gain: float) -> dict:
@@ -38,7 +26,7 @@ def _result(gain: float) -> dict:
 
 
 def test_runs_are_grouped_by_folder_and_tabled_over_seeds() -> None:
-    bp = _script()
+    bp = load_script("bench_personalise")
     assert bp.group_of(Path("out/runs/breastmnist/cos30/seed-2")) == ("breastmnist", "cos30")
     means = bp.run_means(_result(0.02))
     assert means["global_auc"] == pytest.approx(0.9)  # the one-class site has no AUC
@@ -53,7 +41,7 @@ def test_runs_are_grouped_by_folder_and_tabled_over_seeds() -> None:
 
 
 def test_a_folder_that_is_not_a_run_is_refused(tmp_path, caplog) -> None:
-    bp = _script()
+    bp = load_script("bench_personalise")
     assert bp.main([str(tmp_path), "--out", str(tmp_path / "out")]) == 2
     assert "not a finished simulation run" in caplog.text
     assert not (tmp_path / "out").exists()

@@ -6,24 +6,12 @@ hours); what is checked is what the script does with their output.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
-from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
-
-
-def _script():  # type: ignore[no-untyped-def]
-    path = Path(REPO) / "scripts" / "bench_quality.py"
-    spec = importlib.util.spec_from_file_location("bench_quality", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclass looks its module up
-    spec.loader.exec_module(module)
-    return module
+from tests.conftest import load_script
 
 
 def _summary(auc: float, accuracy: float) -> dict:
@@ -45,7 +33,7 @@ def _test(auc: float) -> dict:
 
 
 def test_suites_and_variants_name_their_runs() -> None:
-    bq = _script()
+    bq = load_script("bench_quality")
     jobs = bq.jobs_of(bq.parse_args(["--suite", "dp"]))
     assert [j.variant for j in jobs] == ["dp-eps1", "dp-eps3", "dp-eps8", "no-dp-100-sites"]
     assert all("--sites" in j.options and "100" in j.options for j in jobs)
@@ -60,7 +48,7 @@ def test_suites_and_variants_name_their_runs() -> None:
 
 
 def test_runs_are_recorded_reused_and_tabled_as_mean_and_sd(tmp_path, monkeypatch) -> None:
-    bq = _script()
+    bq = load_script("bench_quality")
     results = iter([(0.95, 0.88), (0.97, 0.90), (0.96, 0.86)])
 
     def fake_command(job, seed, out, data_dir):  # type: ignore[no-untyped-def]
@@ -95,7 +83,7 @@ def test_runs_are_recorded_reused_and_tabled_as_mean_and_sd(tmp_path, monkeypatc
 
 
 def test_a_failed_run_is_reported_and_the_others_still_run(tmp_path, monkeypatch) -> None:
-    bq = _script()
+    bq = load_script("bench_quality")
 
     def fake_command(job, seed, out, data_dir):  # type: ignore[no-untyped-def]
         if seed == 1:
@@ -111,7 +99,7 @@ def test_a_failed_run_is_reported_and_the_others_still_run(tmp_path, monkeypatch
 
 
 def test_runs_made_two_at_a_time_keep_their_order_and_say_so(tmp_path, monkeypatch) -> None:
-    bq = _script()
+    bq = load_script("bench_quality")
 
     def fake_command(job, seed, out, data_dir):  # type: ignore[no-untyped-def]
         # Seed 0 finishes last; the records still come in run order.

@@ -2,24 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 from harness.bench.federations import wall_seconds
 from harness.bench.timing import trunc
-from tests.conftest import REPO
-
-
-def _bench():  # type: ignore[no-untyped-def]
-    spec = importlib.util.spec_from_file_location("bench", Path(REPO) / "scripts" / "bench.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.conftest import load_script
 
 
 def test_aggregation_and_encoding_sections_report_ratios() -> None:
-    bench = _bench()
+    bench = load_script("bench")
     report = {"aggregation": bench.aggregation([2]), "encodings": bench.encodings("unused")}
     (row,) = report["aggregation"]
     assert row["updates"] == 2 and row["streaming_s"] > 0 and row["floor_s"] > 0
