@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from models.optim import DEFAULT_SERVER_OPTIMIZER, LrSchedule, OptimizerName, OptimizerSpec
-from models.settings import LocalTraining
+from models.settings import DEFAULT_SIMULATION_ROUNDS, LocalTraining
 from models.spec import Architecture, ModelSpec
 from privadx.common.data.partition import PartitionSpec
 from privadx.common.errors import InputError
@@ -24,7 +24,7 @@ class SimulationConfig:
     out: Path
     data_dir: Path | None = None
     partition: PartitionSpec = field(default_factory=PartitionSpec)
-    rounds: int = 20
+    rounds: int = DEFAULT_SIMULATION_ROUNDS
     local_epochs: int = 2
     clients_per_round: int | None = None
     """Sites sampled per round (all when ``None``)."""

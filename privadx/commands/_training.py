@@ -1,8 +1,8 @@
 """Local-training and server-optimizer options, shared by ``simulate``, ``gateway``, ``demo``.
 
 One definition, so a simulation and a deployment are asked the same way and default alike
-(the defaults are :class:`models.settings.LocalTraining`'s and
-:data:`models.optim.DEFAULT_SERVER_OPTIMIZER`).
+(the defaults are :data:`models.settings.DEFAULT_TRAINING`,
+:data:`models.optim.DEFAULT_LR_SCHEDULE` and :data:`models.optim.DEFAULT_SERVER_OPTIMIZER`).
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any
 
-from models.optim import DEFAULT_SERVER_OPTIMIZER, LrSchedule
-from models.settings import LocalTraining
+from models.optim import DEFAULT_LR_SCHEDULE, DEFAULT_SERVER_OPTIMIZER, LrSchedule
+from models.settings import DEFAULT_TRAINING, LocalTraining
 from privadx.commands._common import (
     non_negative_float,
     non_negative_int,
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 def add_local_training_options(p: argparse.ArgumentParser) -> None:
     """The local-training options: epochs, minimum steps, batch, FedProx, client optimizer."""
-    d = LocalTraining()
+    d = DEFAULT_TRAINING
     g = p.add_argument_group("local training (what each round asks of a site)")
     g.add_argument(
         "--local-epochs",
@@ -64,7 +64,7 @@ def add_local_training_options(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--client-lr-schedule",
         choices=[str(s) for s in LrSchedule],
-        default=str(LrSchedule.CONSTANT),
+        default=str(DEFAULT_LR_SCHEDULE),
         help="the sites' learning rate over the rounds: constant, or cosine (half a cosine "
         "from --client-lr toward 0; each announcement carries its round's rate) "
         "(default: %(default)s)",

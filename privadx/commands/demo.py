@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from models.settings import LocalTraining, site_name
+from models.settings import DEFAULT_TRAINING, site_name
 from privadx.commands._common import add_data_dir, non_negative_int, positive_float, positive_int
 from privadx.common.errors import InputError
 
@@ -58,7 +58,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--min-local-steps",
         type=non_negative_int,
-        default=LocalTraining().min_local_steps,
+        default=DEFAULT_TRAINING.min_local_steps,
         help="fewest optimizer steps a site makes in a round (default: %(default)s)",
     )
     p.add_argument("--alpha", type=positive_float, default=0.5, help="Dirichlet concentration")

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from models.settings import DEFAULT_SIMULATION_ROUNDS
 from privadx.commands._common import add_data_dir, positive_float, positive_int, print_json
 from privadx.commands._privacy import add_dp_options, dp_spec
 from privadx.commands._training import (
@@ -56,7 +57,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="Dirichlet concentration; smaller = more label skew (default: %(default)s)",
     )
     p.add_argument(
-        "--rounds", type=positive_int, default=20, help="federated rounds (default: %(default)s)"
+        "--rounds",
+        type=positive_int,
+        default=DEFAULT_SIMULATION_ROUNDS,
+        help="federated rounds (default: %(default)s)",
     )
     p.add_argument(
         "--clients-per-round",

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from models.optim import DEFAULT_SERVER_OPTIMIZER, LrSchedule, OptimizerName
-from models.settings import LocalTraining
+from models.optim import DEFAULT_LR_SCHEDULE, DEFAULT_SERVER_OPTIMIZER, LrSchedule, OptimizerName
+from models.settings import DEFAULT_SIMULATION_ROUNDS, DEFAULT_TRAINING, LocalTraining
 from privadx.cli import build_parser, main
 from privadx.commands._training import local_training, server_optimizer
 
@@ -42,9 +42,17 @@ def test_simulate_and_gateway_read_the_same_options_alike(tmp_path) -> None:
 
 
 def test_the_defaults_are_the_settings_defaults(tmp_path) -> None:
+    from privadx.commands.simulate import build_config
+
     gw = build_parser().parse_args([*GATEWAY, str(tmp_path)])
-    assert local_training(gw) == LocalTraining()
-    assert server_optimizer(gw) == DEFAULT_SERVER_OPTIMIZER
+    sim = build_config(build_parser().parse_args(["simulate", "--out", str(tmp_path)]))
+    assert local_training(gw) == DEFAULT_TRAINING == sim.training
+    assert DEFAULT_TRAINING.min_local_steps == 20 and DEFAULT_TRAINING.proximal_mu == 0.0
+    assert server_optimizer(gw) == DEFAULT_SERVER_OPTIMIZER == sim.server_optimizer
+    assert LrSchedule(gw.client_lr_schedule) is DEFAULT_LR_SCHEDULE is sim.client_lr_schedule
+    assert sim.rounds == DEFAULT_SIMULATION_ROUNDS == 30
+    # An announcement without the newer fields still means the neutral protocol values.
+    assert LocalTraining().min_local_steps == 0
 
 
 @pytest.mark.parametrize(
