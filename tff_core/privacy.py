@@ -17,6 +17,7 @@ replacement; with every site in every round, q = 1).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,13 +85,52 @@ def epsilon(spec: DpSpec, rounds: int) -> float:
     """Epsilon at ``spec.delta`` after ``rounds`` rounds (0 rounds: 0)."""
     if rounds <= 0:
         return 0.0
+    return _rdp_epsilon(spec.noise_multiplier, spec.sampling_rate, rounds, spec.delta)
+
+
+def _rdp_epsilon(noise: float, sampling_rate: float, rounds: int, delta: float) -> float:
     dp = require("dp_accounting")
-    event = dp.GaussianDpEvent(spec.noise_multiplier)
-    if spec.sampling_rate < 1:
-        event = dp.PoissonSampledDpEvent(spec.sampling_rate, event)
+    event = dp.GaussianDpEvent(noise)
+    if sampling_rate < 1:
+        event = dp.PoissonSampledDpEvent(sampling_rate, event)
     accountant = dp.rdp.RdpAccountant()
     accountant.compose(event, rounds)
-    return float(accountant.get_epsilon(spec.delta))
+    return float(accountant.get_epsilon(delta))
+
+
+def calibrated_noise(
+    target_epsilon: float, rounds: int, *, sampling_rate: float, delta: float = DEFAULT_DELTA
+) -> float:
+    """The least noise multiplier that keeps ``rounds`` rounds within ``target_epsilon``.
+
+    At sampling rate ``sampling_rate`` and ``delta``; to 4 significant digits, rounded up.
+
+    Raises:
+        InputError: A setting is out of range, or no noise multiplier up to 10,000 meets it.
+    """
+    if not target_epsilon > 0 or rounds < 1 or not 0 < sampling_rate <= 1 or not 0 < delta < 1:
+        raise InputError(
+            "noise calibration needs a positive epsilon and rounds, delta in (0, 1) and "
+            "sites per round between 1 and the number of sites"
+        )
+
+    def fits(z: float) -> bool:
+        return _rdp_epsilon(z, sampling_rate, rounds, delta) <= target_epsilon
+
+    high = 1.0
+    while not fits(high):  # epsilon falls as the noise grows: bound it, then bisect
+        high *= 2
+        if high > 10_000:
+            raise InputError(
+                f"epsilon {target_epsilon:g} over {rounds} rounds needs a noise multiplier "
+                "above 10,000; raise the target or run fewer rounds"
+            )
+    low = high / 2 if high > 1.0 else 0.0
+    while high - low > 1e-5 * high:
+        mid = (low + high) / 2
+        low, high = (low, mid) if fits(mid) else (mid, high)
+    scale = 10.0 ** (3 - math.floor(math.log10(high)))
+    return math.ceil(high * scale) / scale
 
 
 def affordable_rounds(spec: DpSpec, wanted: int) -> int:

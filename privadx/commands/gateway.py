@@ -178,7 +178,7 @@ def run(args: argparse.Namespace) -> int:
     from tff_core.robust import AggregationRule
 
     broker, version = broker_from_args(args)
-    dp = dp_spec(args, sites_per_round=args.min_sites, sites=args.min_sites)
+    dp = dp_spec(args, sites_per_round=args.min_sites, sites=args.min_sites, rounds=args.rounds)
     # A run folder with a checkpoint continues its run (after a crash or kill -9).
     run_id = args.run_id or RunCheckpoint(args.out / "checkpoint").existing_run_id()
     config = GatewayConfig(

@@ -141,7 +141,12 @@ def build_config(args: argparse.Namespace) -> SimulationConfig:
         client_lr_schedule=LrSchedule(args.client_lr_schedule),
         server_optimizer=server_optimizer(args),
         aggregation=AggregationRule(args.aggregation),
-        dp=dp_spec(args, sites_per_round=args.clients_per_round or args.sites, sites=args.sites),
+        dp=dp_spec(
+            args,
+            sites_per_round=args.clients_per_round or args.sites,
+            sites=args.sites,
+            rounds=args.rounds,
+        ),
         arch=Architecture(args.arch),
         width_multiplier=args.width_multiplier,
         seed=args.seed,

@@ -195,6 +195,13 @@ GATEWAY = [
         ),
         ([*GATEWAY, "--secure-aggregation", "--dp-noise", "0.1"], 2, "needs --dp-fixed-clip"),
         ([*GATEWAY, "--target-epsilon", "3"], 2, "needs differential privacy"),
+        ([*GATEWAY, "--dp-noise", "auto"], 2, "pass --target-epsilon"),
+        ([*GATEWAY, "--dp-noise", "loud"], 2, "expected a number"),
+        (
+            ["simulate", "--dp-noise", "auto", "--target-epsilon", "1e-9", "--out", "r"],
+            2,
+            "above 10,000",
+        ),
     ],
 )
 def test_bad_input_gives_clear_error_and_exit_code(
