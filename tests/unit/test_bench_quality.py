@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -37,7 +38,12 @@ def test_suites_and_variants_name_their_runs() -> None:
     jobs = bq.jobs_of(bq.parse_args(["--suite", "dp"]))
     assert [j.variant for j in jobs] == ["dp-eps1", "dp-eps3", "dp-eps8", "no-dp-100-sites"]
     assert all("--sites" in j.options and "100" in j.options for j in jobs)
-    assert jobs[2].options[-2:] == ("--target-epsilon", "8.0")
+    assert jobs[2].options[-4:] == ("--dp-noise", "auto", "--target-epsilon", "8")
+    # epsilon 1 over 20 rounds needs z ~18, beyond adaptive clipping's 100 / 10: fixed clip
+    assert "--dp-fixed-clip" in jobs[0].options and "--dp-fixed-clip" not in jobs[1].options
+    assert [j.pooled for j in jobs] == [False, False, False, True]
+    commands = [bq.command(j, 0, Path("o"), None) for j in jobs]
+    assert ["--centralized" in c for c in commands] == [False, False, False, True]
     args = bq.parse_args(["--dataset", "breastmnist", "--variant", "m=--server-momentum 0.9"])
     (job,) = bq.jobs_of(args)
     assert job.key == "breastmnist/m" and job.options == ("--server-momentum", "0.9")
