@@ -84,6 +84,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="NAME=OPTIONS",
         help="extra `privadx simulate` options under a name (repeatable; default: none)",
     )
+    p.add_argument(
+        "--no-pooled",
+        action="store_true",
+        help="--variant runs skip the pooled baseline (for settings compared with another row's)",
+    )
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--data-dir", type=Path, default=None)
     p.add_argument("--out", type=Path, default=Path("runs/bench-quality"))
@@ -123,7 +128,10 @@ def jobs_of(args: argparse.Namespace) -> list[Job]:
         jobs += dp_jobs()
     variants = [parse_variant(v) for v in args.variant]
     for dataset in args.dataset or (list(TARGET_DATASETS) if variants else []):
-        jobs += [Job(dataset, name, options) for name, options in variants or [("default", ())]]
+        jobs += [
+            Job(dataset, name, options, pooled=not args.no_pooled)
+            for name, options in variants or [("default", ())]
+        ]
     if not jobs:
         raise SystemExit("nothing to run: pass --suite, or --dataset and/or --variant")
     return jobs

@@ -47,6 +47,11 @@ def test_suites_and_variants_name_their_runs() -> None:
     args = bq.parse_args(["--dataset", "breastmnist", "--variant", "m=--server-momentum 0.9"])
     (job,) = bq.jobs_of(args)
     assert job.key == "breastmnist/m" and job.options == ("--server-momentum", "0.9")
+    assert job.pooled
+    (job,) = bq.jobs_of(
+        bq.parse_args(["--dataset", "breastmnist", "--variant", "m=", "--no-pooled"])
+    )
+    assert not job.pooled and "--centralized" not in bq.command(job, 0, Path("o"), None)
     with pytest.raises(SystemExit, match="NAME=OPTIONS"):
         bq.parse_variant("no-equals-sign")
     with pytest.raises(SystemExit, match="nothing to run"):
