@@ -139,15 +139,17 @@ def jobs_of(args: argparse.Namespace) -> list[Job]:
 
 def dp_jobs() -> list[Job]:
     """The ``dp`` suite: one job per epsilon, then the same setting without DP."""
-    from tff_core.privacy import calibrated_noise
+    from tff_core.privacy import adaptive_clipping_allows, calibrated_noise
 
     base = ("--sites", str(DP_SITES), "--partition", "iid", "--rounds", str(DP_ROUNDS))
     base += ("--min-local-steps", "0")
     jobs = []
     for eps in DP_EPSILONS:
         options = (*base, "--dp-noise", "auto", "--target-epsilon", f"{eps:g}")
-        if calibrated_noise(eps, DP_ROUNDS, sampling_rate=1.0) >= DP_SITES / 10:
-            options += ("--dp-fixed-clip",)  # adaptive clipping needs more than 10 z sites
+        if not adaptive_clipping_allows(
+            calibrated_noise(eps, DP_ROUNDS, sampling_rate=1.0), DP_SITES
+        ):
+            options += ("--dp-fixed-clip",)
         jobs.append(Job("pneumoniamnist", f"dp-eps{eps:g}", options, pooled=False))
     jobs.append(Job("pneumoniamnist", "no-dp-100-sites", base))
     return jobs

@@ -29,6 +29,15 @@ from privadx.common.errors import InputError
 DEFAULT_DELTA = 1e-5
 
 
+def adaptive_clipping_allows(noise_multiplier: float, clients_per_round: int) -> bool:
+    """Whether TFF's adaptive clipping can run at this noise with this many sites per round.
+
+    TFF gives the clipped-count estimate noise 0.05 * k and needs 2 * that > z to leave noise
+    for the sum: adaptive clipping needs k > 10 z sites per round.
+    """
+    return 0.05 * clients_per_round * 2 > noise_multiplier
+
+
 @dataclass(frozen=True, kw_only=True)
 class DpSpec:
     """DP-FedAvg settings of a run."""
@@ -51,9 +60,9 @@ class DpSpec:
             raise InputError("sites per round must lie in [1, number of sites]")
         if not 0 < self.delta < 1 or not 0 < self.target_quantile < 1:
             raise InputError("delta and the target quantile must lie in (0, 1)")
-        if self.adaptive and 0.05 * self.clients_per_round * 2 <= self.noise_multiplier:
-            # TFF gives the clipped-count estimate noise 0.05 * k and needs 2 * that > z to
-            # leave noise for the sum: adaptive clipping needs k > 10 z sites per round.
+        if self.adaptive and not adaptive_clipping_allows(
+            self.noise_multiplier, self.clients_per_round
+        ):
             raise InputError(
                 f"adaptive clipping at noise {self.noise_multiplier} needs more than "
                 f"{10 * self.noise_multiplier:g} sites per round (got {self.clients_per_round}); "
