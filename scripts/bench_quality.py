@@ -8,11 +8,12 @@ the command gives as shipped. Suites name the issue's settings:
 
 - ``targets``: PneumoniaMNIST and BreastMNIST, 10 sites, Dirichlet(0.5), defaults;
 - ``dp``: PneumoniaMNIST over 100 sites split IID (no Dirichlet(0.5) split gives 100 sites
-  10 images each), every site in every round, 20 rounds of 2 local
-  epochs with no minimum step count (100 sites at the default 20 steps would take about an
-  hour a run here): DP-FedAvg with the noise calibrated so the 20 rounds spend epsilon 1, 3
-  and 8 (``--dp-noise auto``; fixed clipping where the noise exceeds adaptive clipping's
-  limit), and the same runs without DP, which also train the pooled baseline.
+  10 images each), every site in every round, 20 rounds of 2 local epochs with no minimum
+  step count (at the default 20 steps a run would take about an hour here, estimated from
+  the 10-site runs' time per step): DP-FedAvg with the noise calibrated so the 20 rounds
+  spend epsilon 1, 3 and 8 (``--dp-noise auto``; fixed clipping where the noise exceeds
+  adaptive clipping's limit), and the same runs without DP, which also train the pooled
+  baseline.
 
 A finished run (its ``summary.json`` and the options that made it) is kept and reused, so a
 sweep interrupted or extended later reruns only what is missing. CPU seconds are the child's
