@@ -17,7 +17,7 @@ from privadx.common.evaluation.federated import score_reports, summary_figures
 from privadx.common.evaluation.report import build_report
 from privadx.common.model_info import ModelInfo
 from privadx.common.ood import reference_of_sites
-from privadx.common.runlog import RunFolder
+from privadx.common.runlog import RunFolder, json_ready
 from privadx.common.weighting import DEFAULT_MAX_WEIGHT_RATIO, cap_example_counts
 from privadx.common.weights_io import save_weights
 from tff_core.config import SimulationConfig
@@ -181,6 +181,7 @@ def _train_federated(
             "clients": chosen,
             "capped_examples": {} if config.dp else _would_cap(config, exp, chosen),
             "train": {k: float(v) for k, v in train.items()},
+            "aggregation": _aggregation_record(config, output.metrics),
             "test": final,
             "sites_train": _per_site(scorer, exp, threshold),
             **_federated_evaluation(scorer, exp),
@@ -358,6 +359,16 @@ def _ood_summary(ood: dict[str, Any] | None) -> dict[str, Any] | None:
     if ood is None:
         return None
     return {k: ood[k] for k in ("scheme", "images", "held_out", "quantile", "threshold")}
+
+
+def _aggregation_record(config: SimulationConfig, metrics: Any) -> dict[str, Any]:
+    """The rule and TFF's aggregator measurements of a round, keyed as a gateway's round record.
+
+    Norm-bound aggregation reports its clipping and zeroing norms and how many updates each
+    touched, so a run shows whether the bounds held back honest sites' updates.
+    """
+    rule = "dp" if config.dp else str(config.aggregation)
+    return {"rule": rule, **json_ready(dict(metrics["aggregator"]))}
 
 
 def _clip_norm(metrics: Any) -> float | None:

@@ -38,6 +38,11 @@ def test_simulate_writes_the_run_folder(sim_run: Path) -> None:
     fed = [r for r in records if r["series"] == "federated"]
     assert [r["round"] for r in fed] == [1, 2]
     assert all(len(r["clients"]) == 3 and len(r["sites"]) == 4 for r in fed)
+    # the round records carry the norm-bound aggregator's measurements, as a gateway's do
+    bounds = [r["aggregation"] for r in fed]
+    assert all(b["rule"] == "norm-bound" for b in bounds)
+    assert all(b["zeroing"]["clipping_norm"] > 0 and b["zeroing_norm"] > 0 for b in bounds)
+    assert all(0 <= b["zeroing"]["clipped_count"] <= 3 and b["zeroed_count"] == 0 for b in bounds)
     assert [r["round"] for r in records if r["series"] == "centralized"] == [1, 2]
     partition = json.loads((sim_run / "partition.json").read_text())
     assert sum(s["examples"] for s in partition["sites"]) == 546

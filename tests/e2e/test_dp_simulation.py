@@ -26,6 +26,7 @@ def test_dp_simulation_reports_epsilon_and_stops_at_the_target(
     summary = json.loads(proc.stdout)
     records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     eps = [r["privacy"]["epsilon"] for r in records if r["series"] == "federated"]
+    assert {r["aggregation"]["rule"] for r in records if r["series"] == "federated"} == {"dp"}
     # 4 sites every round, z = 1: epsilon 4.72, 7.07, 9.00 after rounds 1-3, so 8 allows 2
     assert len(eps) == summary["rounds"] == 2 and eps == sorted(eps) and eps[-1] <= 8
     assert summary["privacy"]["epsilon"] == eps[-1] and summary["privacy"]["delta"] == 1e-5
