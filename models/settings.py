@@ -11,6 +11,8 @@ import zlib
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+import numpy as np
+
 from models.optim import LrSchedule, OptimizerName, OptimizerSpec
 from privadx.common.errors import InputError
 from privadx.common.wire.update_codec import Encoding
@@ -32,6 +34,8 @@ MAX_BATCH_SIZE = 4096
 MAX_LOCAL_STEPS = 10_000
 MAX_PROXIMAL_MU = 100.0
 """Largest FedProx strength a round may ask for (a site then barely leaves the global model)."""
+MAX_LOGIT_ADJUST = 10.0
+"""Largest logit-adjustment strength a round may ask for."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -55,6 +59,12 @@ class LocalTraining:
     """FedProx strength (Li et al., MLSys 2020): each step adds ``mu * (w - w_global)`` to the
     gradient, i.e. ``mu/2 ||w - w_global||^2`` to the loss, pulling a site's weights toward the
     round's global model. 0 is plain FedAvg local training."""
+    logit_adjust: float = 0.0
+    """Logit adjustment of the local loss (Menon et al., ICLR 2021; for label-skewed sites as
+    in FedLC, Zhang et al., ICML 2022): a site trains on the cross-entropy of ``logits + tau *
+    log(prior)``, its own smoothed class frequencies as the prior
+    (:func:`class_log_prior`), so its update does not teach the shared model its own class
+    balance. Only the loss changes; the model and its outputs do not. 0 turns it off."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.local_epochs <= MAX_LOCAL_EPOCHS:
@@ -71,6 +81,10 @@ class LocalTraining:
         if not 0.0 <= self.proximal_mu <= MAX_PROXIMAL_MU:  # also refuses NaN
             raise InputError(
                 f"proximal mu must lie in [0, {MAX_PROXIMAL_MU:g}], got {self.proximal_mu}"
+            )
+        if not 0.0 <= self.logit_adjust <= MAX_LOGIT_ADJUST:  # also refuses NaN
+            raise InputError(
+                f"logit adjustment must lie in [0, {MAX_LOGIT_ADJUST:g}], got {self.logit_adjust}"
             )
 
     def for_round(self, schedule: LrSchedule, round_num: int, rounds: int) -> LocalTraining:
@@ -101,6 +115,7 @@ class LocalTraining:
             "encoding": str(self.encoding),
             "min_local_steps": self.min_local_steps,
             "proximal_mu": self.proximal_mu,
+            "logit_adjust": self.logit_adjust,
         }
 
     @classmethod
@@ -113,6 +128,7 @@ class LocalTraining:
             encoding = Encoding(data.get("encoding", Encoding.FLOAT32))
             min_steps = int(data.get("min_local_steps", 0))
             mu = float(data.get("proximal_mu", 0.0))
+            adjust = float(data.get("logit_adjust", 0.0))
             return cls(
                 local_epochs=epochs,
                 batch_size=batch,
@@ -122,11 +138,23 @@ class LocalTraining:
                 encoding=encoding,
                 min_local_steps=min_steps,
                 proximal_mu=mu,
+                logit_adjust=adjust,
             )
         except InputError as exc:
             raise InputError(f"training settings out of range: {exc}") from exc
         except (KeyError, TypeError, ValueError) as exc:
             raise InputError(f"malformed training settings: {exc}") from exc
+
+
+def class_log_prior(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """``log`` of a site's class frequencies, add-one smoothed: ``log((n_c + 1) / (N + K))``.
+
+    The smoothing keeps a class the site lacks finite (it then counts as rare, not absent).
+    float32 ``(num_classes,)``; the edge trainer and the simulation both take the logit
+    adjustment's prior from here.
+    """
+    counts = np.bincount(np.asarray(labels, np.int64), minlength=num_classes)[:num_classes]
+    return np.log((counts + 1.0) / (counts.sum() + num_classes)).astype(np.float32)
 
 
 DEFAULT_TRAINING = LocalTraining(min_local_steps=20)

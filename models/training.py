@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from models.optim import OptimizerSpec
-from models.settings import LocalTraining
+from models.settings import LocalTraining, class_log_prior
 from privadx.common.data.arrays import LabeledImages
 from privadx.common.deps import require
 from privadx.common.errors import ModelError
@@ -37,6 +37,7 @@ def make_client_dataset(
     augment: bool = True,
     shuffle: bool = True,
     repeat_label_offset: int = 0,
+    logit_offsets: np.ndarray | None = None,
 ) -> tf.data.Dataset:
     """Batches of ``{"x": float32 images, "y": int32 labels}`` for ``epochs`` local epochs.
 
@@ -50,6 +51,10 @@ def make_client_dataset(
     the TFF simulation marks repeats so that its FedAvg counts each of a site's images once
     when sites train different numbers of epochs (:mod:`tff_core.fedavg` decodes the
     labels). Devices leave it at 0.
+
+    ``logit_offsets`` (float32 ``(K,)``), when given, is added to every element as ``"o"``:
+    the TFF simulation's model adds it to the logits in the loss (logit adjustment, the same
+    for all of a site's elements); a device's trainer holds it in a variable instead.
     """
     tf = require("tensorflow")
     images = tf.constant(to_model_input(data.images, spec))
@@ -63,6 +68,9 @@ def make_client_dataset(
     )
     if augment:
         ds = ds.enumerate().map(lambda i, e: _shift(e, spec, seed, i))
+    if logit_offsets is not None:
+        offsets = tf.constant(np.asarray(logit_offsets, np.float32))
+        ds = ds.map(lambda e: collections.OrderedDict(x=e["x"], y=e["y"], o=offsets))
     return ds.batch(batch_size)
 
 
@@ -73,6 +81,7 @@ def round_dataset(
     *,
     seed: int,
     repeat_label_offset: int = 0,
+    logit_offsets: np.ndarray | None = None,
 ) -> tf.data.Dataset:
     """What a site trains on in one round: :func:`make_client_dataset` as ``settings`` ask.
 
@@ -89,7 +98,20 @@ def round_dataset(
         augment=settings.augment,
         shuffle=settings.shuffle,
         repeat_label_offset=repeat_label_offset,
+        logit_offsets=logit_offsets,
     )
+
+
+def logit_offsets(data: LabeledImages, settings: LocalTraining, num_classes: int) -> np.ndarray:
+    """What a site adds to its logits in the training loss: ``tau * log(prior)``, float32.
+
+    ``tau`` is ``settings.logit_adjust`` (zeros when it is 0); the prior is the site's own
+    class frequencies (:func:`models.settings.class_log_prior`).
+    """
+    if settings.logit_adjust == 0:
+        return np.zeros(num_classes, np.float32)
+    prior = class_log_prior(data.labels, num_classes)
+    return (np.float32(settings.logit_adjust) * prior).astype(np.float32)
 
 
 MAX_SHIFT = 2
@@ -113,13 +135,21 @@ def _shift(
     return collections.OrderedDict(x=shifted, y=example["y"])
 
 
-def element_spec(spec: PreprocessSpec) -> collections.OrderedDict[str, tf.TensorSpec]:
-    """The type of one batch produced by :func:`make_client_dataset`."""
+def element_spec(
+    spec: PreprocessSpec, num_classes: int | None = None
+) -> collections.OrderedDict[str, tf.TensorSpec]:
+    """The type of one batch produced by :func:`make_client_dataset`.
+
+    With ``num_classes``, the batch also carries the logit offsets ``"o"`` (``(None, K)``).
+    """
     tf = require("tensorflow")
-    return collections.OrderedDict(
+    batch = collections.OrderedDict(
         x=tf.TensorSpec((None, spec.height, spec.width, spec.channels), tf.float32),
         y=tf.TensorSpec((None,), tf.int32),
     )
+    if num_classes is not None:
+        batch["o"] = tf.TensorSpec((None, num_classes), tf.float32)
+    return batch
 
 
 _TRAINING_LOCK = threading.Lock()
@@ -220,8 +250,17 @@ class _Trainer:
         # FedProx: the round's global weights and the strength of the pull toward them.
         self.anchors = [tf.Variable(tf.zeros_like(v), trainable=False) for v in variables]
         self.mu = tf.Variable(0.0, trainable=False, dtype=tf.float32)
+        # Logit adjustment: tau * log(prior) added to the logits in the loss (0: none).
+        classes = int(self.model.output_shape[-1])
+        self.offsets = tf.Variable(tf.zeros((classes,)), trainable=False, dtype=tf.float32)
         loss_fn = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-        net, opt, anchors, mu = self.model, self.optimizer, self.anchors, self.mu
+        net, opt, anchors, mu, offsets = (
+            self.model,
+            self.optimizer,
+            self.anchors,
+            self.mu,
+            self.offsets,
+        )
 
         # One shape-polymorphic graph for every batch (as TFF's client work has): a graph
         # retraced for a short last batch may round differently.
@@ -234,7 +273,7 @@ class _Trainer:
         def step(x: Any, y: Any) -> tuple[Any, Any]:
             with tf.GradientTape() as tape:
                 logits = net(x, training=True)
-                loss = loss_fn(y, logits)
+                loss = loss_fn(y, logits + offsets)  # as tff_core.fedavg's model adds them
             grads = tape.gradient(loss, variables)
             # mu (w - w_global), added as tff_core.proximal adds it (0 when mu is 0).
             grads = [g + mu * (v - a) for g, v, a in zip(grads, variables, anchors, strict=True)]
@@ -262,6 +301,7 @@ class _Trainer:
             variable.assign(value)
             anchor.assign(value)
         self.mu.assign(settings.proximal_mu)
+        self.offsets.assign(logit_offsets(data, settings, int(self.offsets.shape[0])))
         for variable, value in zip(self.optimizer.variables, self.initial_state, strict=True):
             variable.assign(value)
         self.optimizer.learning_rate.assign(settings.optimizer.learning_rate)

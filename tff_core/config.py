@@ -40,6 +40,8 @@ class SimulationConfig:
     rounds where SGD(0.05, momentum 0.9) still sat at the class prior after 9."""
     proximal_mu: float = LocalTraining().proximal_mu
     """FedProx strength of the sites' local steps (see ``LocalTraining.proximal_mu``)."""
+    logit_adjust: float = LocalTraining().logit_adjust
+    """Logit-adjustment strength of the sites' loss (see ``LocalTraining.logit_adjust``)."""
     client_lr_schedule: LrSchedule = LrSchedule.CONSTANT
     """How the sites' learning rate changes over the rounds (as a gateway would announce)."""
     server_optimizer: OptimizerSpec = DEFAULT_SERVER_OPTIMIZER
@@ -87,6 +89,7 @@ class SimulationConfig:
             optimizer=self.client_optimizer,
             min_local_steps=self.min_local_steps,
             proximal_mu=self.proximal_mu,
+            logit_adjust=self.logit_adjust,
         )
 
     def training_for(self, round_num: int) -> LocalTraining:

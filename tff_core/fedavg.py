@@ -8,6 +8,7 @@ al., "Adaptive Federated Optimization" (ICLR 2021): FedAdam and FedYogi.
 
 from __future__ import annotations
 
+import collections
 import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -16,7 +17,7 @@ from models.architectures import build_model
 from models.optim import OptimizerName, OptimizerSpec
 from models.settings import LocalTraining
 from models.spec import ModelSpec
-from models.training import element_spec, round_dataset
+from models.training import element_spec, logit_offsets, round_dataset
 from privadx.common.data.arrays import LabeledImages
 from privadx.common.deps import require
 from privadx.common.preprocess import PreprocessSpec
@@ -49,7 +50,9 @@ def tff_model_fn(model_spec: ModelSpec, preprocess: PreprocessSpec, seed: int) -
     seen again in a later epoch. The loss and the accuracy read ``y mod num_classes`` (the
     values a device computes), and the model counts only first-epoch elements as its
     examples: TFF's weighted FedAvg then weighs a site by its number of images, as a gateway
-    weighs a device's reported count, however many epochs the site trained.
+    weighs a device's reported count, however many epochs the site trained. Each batch also
+    carries the site's logit offsets ``"o"``, which the training loss adds to the logits
+    (zeros unless the round asks for logit adjustment), as a device's trainer does.
     """
     tff = require("tensorflow_federated")
     tf = require("tensorflow")
@@ -70,7 +73,9 @@ def tff_model_fn(model_spec: ModelSpec, preprocess: PreprocessSpec, seed: int) -
             input_spec=element_spec(preprocess),
             metrics=[DecodedAccuracy(name="accuracy")],
         )
-        return _images_counted_class()(inner, classes)
+        return _images_counted_class()(
+            inner, classes, element_spec(preprocess, classes), DecodedLoss(from_logits=True)
+        )
 
     return model_fn
 
@@ -82,11 +87,17 @@ def _images_counted_class() -> type:
     tf = require("tensorflow")
 
     class ImagesCounted(tff.learning.models.VariableModel):  # type: ignore[name-defined]
-        """A TFF model whose batches report their first-epoch elements as their examples."""
+        """A TFF model whose batches report their first-epoch elements as their examples.
 
-        def __init__(self, inner: Any, classes: int) -> None:
+        Its batches carry the logit offsets ``"o"``; the loss it trains on is the decoded
+        cross-entropy of ``logits + o`` (the inner model's metrics see the plain logits).
+        """
+
+        def __init__(self, inner: Any, classes: int, input_spec: Any, loss: Any) -> None:
             self._inner = inner
             self._classes = classes
+            self._input_spec = input_spec
+            self._loss = loss
 
         @property
         def trainable_variables(self) -> Any:
@@ -102,14 +113,18 @@ def _images_counted_class() -> type:
 
         @property
         def input_spec(self) -> Any:
-            return self._inner.input_spec
+            return self._input_spec
 
         @tf.function
         def forward_pass(self, batch_input: Any, training: bool = True) -> Any:
-            output = self._inner.forward_pass(batch_input, training=training)
-            first = tf.reduce_sum(tf.cast(batch_input["y"] < self._classes, tf.int32))
+            images, labels = batch_input["x"], batch_input["y"]
+            output = self._inner.forward_pass(
+                collections.OrderedDict(x=images, y=labels), training=training
+            )
+            loss = self._loss(labels, output.predictions + batch_input["o"])
+            first = tf.reduce_sum(tf.cast(labels < self._classes, tf.int32))
             return tff.learning.models.BatchOutput(
-                loss=output.loss, predictions=output.predictions, num_examples=first
+                loss=loss, predictions=output.predictions, num_examples=first
             )
 
         @tf.function
@@ -144,7 +159,14 @@ def client_dataset(
     :func:`models.training.train_weights` uses for ``training`` on a device, with repeats
     marked for :func:`tff_model_fn`.
     """
-    return round_dataset(data, preprocess, training, seed=seed, repeat_label_offset=num_classes)
+    return round_dataset(
+        data,
+        preprocess,
+        training,
+        seed=seed,
+        repeat_label_offset=num_classes,
+        logit_offsets=logit_offsets(data, training, num_classes),
+    )
 
 
 def build_fedavg(

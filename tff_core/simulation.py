@@ -334,6 +334,7 @@ def weights_metadata(
             "local_epochs": config.local_epochs,
             "min_local_steps": config.min_local_steps,
             "proximal_mu": config.proximal_mu,
+            "logit_adjust": config.logit_adjust,
             "seed": config.seed,
             "test_metrics": {k: final.get(k) for k in HEADLINE_KEYS},
             "federated_metrics": summary_figures(records[-1].get("federated")) if records else None,

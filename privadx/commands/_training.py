@@ -50,6 +50,16 @@ def add_local_training_options(p: argparse.ArgumentParser) -> None:
         "default: %(default)s)",
     )
     g.add_argument(
+        "--logit-adjust",
+        type=non_negative_float,
+        default=d.logit_adjust,
+        metavar="TAU",
+        help="logit adjustment for label-skewed sites: each site trains on the cross-entropy "
+        "of logits + TAU * log(its own class frequencies), so its update does not teach the "
+        "model its class balance; the model's outputs are unchanged (0: off; "
+        "default: %(default)s)",
+    )
+    g.add_argument(
         "--client-optimizer",
         choices=("sgd", "adam"),
         default=str(d.optimizer.name),
@@ -102,6 +112,7 @@ def local_training(args: argparse.Namespace, **extra: Any) -> LocalTraining:
         local_epochs=args.local_epochs,
         min_local_steps=args.min_local_steps,
         proximal_mu=args.proximal_mu,
+        logit_adjust=args.logit_adjust,
         batch_size=args.batch_size,
         optimizer=client_optimizer(args),
         **extra,

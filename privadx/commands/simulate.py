@@ -135,6 +135,7 @@ def build_config(args: argparse.Namespace) -> SimulationConfig:
         local_epochs=args.local_epochs,
         min_local_steps=args.min_local_steps,
         proximal_mu=args.proximal_mu,
+        logit_adjust=args.logit_adjust,
         clients_per_round=args.clients_per_round,
         batch_size=args.batch_size,
         client_optimizer=client_optimizer(args),

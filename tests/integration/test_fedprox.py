@@ -1,10 +1,12 @@
-"""FedProx: the simulation's proximal step (TFF) and the edge agent's (Keras) are one update.
+"""FedProx and logit adjustment: the simulation (TFF) and the edge agent (Keras) take one step.
 
 One site of real BreastMNIST images trains one round from the same start weights: in TFF's
-FedAvg with :mod:`tff_core.proximal`'s client optimizer, and with the edge agent's
-:func:`models.training.train_weights`. The two must agree at the deployment-vs-simulation
-bound; the proximal term must matter at that bound and pull the update toward the global
-model (TFF's own ``build_weighted_fed_prox`` pushes it away).
+FedAvg with :mod:`tff_core.proximal`'s client optimizer (or the logit offsets its batches
+carry), and with the edge agent's :func:`models.training.train_weights`. The two must agree
+at the deployment-vs-simulation bound; each term must matter at that bound and act as it
+should: the proximal term pulls the update toward the global model (TFF's own
+``build_weighted_fed_prox`` pushes it away), logit adjustment keeps the site's class balance
+out of the model.
 """
 
 from __future__ import annotations
@@ -105,3 +107,35 @@ def test_edge_and_simulation_take_the_same_proximal_steps(site: LabeledImages) -
     strong = _edge_round(site, start, replace(TRAINING, proximal_mu=10.0))
     norms = [_norm(start, w) for w in (plain, simulated, strong)]
     assert norms[0] > norms[1] > norms[2] > 0, norms
+
+
+def _majority_share(site: LabeledImages, weights: list) -> float:
+    """Mean probability ``weights``' model gives the site's majority class on its images."""
+    from models.architectures import build_model
+    from models.weights import set_weights, weight_names
+    from privadx.common.metrics import softmax
+    from privadx.common.preprocess import to_model_input
+
+    model = build_model(SPEC, seed=0)
+    set_weights(model, dict(zip(weight_names(model), weights, strict=True)))
+    logits = np.asarray(model(to_model_input(site.images, PRE), training=False))
+    majority = int(np.argmax(np.bincount(site.labels)))
+    return float(softmax(logits.astype(np.float64))[:, majority].mean())
+
+
+@pytest.mark.slow
+def test_edge_and_simulation_take_the_same_logit_adjusted_steps(site: LabeledImages) -> None:
+    adjusted = replace(TRAINING, proximal_mu=0.0, logit_adjust=1.0)
+    start, simulated = _tff_round(site, adjusted)
+    edge = _edge_round(site, start, adjusted)
+    diff = _max_diff(edge, simulated)
+    assert diff <= PARITY, f"edge vs TFF with logit adjustment: max |difference| {diff:.2e}"
+    plain = _edge_round(site, start, replace(adjusted, logit_adjust=0.0))
+    off = _max_diff(plain, simulated)
+    print(f"logit adjustment edge vs TFF: {diff:.2e}; vs none: {off:.2e}")
+    assert off > 5 * PARITY
+    # The site's skew (about 3:1 here) is taught less: the adjusted model leans less
+    # toward the site's majority class than the plainly trained one.
+    counts = np.bincount(site.labels)
+    assert counts.max() >= 2 * counts.min(), counts
+    assert _majority_share(site, simulated) < _majority_share(site, plain)

@@ -5,10 +5,11 @@ from __future__ import annotations
 import itertools
 from dataclasses import replace
 
+import numpy as np
 import pytest
 
 from models.optim import LrSchedule
-from models.settings import MAX_LOCAL_EPOCHS, LocalTraining
+from models.settings import MAX_LOCAL_EPOCHS, LocalTraining, class_log_prior
 from privadx.common.errors import InputError
 
 
@@ -59,6 +60,23 @@ def test_the_proximal_strength_travels_in_the_announcement() -> None:
     assert LocalTraining.from_dict(older).proximal_mu == 0.0
 
 
+def test_the_logit_adjustment_travels_in_the_announcement() -> None:
+    settings = LocalTraining(logit_adjust=1.0)
+    assert LocalTraining.from_dict(settings.to_dict()) == settings
+    older = settings.to_dict()
+    del older["logit_adjust"]  # an announcement from a gateway before the setting: no offsets
+    assert LocalTraining.from_dict(older).logit_adjust == 0.0
+
+
+def test_the_class_prior_is_add_one_smoothed_and_finite_for_absent_classes() -> None:
+    prior = class_log_prior(np.array([1, 1, 1, 0, 1, 1]), 3)
+    assert prior.dtype == np.float32 and prior.shape == (3,)
+    np.testing.assert_allclose(np.exp(prior), [2 / 9, 6 / 9, 1 / 9], rtol=1e-6)
+    assert np.isclose(np.exp(prior).sum(), 1.0)
+    # a site without images: the uniform prior (every class counts as equally rare)
+    np.testing.assert_allclose(np.exp(class_log_prior(np.array([], np.int64), 4)), 0.25)
+
+
 @pytest.mark.parametrize(
     ("field", "value", "message"),
     [
@@ -72,6 +90,9 @@ def test_the_proximal_strength_travels_in_the_announcement() -> None:
         ("proximal_mu", float("nan"), "proximal mu"),
         ("proximal_mu", 1e3, "proximal mu"),
         ("proximal_mu", "strong", "malformed"),
+        ("logit_adjust", -1.0, "logit adjustment"),
+        ("logit_adjust", float("nan"), "logit adjustment"),
+        ("logit_adjust", 11.0, "logit adjustment"),
     ],
 )
 def test_bad_settings_are_refused_with_a_reason(field: str, value: object, message: str) -> None:
