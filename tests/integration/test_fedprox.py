@@ -92,17 +92,29 @@ def _norm(start: list, end: list) -> float:
     return float(np.sqrt(sum(np.sum((e - s) ** 2) for s, e in zip(start, end, strict=True))))
 
 
+def _parity(
+    site: LabeledImages, training: LocalTraining, without: LocalTraining, term: str
+) -> tuple[list, list, list]:
+    """Start, TFF and edge-without-the-term weights; asserts the edge and TFF agree.
+
+    Also asserts the term matters at the parity bound: the edge's update without it
+    (``without``) lies far outside.
+    """
+    start, simulated = _tff_round(site, training)
+    edge = _edge_round(site, start, training)
+    diff = _max_diff(edge, simulated)
+    assert diff <= PARITY, f"edge vs TFF with {term}: max |difference| {diff:.2e}"
+    plain = _edge_round(site, start, without)
+    off = _max_diff(plain, simulated)
+    print(f"{term}: edge vs TFF {diff:.2e}; vs without it {off:.2e}")
+    assert off > 5 * PARITY
+    return start, simulated, plain
+
+
 @pytest.mark.slow
 def test_edge_and_simulation_take_the_same_proximal_steps(site: LabeledImages) -> None:
-    start, simulated = _tff_round(site, TRAINING)
-    edge = _edge_round(site, start, TRAINING)
-    diff = _max_diff(edge, simulated)
-    assert diff <= PARITY, f"edge vs TFF with mu {MU}: max |difference| {diff:.2e}"
-    # The term matters at this bound: without it the update is far outside.
-    plain = _edge_round(site, start, replace(TRAINING, proximal_mu=0.0))
-    off = _max_diff(plain, simulated)
-    print(f"FedProx edge vs TFF: {diff:.2e}; vs no proximal term: {off:.2e}")
-    assert off > 5 * PARITY
+    without = replace(TRAINING, proximal_mu=0.0)
+    start, simulated, plain = _parity(site, TRAINING, without, f"FedProx mu {MU}")
     # It pulls toward the global model: the stronger, the shorter the update.
     strong = _edge_round(site, start, replace(TRAINING, proximal_mu=10.0))
     norms = [_norm(start, w) for w in (plain, simulated, strong)]
@@ -126,14 +138,8 @@ def _majority_share(site: LabeledImages, weights: list) -> float:
 @pytest.mark.slow
 def test_edge_and_simulation_take_the_same_logit_adjusted_steps(site: LabeledImages) -> None:
     adjusted = replace(TRAINING, proximal_mu=0.0, logit_adjust=1.0)
-    start, simulated = _tff_round(site, adjusted)
-    edge = _edge_round(site, start, adjusted)
-    diff = _max_diff(edge, simulated)
-    assert diff <= PARITY, f"edge vs TFF with logit adjustment: max |difference| {diff:.2e}"
-    plain = _edge_round(site, start, replace(adjusted, logit_adjust=0.0))
-    off = _max_diff(plain, simulated)
-    print(f"logit adjustment edge vs TFF: {diff:.2e}; vs none: {off:.2e}")
-    assert off > 5 * PARITY
+    without = replace(adjusted, logit_adjust=0.0)
+    _, simulated, plain = _parity(site, adjusted, without, "logit adjustment 1")
     # The site's skew (about 3:1 here) is taught less: the adjusted model leans less
     # toward the site's majority class than the plainly trained one.
     counts = np.bincount(site.labels)
