@@ -87,6 +87,15 @@ class LocalTraining:
                 f"logit adjustment must lie in [0, {MAX_LOGIT_ADJUST:g}], got {self.logit_adjust}"
             )
 
+    def logit_offsets(self, labels: np.ndarray, num_classes: int) -> np.ndarray:
+        """What a site holding ``labels`` adds to its logits in the training loss, float32.
+
+        ``logit_adjust * log(prior)`` with the site's own prior (:func:`class_log_prior`);
+        zeros when the adjustment is off. The edge trainer and the simulation both ask this.
+        """
+        tau = np.float32(self.logit_adjust)
+        return (tau * class_log_prior(labels, num_classes)).astype(np.float32)
+
     def for_round(self, schedule: LrSchedule, round_num: int, rounds: int) -> LocalTraining:
         """These settings with the learning rate ``schedule`` gives round ``round_num``."""
         return replace(self, optimizer=schedule.apply(self.optimizer, round_num, rounds))

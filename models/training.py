@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from models.optim import OptimizerSpec
-from models.settings import LocalTraining, class_log_prior
+from models.settings import LocalTraining
 from privadx.common.data.arrays import LabeledImages
 from privadx.common.deps import require
 from privadx.common.errors import ModelError
@@ -100,18 +100,6 @@ def round_dataset(
         repeat_label_offset=repeat_label_offset,
         logit_offsets=logit_offsets,
     )
-
-
-def logit_offsets(data: LabeledImages, settings: LocalTraining, num_classes: int) -> np.ndarray:
-    """What a site adds to its logits in the training loss: ``tau * log(prior)``, float32.
-
-    ``tau`` is ``settings.logit_adjust`` (zeros when it is 0); the prior is the site's own
-    class frequencies (:func:`models.settings.class_log_prior`).
-    """
-    if settings.logit_adjust == 0:
-        return np.zeros(num_classes, np.float32)
-    prior = class_log_prior(data.labels, num_classes)
-    return (np.float32(settings.logit_adjust) * prior).astype(np.float32)
 
 
 MAX_SHIFT = 2
@@ -301,7 +289,7 @@ class _Trainer:
             variable.assign(value)
             anchor.assign(value)
         self.mu.assign(settings.proximal_mu)
-        self.offsets.assign(logit_offsets(data, settings, int(self.offsets.shape[0])))
+        self.offsets.assign(settings.logit_offsets(data.labels, int(self.offsets.shape[0])))
         for variable, value in zip(self.optimizer.variables, self.initial_state, strict=True):
             variable.assign(value)
         self.optimizer.learning_rate.assign(settings.optimizer.learning_rate)

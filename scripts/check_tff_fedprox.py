@@ -8,7 +8,7 @@ update away. This script trains one round of one PneumoniaMNIST site (150 images
 SGD 0.05) with several mu and prints the update's L2 norm; it exits 1 while the norm grows
 with mu (the sign is wrong), 0 once it shrinks. PrivaDx's ``--proximal-mu`` does not use
 ``build_weighted_fed_prox``: it wraps the client optimizer (``tff_core/proximal.py``), whose
-pull ``tests/integration/test_fedprox.py`` checks against the edge agent's.
+pull ``tests/integration/test_local_terms_parity.py`` checks against the edge agent's.
 
 Measured 2026-12-03 (TFF 0.87.0): 0.81 at mu = 0.001, 1.59 at mu = 1, 18.17 at mu = 5.
 

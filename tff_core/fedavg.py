@@ -17,7 +17,7 @@ from models.architectures import build_model
 from models.optim import OptimizerName, OptimizerSpec
 from models.settings import LocalTraining
 from models.spec import ModelSpec
-from models.training import element_spec, logit_offsets, round_dataset
+from models.training import element_spec, round_dataset
 from privadx.common.data.arrays import LabeledImages
 from privadx.common.deps import require
 from privadx.common.preprocess import PreprocessSpec
@@ -165,7 +165,7 @@ def client_dataset(
         training,
         seed=seed,
         repeat_label_offset=num_classes,
-        logit_offsets=logit_offsets(data, training, num_classes),
+        logit_offsets=training.logit_offsets(data.labels, num_classes),
     )
 
 

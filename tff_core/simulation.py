@@ -369,7 +369,7 @@ def _aggregation_record(config: SimulationConfig, metrics: Any) -> dict[str, Any
     touched, so a run shows whether the bounds held back honest sites' updates.
     """
     rule = "dp" if config.dp else str(config.aggregation)
-    return {"rule": rule, **json_ready(dict(metrics["aggregator"]))}
+    return {"rule": rule, **json_ready(metrics["aggregator"])}
 
 
 def _clip_norm(metrics: Any) -> float | None:
