@@ -223,6 +223,8 @@ class EdgeAgent:
             log.warning("ignored a message on %s: %s", topic, exc)
         except SecAggError as exc:
             log.warning("secure aggregation attempt abandoned: %s", exc)
+        except Exception:  # a fault in one message must not end a service that runs for months
+            log.exception("a message on %s could not be handled; dropped", topic)
 
     def _check_gateway(self, env: Envelope) -> None:
         """Refuse a message the federation's gateway did not sign (unless running unsigned)."""
@@ -299,13 +301,13 @@ class EdgeAgent:
     def _prepare(self, m: GlobalModel) -> None:
         """Load the local images and build the Keras model before the round's clock runs.
 
-        Both steps are cached (once per run); a problem is only logged here, training
-        reports it when a round starts.
+        Both steps are cached (once per run); a problem is only logged here: training tries
+        again when a round starts, and reports what still fails.
         """
         try:
             self.work.prepare(m.info)
-        except PrivadxError as exc:
-            log.warning("could not prepare local training yet: %s", exc)
+        except Exception as exc:  # the round's training tries again
+            log.warning("could not prepare local training yet: %s", exc, exc_info=_unforeseen(exc))
 
     # --- evaluation -------------------------------------------------------------------------
     def _maybe_evaluate(self) -> None:
@@ -377,8 +379,11 @@ class EdgeAgent:
                 positive_class=m.info.positive_class,
             )
             report = replace(report, ood=self.work.ood_sums(m.info.ood))
-        except PrivadxError as exc:
-            log.warning("round %d model: could not evaluate it here: %s", m.round, exc)
+        except Exception as exc:  # not fatal: the next round's model is evaluated again
+            log.warning(
+                "round %d model: could not evaluate it here: %s", m.round, exc,
+                exc_info=_unforeseen(exc),
+            )  # fmt: skip
             return None
         log_own_figures(report, m.round, m.info.positive_class)
         return report
@@ -420,8 +425,11 @@ class EdgeAgent:
             return
         try:
             update, examples, metrics = self._trained_update(m, a, settings)
-        except ModelError as exc:  # the global model does not fit its own spec
-            log.error("round %d: cannot train on the global model, round skipped: %s", a.round, exc)
+        except Exception as exc:  # the round's retry or the next round tries again
+            log.error(
+                "round %d: cannot train here, round skipped: %s", a.round, exc,
+                exc_info=_unforeseen(exc),
+            )  # fmt: skip
             self._skipped = a.announcement
             return
         if a.secure is not None:
@@ -497,3 +505,8 @@ class EdgeAgent:
         trained, metrics = self.work.train(m.info, m.weights, settings, seed=seed)
         metrics["seconds"] = round(time.monotonic() - t0, 3)
         return model_update(trained, m.weights), len(data), metrics
+
+
+def _unforeseen(exc: BaseException) -> bool:
+    """A fault outside the project's own errors (log its trace): a bug, not bad input."""
+    return not isinstance(exc, PrivadxError)

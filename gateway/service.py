@@ -376,14 +376,10 @@ class Gateway:
     def _wait_for_sites(self, state: GatewayRun) -> None:
         deadline = time.monotonic() + self.config.start_timeout
         log.info("waiting for %d sites to come online", self.config.min_sites)
-        while (
-            sum(p.get("state") == Presence.ONLINE for p in state.online.values())
-            < self.config.min_sites
-        ):
+        while len(_online(state)) < self.config.min_sites:
             if time.monotonic() > deadline:
                 raise QuorumError(
-                    f"only {len(state.online)} of the {self.config.min_sites} required sites came "
-                    f"online within {self.config.start_timeout:.0f} s"
+                    _start_shortfall(state, self.config.min_sites, self.config.start_timeout)
                 )
             self._process_one(state)
 
@@ -474,3 +470,13 @@ def _evaluating(state: GatewayRun) -> set[str]:
 
 def _fmt(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, float) else "n/a"
+
+
+def _start_shortfall(state: GatewayRun, needed: int, waited: float) -> str:
+    """Why the run cannot start: how many sites are online, and which were seen and left."""
+    online = _online(state)
+    gone = sorted(set(state.online) - online)
+    said = f" ({', '.join(gone)} came and went offline)" if gone else ""
+    return (
+        f"only {len(online)} of the {needed} required sites came online within {waited:.0f} s{said}"
+    )

@@ -59,8 +59,12 @@ def start_broker(folder: Path, sites: int, *, tls: bool = True) -> Mosquitto:
     return broker
 
 
-class SiteCrashError(Exception):
-    """Raised inside an edge agent thread to make the site vanish as a crash would."""
+class SiteCrashError(BaseException):
+    """Raised inside an edge agent thread to make the site vanish as a crash would.
+
+    Not an ``Exception``: the agent contains the faults a running service can survive
+    (``except Exception``), and a crash is not one of them.
+    """
 
 
 def _serve(agent: EdgeAgent) -> None:

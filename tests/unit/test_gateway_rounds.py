@@ -249,6 +249,23 @@ def test_a_round_below_quorum_is_announced_again_then_fails(tmp_path: Path) -> N
     assert [r["round"] for r in gateway.records] == [1]
 
 
+def test_a_run_that_cannot_start_names_the_sites_that_went_offline(tmp_path: Path) -> None:
+    class TwoComeOneLeaves(ScriptedLink):
+        def start(self) -> None:
+            for site, state in [
+                ("site-0", Presence.ONLINE),
+                ("site-1", Presence.ONLINE),
+                ("site-1", Presence.OFFLINE),
+            ]:
+                env = presence_envelope(Kind.PRESENCE, site, state, evaluates=True)
+                self._send(self.topics.presence(site), env)
+
+    gateway, _ = _gateway(_config(tmp_path, start_timeout=1.0), TwoComeOneLeaves("unit"))
+    expected = r"only 1 of the 3 required sites came online within 1 s \(site-1 came and went"
+    with pytest.raises(QuorumError, match=expected):
+        gateway.run()
+
+
 def test_the_round_logic_needs_neither_tensorflow_nor_tff(tmp_path: Path) -> None:
     code = "\n".join(
         [
