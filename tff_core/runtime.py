@@ -122,3 +122,22 @@ def tff_runtime() -> Iterator[None]:
         yield
     finally:
         stop_workers()
+
+
+@contextlib.contextmanager
+def op_determinism(enabled: bool) -> Iterator[None]:
+    """Run the body with TensorFlow's op determinism on (or off), then restore what it was.
+
+    The switch is process-wide and TensorFlow 2.14 exports only the call that turns it on, so
+    a plain simulation used to leave it on for the rest of the process: a DP aggregator built
+    later in the same process (a notebook, a test worker) then failed on TFF's unseeded noise.
+    """
+    from tensorflow.python.framework import config  # the switch's off call and getter
+
+    switch = {True: config.enable_op_determinism, False: config.disable_op_determinism}
+    before = bool(config.is_op_determinism_enabled())
+    switch[enabled]()
+    try:
+        yield
+    finally:
+        switch[before]()

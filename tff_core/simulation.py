@@ -25,7 +25,7 @@ from tff_core.experiment import Experiment, prepare
 from tff_core.fedavg import build_fedavg, client_dataset
 from tff_core.privacy import affordable_rounds, epsilon, privacy_record, tff_dp_aggregator
 from tff_core.robust import tff_model_aggregator
-from tff_core.runtime import tff_runtime, worker_cpu_seconds
+from tff_core.runtime import op_determinism, tff_runtime, worker_cpu_seconds
 
 log = logging.getLogger(__name__)
 
@@ -50,12 +50,15 @@ def run_simulation(config: SimulationConfig) -> dict[str, Any]:
     """
     tf = require("tensorflow")
     tf.keras.utils.set_random_seed(config.seed)
-    if config.dp is None:
-        tf.config.experimental.enable_op_determinism()
-    else:
+    if config.dp is not None:
         # DP noise must not be predictable; TFF draws it from unseeded random ops, which op
         # determinism forbids. A DP run is therefore not bit-reproducible, by design.
         log.info("differential privacy on: the run is not bit-reproducible (fresh noise)")
+    with op_determinism(config.dp is None):
+        return _simulate(config)
+
+
+def _simulate(config: SimulationConfig) -> dict[str, Any]:
     started, cpu_started = time.monotonic(), time.process_time()
     exp = prepare(config)
     run = RunFolder(config.out)

@@ -49,6 +49,11 @@ def test_ten_sites_five_rounds_match_the_simulation(tmp_path: Path, pneumonia_np
             export_onnx=False,
         )
     )
+    # The plain simulation ran with op determinism; it must not leave it on for the process (a
+    # DP aggregator built later here would fail on TFF's unseeded noise).
+    from tensorflow.python.framework import config
+
+    assert not config.is_op_determinism_enabled()
     records = [json.loads(line) for line in (mqtt.out / "metrics.jsonl").read_text().splitlines()]
     assert [r["updates"] for r in records] == [SITES] * ROUNDS
     print(
