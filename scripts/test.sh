@@ -22,4 +22,7 @@ need chromium chromium "the diagnosis report's test opens the page in headless C
 uv run --frozen ruff check .
 uv run --frozen ruff format --check .
 uv run --frozen mypy
-uv run --frozen pytest "$@"
+# Two workers (the machine's 2 cores; half of them sat idle while one test waited on a broker,
+# a deadline or a subprocess). Each file runs whole on one worker, so a module's fixtures are
+# built once; files start longest first (tests/conftest.py orders them).
+uv run --frozen pytest -n 2 --dist loadfile --no-loadscope-reorder "$@"

@@ -52,6 +52,35 @@ def load_script(name: str) -> Any:
     return load_module(name, REPO / "scripts" / f"{name}.py")
 
 
+# scripts/test.sh runs the suite on two xdist workers, each file whole on one worker, and
+# hands the files out in collection order. These take longest (CI's --durations list), so they
+# are collected first and the workers finish together instead of one of them running a long
+# file alone at the end. The rest keep pytest's order.
+LONGEST_FILES = (
+    "e2e/test_crash_recovery.py",
+    "integration/test_secure_aggregation.py",
+    "integration/test_ten_sites.py",
+    "e2e/test_cli.py",
+    "e2e/test_diagnosis_report.py",
+    "integration/test_federation_mqtt.py",
+    "e2e/test_demo.py",
+    "e2e/test_federated_evaluation.py",
+    "e2e/test_rgb_multiclass_simulation.py",
+    "integration/test_consecutive_runs.py",
+    "e2e/test_dp_simulation.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Put the longest files first (a stable sort: each file's own order is kept)."""
+    rank = {name: i for i, name in enumerate(LONGEST_FILES)}
+
+    def key(item: pytest.Item) -> int:
+        return rank.get(item.path.relative_to(REPO / "tests").as_posix(), len(rank))
+
+    items.sort(key=key)
+
+
 SUMMARY_KEYS = frozenset({"accuracy", "auc", "sensitivity", "specificity", "rounds", "seconds"})
 """Keys every run's summary.json must have (simulate, gateway and demo alike)."""
 
