@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from models.augment import Augmentation
 from models.optim import LrSchedule, OptimizerName, OptimizerSpec
 from privadx.common.errors import InputError
 from privadx.common.wire.update_codec import Encoding
@@ -47,7 +48,8 @@ class LocalTraining:
     optimizer: OptimizerSpec = field(
         default_factory=lambda: OptimizerSpec(name=OptimizerName.ADAM, learning_rate=1e-3)
     )
-    augment: bool = True
+    augmentation: Augmentation = Augmentation.SHIFT
+    """How a site perturbs its training images (:class:`models.augment.Augmentation`)."""
     shuffle: bool = True
     encoding: Encoding = Encoding.FLOAT32
     """How sites send their update (see :mod:`privadx.common.wire.update_codec`)."""
@@ -119,7 +121,8 @@ class LocalTraining:
             "local_epochs": self.local_epochs,
             "batch_size": self.batch_size,
             "optimizer": self.optimizer.to_dict(),
-            "augment": self.augment,
+            "augment": self.augmentation is not Augmentation.NONE,  # what older devices read
+            "augmentation": str(self.augmentation),
             "shuffle": self.shuffle,
             "encoding": str(self.encoding),
             "min_local_steps": self.min_local_steps,
@@ -133,7 +136,8 @@ class LocalTraining:
         try:
             epochs, batch = int(data["local_epochs"]), int(data["batch_size"])
             optimizer = OptimizerSpec.from_dict(data["optimizer"])
-            augment, shuffle = bool(data.get("augment", True)), bool(data.get("shuffle", True))
+            augmentation = _augmentation(data)
+            shuffle = bool(data.get("shuffle", True))
             encoding = Encoding(data.get("encoding", Encoding.FLOAT32))
             min_steps = int(data.get("min_local_steps", 0))
             mu = float(data.get("proximal_mu", 0.0))
@@ -142,7 +146,7 @@ class LocalTraining:
                 local_epochs=epochs,
                 batch_size=batch,
                 optimizer=optimizer,
-                augment=augment,
+                augmentation=augmentation,
                 shuffle=shuffle,
                 encoding=encoding,
                 min_local_steps=min_steps,
@@ -153,6 +157,23 @@ class LocalTraining:
             raise InputError(f"training settings out of range: {exc}") from exc
         except (KeyError, TypeError, ValueError) as exc:
             raise InputError(f"malformed training settings: {exc}") from exc
+
+
+def _augmentation(data: dict[str, Any]) -> Augmentation:
+    """The augmentation an announcement asks for.
+
+    ``augmentation``, else the older ``augment`` flag (``true``: the shift; absent means
+    ``true``); when both are present they must agree.
+    """
+    legacy = data.get("augment", True)
+    if not isinstance(legacy, bool):
+        raise InputError(f"augment must be true or false, got {legacy!r}")
+    if "augmentation" not in data:
+        return Augmentation.SHIFT if legacy else Augmentation.NONE
+    level = Augmentation(data["augmentation"])
+    if legacy != (level is not Augmentation.NONE):
+        raise InputError(f"augment {legacy} contradicts augmentation {level}")
+    return level
 
 
 def class_log_prior(labels: np.ndarray, num_classes: int) -> np.ndarray:

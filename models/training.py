@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from models.augment import Augmentation, augment_example
 from models.optim import OptimizerSpec
 from models.settings import LocalTraining
 from privadx.common.data.arrays import LabeledImages
@@ -34,7 +35,7 @@ def make_client_dataset(
     batch_size: int,
     epochs: int,
     seed: int,
-    augment: bool = True,
+    augmentation: Augmentation = Augmentation.SHIFT,
     shuffle: bool = True,
     repeat_label_offset: int = 0,
     logit_offsets: np.ndarray | None = None,
@@ -42,10 +43,9 @@ def make_client_dataset(
     """Batches of ``{"x": float32 images, "y": int32 labels}`` for ``epochs`` local epochs.
 
     The order is reshuffled every epoch by a NumPy generator seeded with ``seed`` alone (not
-    TensorFlow's process-wide seed, so the simulation and a device draw the same order); with
-    ``augment`` every image is shifted by up to :data:`MAX_SHIFT` pixels (reflect padding and
-    a stateless random crop seeded by ``seed`` and the example's position), so a run is
-    repeatable.
+    TensorFlow's process-wide seed, so the simulation and a device draw the same order); every
+    image is then augmented as ``augmentation`` asks (:func:`models.augment.augment_example`,
+    stateless draws seeded by ``seed`` and the example's position), so a run is repeatable.
 
     ``repeat_label_offset`` is added to the label of every element after the first epoch:
     the TFF simulation marks repeats so that its FedAvg counts each of a site's images once
@@ -66,8 +66,8 @@ def make_client_dataset(
     ds = tf.data.Dataset.from_tensor_slices((order, offsets)).map(
         lambda i, k: collections.OrderedDict(x=tf.gather(images, i), y=tf.gather(labels, i) + k)
     )
-    if augment:
-        ds = ds.enumerate().map(lambda i, e: _shift(e, spec, seed, i))
+    if augmentation is not Augmentation.NONE:
+        ds = ds.enumerate().map(lambda i, e: augment_example(e, augmentation, spec, seed, i))
     if logit_offsets is not None:
         offsets = tf.constant(np.asarray(logit_offsets, np.float32))
         ds = ds.map(lambda e: collections.OrderedDict(x=e["x"], y=e["y"], o=offsets))
@@ -95,32 +95,11 @@ def round_dataset(
         batch_size=settings.batch_size,
         epochs=settings.epochs_for(len(data)),
         seed=seed,
-        augment=settings.augment,
+        augmentation=settings.augmentation,
         shuffle=settings.shuffle,
         repeat_label_offset=repeat_label_offset,
         logit_offsets=logit_offsets,
     )
-
-
-MAX_SHIFT = 2
-"""Largest random translation, in pixels, applied by training-time augmentation."""
-
-
-def _shift(
-    example: collections.OrderedDict[str, tf.Tensor],
-    spec: PreprocessSpec,
-    seed: int,
-    index: tf.Tensor,
-) -> collections.OrderedDict[str, tf.Tensor]:
-    tf = require("tensorflow")
-    pad = [[MAX_SHIFT, MAX_SHIFT], [MAX_SHIFT, MAX_SHIFT], [0, 0]]
-    padded = tf.pad(example["x"], pad, mode="REFLECT")
-    shifted = tf.image.stateless_random_crop(
-        padded,
-        (spec.height, spec.width, spec.channels),
-        seed=tf.stack([tf.constant(seed % (2**31), tf.int64), tf.cast(index, tf.int64)]),
-    )
-    return collections.OrderedDict(x=shifted, y=example["y"])
 
 
 def element_spec(

@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 def update_norm(site, mu: float) -> float:  # type: ignore[no-untyped-def]
     import tensorflow_federated as tff
 
+    from models.augment import Augmentation
     from models.optim import OptimizerName, OptimizerSpec
     from models.settings import LocalTraining
     from models.spec import ModelSpec
@@ -40,7 +41,7 @@ def update_norm(site, mu: float) -> float:  # type: ignore[no-untyped-def]
     training = LocalTraining(
         local_epochs=3,
         optimizer=OptimizerSpec(name=OptimizerName.SGD, learning_rate=0.05),
-        augment=False,
+        augmentation=Augmentation.NONE,
     )
     process = tff.learning.algorithms.build_weighted_fed_prox(
         tff_model_fn(spec, pre, 0),

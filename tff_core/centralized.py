@@ -46,7 +46,12 @@ def train_centralized(config: SimulationConfig, exp: Experiment, run: RunFolder)
     steps = math.ceil(share * per_round / config.batch_size)
     epochs_needed = math.ceil(steps * config.rounds * config.batch_size / len(pooled)) + 1
     data = make_client_dataset(
-        pooled, exp.preprocess, batch_size=config.batch_size, epochs=epochs_needed, seed=config.seed
+        pooled,
+        exp.preprocess,
+        batch_size=config.batch_size,
+        epochs=epochs_needed,
+        seed=config.seed,
+        augmentation=config.augmentation,
     )
     final: dict[str, Any] = {}
     started, cpu_started = time.monotonic(), time.process_time()

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from models.augment import Augmentation
 from models.optim import DEFAULT_SERVER_OPTIMIZER, LrSchedule, OptimizerName, OptimizerSpec
 from models.settings import DEFAULT_SIMULATION_ROUNDS, LocalTraining
 from models.spec import Architecture, ModelSpec
@@ -42,6 +43,8 @@ class SimulationConfig:
     """FedProx strength of the sites' local steps (see ``LocalTraining.proximal_mu``)."""
     logit_adjust: float = LocalTraining().logit_adjust
     """Logit-adjustment strength of the sites' loss (see ``LocalTraining.logit_adjust``)."""
+    augmentation: Augmentation = LocalTraining().augmentation
+    """How sites (and the pooled baseline) perturb their training images."""
     client_lr_schedule: LrSchedule = LrSchedule.CONSTANT
     """How the sites' learning rate changes over the rounds (as a gateway would announce)."""
     server_optimizer: OptimizerSpec = DEFAULT_SERVER_OPTIMIZER
@@ -90,6 +93,7 @@ class SimulationConfig:
             min_local_steps=self.min_local_steps,
             proximal_mu=self.proximal_mu,
             logit_adjust=self.logit_adjust,
+            augmentation=self.augmentation,
         )
 
     def training_for(self, round_num: int) -> LocalTraining:

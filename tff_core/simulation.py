@@ -338,6 +338,7 @@ def weights_metadata(
             "min_local_steps": config.min_local_steps,
             "proximal_mu": config.proximal_mu,
             "logit_adjust": config.logit_adjust,
+            "augmentation": str(config.augmentation),
             "seed": config.seed,
             "test_metrics": {k: final.get(k) for k in HEADLINE_KEYS},
             "federated_metrics": summary_figures(records[-1].get("federated")) if records else None,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, Any
 
+from models.augment import MAX_BRIGHTNESS, MAX_CONTRAST, MAX_SHIFT, Augmentation
 from models.optim import DEFAULT_LR_SCHEDULE, DEFAULT_SERVER_OPTIMIZER, LrSchedule
 from models.settings import DEFAULT_TRAINING, LocalTraining
 from privadx.commands._common import (
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
 
 
 def add_local_training_options(p: argparse.ArgumentParser) -> None:
-    """The local-training options: epochs, minimum steps, batch, FedProx, client optimizer."""
+    """The local-training options: epochs, steps, batch, local terms, augmentation, optimizer."""
     d = DEFAULT_TRAINING
     g = p.add_argument_group("local training (what each round asks of a site)")
     g.add_argument(
@@ -58,6 +59,14 @@ def add_local_training_options(p: argparse.ArgumentParser) -> None:
         "of logits + TAU * log(its own class frequencies), so its update does not teach the "
         "model its class balance; the model's outputs are unchanged (0: off; "
         "default: %(default)s)",
+    )
+    g.add_argument(
+        "--augment",
+        choices=[str(a) for a in Augmentation],
+        default=str(d.augmentation),
+        help=f"how sites perturb their training images: none; shift (up to {MAX_SHIFT} pixels); "
+        f"strong (the shift, a mirror image half the time, contrast +-{MAX_CONTRAST * 100:.0f}%%, "
+        f"brightness +-{MAX_BRIGHTNESS * 100:.0f}%% of the range) (default: %(default)s)",
     )
     g.add_argument(
         "--client-optimizer",
@@ -113,6 +122,7 @@ def local_training(args: argparse.Namespace, **extra: Any) -> LocalTraining:
         min_local_steps=args.min_local_steps,
         proximal_mu=args.proximal_mu,
         logit_adjust=args.logit_adjust,
+        augmentation=Augmentation(args.augment),
         batch_size=args.batch_size,
         optimizer=client_optimizer(args),
         **extra,

@@ -118,6 +118,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def build_config(args: argparse.Namespace) -> SimulationConfig:
     """The typed simulation config for parsed arguments."""
+    from models.augment import Augmentation
     from models.optim import LrSchedule
     from models.spec import Architecture
     from privadx.common.data.partition import PartitionSpec, Scheme
@@ -136,6 +137,7 @@ def build_config(args: argparse.Namespace) -> SimulationConfig:
         min_local_steps=args.min_local_steps,
         proximal_mu=args.proximal_mu,
         logit_adjust=args.logit_adjust,
+        augmentation=Augmentation(args.augment),
         clients_per_round=args.clients_per_round,
         batch_size=args.batch_size,
         client_optimizer=client_optimizer(args),

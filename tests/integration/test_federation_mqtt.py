@@ -24,6 +24,7 @@ from harness.federation import (
     training_parts,
 )
 from harness.mosquitto import GATEWAY_USER, Mosquitto
+from models.augment import Augmentation
 from models.optim import OptimizerName, OptimizerSpec
 from models.settings import LocalTraining
 from privadx.common.data.arrays import LabeledImages
@@ -44,7 +45,7 @@ TRAINING = LocalTraining(
     local_epochs=1,
     batch_size=32,
     optimizer=OptimizerSpec(name=OptimizerName.SGD, learning_rate=0.01),
-    augment=False,
+    augmentation=Augmentation.NONE,
     shuffle=False,
 )
 

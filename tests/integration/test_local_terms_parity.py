@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from models.augment import Augmentation
 from models.optim import OptimizerName, OptimizerSpec
 from models.settings import LocalTraining
 from models.spec import ModelSpec
@@ -37,7 +38,7 @@ TRAINING = LocalTraining(
     local_epochs=3,
     batch_size=32,
     optimizer=OptimizerSpec(name=OptimizerName.SGD, learning_rate=0.01),
-    augment=False,
+    augmentation=Augmentation.NONE,
     shuffle=False,
     proximal_mu=MU,
 )

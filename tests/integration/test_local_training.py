@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from models.architectures import build_model
+from models.augment import Augmentation
 from models.optim import OptimizerName, OptimizerSpec
 from models.settings import LocalTraining
 from models.spec import ModelSpec
@@ -72,11 +73,27 @@ def test_a_scheduled_rate_reaches_the_reused_trainer(site) -> None:
     assert _TRAINERS[model].step.experimental_get_tracing_count() == 1
 
 
+def test_the_announced_augmentation_reaches_the_trainer(site) -> None:
+    """A device trains with the level its announcement names: strong augmentation gives
+    another update than the shift from the same start and seed, the same one every time."""
+    spec = ModelSpec(dropout=0.0)
+    start = get_weights(build_model(spec, seed=0))
+    model = build_model(spec, seed=1)
+    strong = LocalTraining.from_dict({**ADAM.to_dict(), "augmentation": "strong"})
+    assert strong.augmentation is Augmentation.STRONG
+    shifted = _train(model, start, site, ADAM, seed=7)
+    first = _train(model, start, site, strong, seed=7)
+    assert _equal(first, _train(build_model(spec, seed=2), start, site, strong, seed=7))
+    assert not _equal(first, shifted)
+
+
 @pytest.mark.slow
 def test_dropout_masks_follow_the_seed(site) -> None:
     """Without shuffling and augmentation only dropout is random: another seed gives another
     update, dropout 0 gives the same update for any seed."""
-    fixed = LocalTraining(local_epochs=1, batch_size=32, augment=False, shuffle=False)
+    fixed = LocalTraining(
+        local_epochs=1, batch_size=32, augmentation=Augmentation.NONE, shuffle=False
+    )
     for dropout, differs in ((0.3, True), (0.0, False)):
         spec = ModelSpec(dropout=dropout)
         start = get_weights(build_model(spec, seed=0))
@@ -115,7 +132,12 @@ def test_the_order_depends_on_the_seed_alone(site) -> None:
     def centre_pixels(seed: int) -> np.ndarray:
         """The centre pixel of every image in the order training sees them."""
         ds = make_client_dataset(
-            site, PreprocessSpec(), batch_size=50, epochs=2, seed=seed, augment=False
+            site,
+            PreprocessSpec(),
+            batch_size=50,
+            epochs=2,
+            seed=seed,
+            augmentation=Augmentation.NONE,
         )
         return np.concatenate([b["x"].numpy()[:, 14, 14, 0] for b in ds])
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from models.augment import Augmentation
 from models.optim import DEFAULT_LR_SCHEDULE, DEFAULT_SERVER_OPTIMIZER, LrSchedule, OptimizerName
 from models.settings import DEFAULT_SIMULATION_ROUNDS, DEFAULT_TRAINING, LocalTraining
 from privadx.cli import build_parser, main
@@ -24,6 +25,8 @@ OPTIONS = [
     "0.01",
     "--logit-adjust",
     "0.5",
+    "--augment",
+    "strong",
 ]
 
 GATEWAY = ["gateway", "--broker", "mqtt://127.0.0.1:1883", "--task", "task.toml", "--out"]
@@ -38,6 +41,7 @@ def test_simulate_and_gateway_read_the_same_options_alike(tmp_path) -> None:
     assert config.training == local_training(gw)
     assert config.training.min_local_steps == 25 and config.training.local_epochs == 3
     assert config.training.proximal_mu == 0.01 and config.training.logit_adjust == 0.5
+    assert config.training.augmentation is Augmentation.STRONG
     assert config.server_optimizer == server_optimizer(gw)
     assert config.client_lr_schedule is LrSchedule.COSINE == LrSchedule(gw.client_lr_schedule)
     assert server_optimizer(gw).momentum == 0.9 and server_optimizer(gw).name is OptimizerName.SGD
@@ -51,6 +55,7 @@ def test_the_defaults_are_the_settings_defaults(tmp_path) -> None:
     assert local_training(gw) == DEFAULT_TRAINING == sim.training
     assert DEFAULT_TRAINING.min_local_steps == 20 and DEFAULT_TRAINING.proximal_mu == 0.0
     assert DEFAULT_TRAINING.logit_adjust == 0.0
+    assert DEFAULT_TRAINING.augmentation is Augmentation.SHIFT
     assert server_optimizer(gw) == DEFAULT_SERVER_OPTIMIZER == sim.server_optimizer
     assert LrSchedule(gw.client_lr_schedule) is DEFAULT_LR_SCHEDULE is sim.client_lr_schedule
     assert sim.rounds == DEFAULT_SIMULATION_ROUNDS == 30
@@ -87,3 +92,11 @@ def test_an_impossible_proximal_strength_is_a_usage_error(tmp_path, capsys, valu
         main(["simulate", "--out", str(tmp_path / "run"), "--proximal-mu", value])
     assert exit_info.value.code == 2
     assert "--proximal-mu: expected" in capsys.readouterr().err
+
+
+def test_an_unknown_augmentation_is_a_usage_error(tmp_path, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["simulate", "--out", str(tmp_path / "run"), "--augment", "wild"])
+    assert exit_info.value.code == 2
+    assert "--augment: invalid choice: 'wild'" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

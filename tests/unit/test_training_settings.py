@@ -8,6 +8,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from models.augment import Augmentation
 from models.optim import LrSchedule
 from models.settings import MAX_LOCAL_EPOCHS, LocalTraining, class_log_prior
 from privadx.common.errors import InputError
@@ -68,6 +69,29 @@ def test_the_logit_adjustment_travels_in_the_announcement() -> None:
     assert LocalTraining.from_dict(older).logit_adjust == 0.0
 
 
+@pytest.mark.parametrize("level", list(Augmentation))
+def test_the_augmentation_travels_in_the_announcement(level: Augmentation) -> None:
+    settings = LocalTraining(augmentation=level)
+    wire = settings.to_dict()
+    assert LocalTraining.from_dict(wire) == settings
+    assert wire["augment"] is (level is not Augmentation.NONE)  # what an older device reads
+
+
+@pytest.mark.parametrize(
+    ("augment", "level"), [(True, Augmentation.SHIFT), (False, Augmentation.NONE), (None, None)]
+)
+def test_an_announcement_before_the_levels_means_the_shift_or_none(
+    augment: bool | None, level: Augmentation | None
+) -> None:
+    older = LocalTraining().to_dict()
+    del older["augmentation"]
+    if augment is None:
+        del older["augment"]  # neither field: the protocol's default, the shift
+    else:
+        older["augment"] = augment
+    assert LocalTraining.from_dict(older).augmentation is (level or Augmentation.SHIFT)
+
+
 def test_the_class_prior_is_add_one_smoothed_and_finite_for_absent_classes() -> None:
     prior = class_log_prior(np.array([1, 1, 1, 0, 1, 1]), 3)
     assert prior.dtype == np.float32 and prior.shape == (3,)
@@ -93,6 +117,10 @@ def test_the_class_prior_is_add_one_smoothed_and_finite_for_absent_classes() -> 
         ("logit_adjust", -1.0, "logit adjustment"),
         ("logit_adjust", float("nan"), "logit adjustment"),
         ("logit_adjust", 11.0, "logit adjustment"),
+        ("augmentation", "wild", "malformed"),
+        ("augmentation", None, "malformed"),
+        ("augment", "yes", "augment must be true or false"),
+        ("augment", False, "contradicts"),  # the default's level, the shift, asks for some
     ],
 )
 def test_bad_settings_are_refused_with_a_reason(field: str, value: object, message: str) -> None:
