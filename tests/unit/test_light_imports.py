@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
 
@@ -39,3 +40,38 @@ def test_help_of_every_subcommand_imports_nothing_heavy() -> None:
         "        main([cmd, '--help'])"
     )
     assert _loaded_after(code) == []
+
+
+NEWER_THAN_310 = {
+    "enum": {"StrEnum", "ReprEnum", "verify", "EnumCheck"},
+    "typing": {"Self", "LiteralString", "Never", "assert_never", "reveal_type", "Required"},
+    "datetime": {"UTC"},
+    "asyncio": {"TaskGroup", "timeout"},
+}
+"""Standard-library names that appeared in 3.11; ``tomllib`` is a whole module of them."""
+
+LIGHT_PACKAGES = ("privadx", "edge", "models")
+"""Packages the light install runs on a device's Python (3.10 and newer)."""
+
+
+def test_light_packages_take_311_names_from_the_compat_module() -> None:
+    """The edge and diagnosis paths run on 3.10: a 3.11-only name must come via compat.
+
+    The light-install test checks this on a real 3.10 when the machine has one; this check
+    holds everywhere and names the line.
+    """
+    offenders = []
+    for package in LIGHT_PACKAGES:
+        for path in sorted((REPO / package).rglob("*.py")):
+            if path.name == "compat.py":
+                continue
+            for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+                where = f"{path.relative_to(REPO)}:{getattr(node, 'lineno', 0)}"
+                if isinstance(node, ast.ImportFrom) and node.module in NEWER_THAN_310:
+                    names = {a.name for a in node.names} & NEWER_THAN_310[node.module]
+                    offenders += [f"{where} imports {n} from {node.module}" for n in names]
+                elif isinstance(node, ast.Import):
+                    offenders += [
+                        f"{where} imports tomllib" for a in node.names if a.name == "tomllib"
+                    ]
+    assert offenders == [], "use privadx.common.compat instead:\n" + "\n".join(offenders)
