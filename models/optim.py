@@ -16,6 +16,10 @@ from privadx.common.compat import StrEnum
 from privadx.common.deps import require
 from privadx.common.errors import InputError
 
+MAX_WEIGHT_DECAY = 10.0
+"""Largest decoupled weight decay an optimizer may use (at 10 a step at learning rate 1e-3
+shrinks every weight by 1%)."""
+
 
 class OptimizerName(StrEnum):
     """Optimizers available on clients and on the server."""
@@ -35,6 +39,10 @@ class OptimizerSpec:
     """Heavy-ball momentum (SGD only)."""
     epsilon: float = 1e-7
     """Adam/Yogi denominator constant (adaptive server optimizers use 1e-3, Reddi et al.)."""
+    weight_decay: float = 0.0
+    """Decoupled weight decay (AdamW, Loshchilov and Hutter, ICLR 2019; Adam only): each step
+    also subtracts ``learning_rate * weight_decay * w`` from every weight, so a learning-rate
+    schedule scales it too. 0 is plain Adam."""
 
     def __post_init__(self) -> None:
         if not self.learning_rate > 0:
@@ -43,6 +51,12 @@ class OptimizerSpec:
             raise InputError(f"momentum must lie in [0, 1), got {self.momentum}")
         if not self.epsilon > 0:
             raise InputError(f"epsilon must be positive, got {self.epsilon}")
+        if not 0.0 <= self.weight_decay <= MAX_WEIGHT_DECAY:  # also refuses NaN
+            raise InputError(
+                f"weight decay must lie in [0, {MAX_WEIGHT_DECAY:g}], got {self.weight_decay}"
+            )
+        if self.weight_decay and self.name is not OptimizerName.ADAM:
+            raise InputError(f"weight decay needs the adam optimizer, not {self.name}")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (travels in round announcements)."""
@@ -57,6 +71,7 @@ class OptimizerSpec:
                 learning_rate=float(data["learning_rate"]),
                 momentum=float(data.get("momentum", 0.0)),
                 epsilon=float(data.get("epsilon", 1e-7)),
+                weight_decay=float(data.get("weight_decay", 0.0)),
             )
         except (KeyError, ValueError, TypeError) as exc:
             raise InputError(f"malformed optimizer settings {data!r}: {exc}") from exc
@@ -67,7 +82,12 @@ class OptimizerSpec:
         if self.name is OptimizerName.SGD:
             return tf.keras.optimizers.SGD(self.learning_rate, momentum=self.momentum)
         if self.name is OptimizerName.ADAM:
-            return tf.keras.optimizers.Adam(self.learning_rate, epsilon=self.epsilon)
+            # Keras decays each weight by learning_rate * weight_decay * w before the Adam
+            # step, TFF's build_adamw in the same step: the same update.
+            decay = self.weight_decay or None
+            return tf.keras.optimizers.Adam(
+                self.learning_rate, epsilon=self.epsilon, weight_decay=decay
+            )
         raise InputError(f"optimizer {self.name} is only available on the server")
 
 

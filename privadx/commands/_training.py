@@ -91,6 +91,13 @@ def add_local_training_options(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--client-momentum", type=float, default=0.9, help="momentum of client sgd (default: 0.9)"
     )
+    g.add_argument(
+        "--weight-decay",
+        type=non_negative_float,
+        default=d.optimizer.weight_decay,
+        help="decoupled weight decay of client adam (AdamW): each local step also shrinks "
+        "every weight by learning rate x this (0: off; default: %(default)s)",
+    )
 
 
 def add_server_optimizer_options(p: argparse.ArgumentParser) -> None:
@@ -137,6 +144,7 @@ def client_optimizer(args: argparse.Namespace) -> OptimizerSpec:
         name=OptimizerName(args.client_optimizer),
         learning_rate=args.client_lr,
         momentum=args.client_momentum if args.client_optimizer == "sgd" else 0.0,
+        weight_decay=args.weight_decay,
     )
 
 

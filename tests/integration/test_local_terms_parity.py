@@ -1,4 +1,4 @@
-"""FedProx and logit adjustment: the simulation (TFF) and the edge agent (Keras) take one step.
+"""FedProx, logit adjustment, weight decay: the simulation (TFF) and the edge agent take one step.
 
 One site of real BreastMNIST images trains one round from the same start weights: in TFF's
 FedAvg with :mod:`tff_core.proximal`'s client optimizer (or the logit offsets its batches
@@ -6,7 +6,8 @@ carry), and with the edge agent's :func:`models.training.train_weights`. The two
 at the deployment-vs-simulation bound; each term must matter at that bound and act as it
 should: the proximal term pulls the update toward the global model (TFF's own
 ``build_weighted_fed_prox`` pushes it away), logit adjustment keeps the site's class balance
-out of the model.
+out of the model, weight decay (TFF's ``build_adamw``, Keras's Adam with ``weight_decay``)
+shrinks the weights.
 """
 
 from __future__ import annotations
@@ -146,3 +147,14 @@ def test_edge_and_simulation_take_the_same_logit_adjusted_steps(site: LabeledIma
     counts = np.bincount(site.labels)
     assert counts.max() >= 2 * counts.min(), counts
     assert _majority_share(site, simulated) < _majority_share(site, plain)
+
+
+@pytest.mark.slow
+def test_edge_and_simulation_take_the_same_weight_decayed_steps(site: LabeledImages) -> None:
+    adam = OptimizerSpec(name=OptimizerName.ADAM, learning_rate=1e-3, weight_decay=1.0)
+    decayed = replace(TRAINING, proximal_mu=0.0, optimizer=adam)
+    without = replace(decayed, optimizer=replace(adam, weight_decay=0.0))
+    start, simulated, plain = _parity(site, decayed, without, "weight decay 1")
+    # Every step shrinks the weights: the decayed model is the smaller one.
+    sizes = [_norm([np.zeros_like(w) for w in start], w) for w in (plain, simulated)]
+    assert sizes[1] < sizes[0], sizes

@@ -27,6 +27,8 @@ OPTIONS = [
     "0.5",
     "--augment",
     "strong",
+    "--weight-decay",
+    "0.05",
 ]
 
 GATEWAY = ["gateway", "--broker", "mqtt://127.0.0.1:1883", "--task", "task.toml", "--out"]
@@ -42,6 +44,7 @@ def test_simulate_and_gateway_read_the_same_options_alike(tmp_path) -> None:
     assert config.training.min_local_steps == 25 and config.training.local_epochs == 3
     assert config.training.proximal_mu == 0.01 and config.training.logit_adjust == 0.5
     assert config.training.augmentation is Augmentation.STRONG
+    assert config.training.optimizer.weight_decay == 0.05
     assert config.server_optimizer == server_optimizer(gw)
     assert config.client_lr_schedule is LrSchedule.COSINE == LrSchedule(gw.client_lr_schedule)
     assert server_optimizer(gw).momentum == 0.9 and server_optimizer(gw).name is OptimizerName.SGD
@@ -54,7 +57,7 @@ def test_the_defaults_are_the_settings_defaults(tmp_path) -> None:
     sim = build_config(build_parser().parse_args(["simulate", "--out", str(tmp_path)]))
     assert local_training(gw) == DEFAULT_TRAINING == sim.training
     assert DEFAULT_TRAINING.min_local_steps == 20 and DEFAULT_TRAINING.proximal_mu == 0.0
-    assert DEFAULT_TRAINING.logit_adjust == 0.0
+    assert DEFAULT_TRAINING.logit_adjust == 0.0 and DEFAULT_TRAINING.optimizer.weight_decay == 0
     assert DEFAULT_TRAINING.augmentation is Augmentation.SHIFT
     assert server_optimizer(gw) == DEFAULT_SERVER_OPTIMIZER == sim.server_optimizer
     assert LrSchedule(gw.client_lr_schedule) is DEFAULT_LR_SCHEDULE is sim.client_lr_schedule
@@ -70,6 +73,8 @@ def test_the_defaults_are_the_settings_defaults(tmp_path) -> None:
         (["--min-local-steps", "100000"], "minimum local steps"),
         (["--proximal-mu", "1000"], "proximal mu"),
         (["--logit-adjust", "50"], "logit adjustment"),
+        (["--weight-decay", "20"], "weight decay must lie in [0, 10]"),
+        (["--weight-decay", "0.1", "--client-optimizer", "sgd"], "weight decay needs the adam"),
     ],
 )
 def test_bad_values_get_a_clear_error(tmp_path, capsys, options, message) -> None:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from models.augment import Augmentation
-from models.optim import LrSchedule
+from models.optim import LrSchedule, OptimizerName, OptimizerSpec
 from models.settings import MAX_LOCAL_EPOCHS, LocalTraining, class_log_prior
 from privadx.common.errors import InputError
 
@@ -67,6 +67,34 @@ def test_the_logit_adjustment_travels_in_the_announcement() -> None:
     older = settings.to_dict()
     del older["logit_adjust"]  # an announcement from a gateway before the setting: no offsets
     assert LocalTraining.from_dict(older).logit_adjust == 0.0
+
+
+def test_the_weight_decay_travels_in_the_announcement_and_survives_the_schedule() -> None:
+    adam = OptimizerSpec(name=OptimizerName.ADAM, learning_rate=1e-3, weight_decay=0.05)
+    settings = LocalTraining(optimizer=adam)
+    assert LocalTraining.from_dict(settings.to_dict()) == settings
+    older = settings.to_dict()
+    del older["optimizer"]["weight_decay"]  # from a gateway before the setting: plain Adam
+    assert LocalTraining.from_dict(older).optimizer.weight_decay == 0.0
+    late = settings.for_round(LrSchedule.COSINE, 30, 30).optimizer
+    assert late.weight_decay == 0.05 and late.learning_rate < 1e-4
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"weight_decay": -0.1}, "weight decay must lie"),
+        ({"weight_decay": float("nan")}, "weight decay must lie"),
+        ({"weight_decay": 10.5}, "weight decay must lie"),
+        ({"weight_decay": 0.1, "name": OptimizerName.SGD}, "needs the adam optimizer"),
+    ],
+)
+def test_impossible_weight_decay_is_refused(fields: dict, message: str) -> None:
+    with pytest.raises(InputError, match=message):
+        OptimizerSpec(**{"name": OptimizerName.ADAM, **fields})
+    wire = {"learning_rate": 1e-3, **fields, "name": str(fields.get("name", "adam"))}
+    with pytest.raises(InputError, match=message):
+        OptimizerSpec.from_dict(wire)
 
 
 @pytest.mark.parametrize("level", list(Augmentation))
