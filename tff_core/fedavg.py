@@ -32,12 +32,11 @@ def build_tff_optimizer(spec: OptimizerSpec) -> Any:
     opt = tff.learning.optimizers
     if spec.name is OptimizerName.SGD:
         return opt.build_sgdm(learning_rate=spec.learning_rate, momentum=spec.momentum or None)
-    if spec.name is OptimizerName.ADAM and spec.weight_decay:
-        return opt.build_adamw(
-            learning_rate=spec.learning_rate, epsilon=spec.epsilon, weight_decay=spec.weight_decay
-        )
     if spec.name is OptimizerName.ADAM:
-        return opt.build_adam(learning_rate=spec.learning_rate, epsilon=spec.epsilon)
+        rate, eps = spec.learning_rate, spec.epsilon
+        if spec.weight_decay:
+            return opt.build_adamw(learning_rate=rate, epsilon=eps, weight_decay=spec.weight_decay)
+        return opt.build_adam(learning_rate=rate, epsilon=eps)
     return opt.build_yogi(learning_rate=spec.learning_rate, epsilon=spec.epsilon)
 
 
