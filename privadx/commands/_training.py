@@ -8,6 +8,7 @@ One definition, so a simulation and a deployment are asked the same way and defa
 from __future__ import annotations
 
 import argparse
+import logging
 from typing import TYPE_CHECKING, Any
 
 from models.augment import MAX_BRIGHTNESS, MAX_CONTRAST, MAX_SHIFT, Augmentation
@@ -22,6 +23,8 @@ from privadx.commands._common import (
 
 if TYPE_CHECKING:
     from models.optim import OptimizerSpec
+
+log = logging.getLogger(__name__)
 
 
 def add_local_training_options(p: argparse.ArgumentParser) -> None:
@@ -149,13 +152,21 @@ def client_optimizer(args: argparse.Namespace) -> OptimizerSpec:
 
 
 def server_optimizer(args: argparse.Namespace) -> OptimizerSpec:
-    """The server optimizer the options ask for (adaptive ones with epsilon 1e-3)."""
-    from models.optim import OptimizerName, OptimizerSpec
+    """The server optimizer the options ask for (adaptive ones with epsilon 1e-3).
+
+    Logs a warning when it and the client optimizer are a pair measured to misbehave
+    (:func:`models.optim.pairing_warning`).
+    """
+    from models.optim import OptimizerName, OptimizerSpec, pairing_warning
 
     sgd = args.server_optimizer == "sgd"
-    return OptimizerSpec(
+    spec = OptimizerSpec(
         name=OptimizerName(args.server_optimizer),
         learning_rate=args.server_lr,
         momentum=args.server_momentum if sgd else 0.0,
         epsilon=1e-7 if sgd else 1e-3,
     )
+    warning = pairing_warning(client_optimizer(args), spec)
+    if warning:
+        log.warning("%s", warning)
+    return spec

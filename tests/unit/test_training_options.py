@@ -105,3 +105,33 @@ def test_an_unknown_augmentation_is_a_usage_error(tmp_path, capsys) -> None:
     assert exit_info.value.code == 2
     assert "--augment: invalid choice: 'wild'" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    ("options", "warned"),
+    [
+        (["--weight-decay", "0.3", "--server-momentum", "0.9"], True),
+        (["--weight-decay", "0.3"], False),
+        (["--server-momentum", "0.9"], False),
+        (["--weight-decay", "0.3", "--server-optimizer", "adam"], False),
+    ],
+)
+def test_weight_decay_with_server_momentum_is_warned_about(
+    tmp_path, caplog, options, warned
+) -> None:
+    from privadx.commands.simulate import build_config
+
+    for argv in (["simulate", "--out", str(tmp_path)], [*GATEWAY, str(tmp_path)]):
+        caplog.clear()
+        args = build_parser().parse_args([*argv, *options])
+        if argv[0] == "simulate":
+            build_config(args)
+        else:
+            server_optimizer(args)
+        said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+        assert bool(said) is warned, said
+        if warned:
+            assert said == [
+                "--weight-decay 0.3 with --server-momentum 0.9: the momentum accumulates the "
+                "decay; runs with 0.3 and 0.9 diverged in their last rounds. Use one or the other."
+            ]
